@@ -1,0 +1,269 @@
+"""Monitor: instruments any PyTorch loop and writes tidy records under run_dir/records.
+
+    mon = gradvar.Monitor(model, optimizer, "runs/x", quantities="paper")
+    for batch in data:
+        loss = model(batch).loss; loss.backward(); optimizer.step(); optimizer.zero_grad()
+        mon.step(loss=loss)
+    mon.close()
+
+Hooks find the micro-batch boundaries (one tensor hook call per parameter per backward), the gradient
+before clipping (Monitor.clip_grad_norm_, or the optimizer's pre-step hook when you do not clip), and the
+optimizer state after the step. Statistics stay on the device and are combined and written every
+`flush_every` steps.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from . import quantities as Q
+from .capture import GradCapture
+from .combine import combine
+from .groups import build_groups, trainable_params
+from .records import RecordWriter
+from .rows import RowBuilder
+from .spikes import SpikeRule
+
+
+class Monitor:
+    """Records gradient variance, Adam variance state and loss spikes, per step and sequence length."""
+
+    def __init__(self, model, optimizer, run_dir, quantities="paper", *, flush_every: int = 50,
+                 probe_batch: torch.Tensor | None = None, probe_every: int = 100, probe_loss_every: int = 10,
+                 probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=Q.causal_lm_loss,
+                 layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(), resume_step: int | None = None,
+                 handle_sigterm: bool = True, infer_inputs: bool = True):
+        self.model, self.optimizer = model, optimizer
+        self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        self.run_dir = Path(run_dir)
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.rank = dist.get_rank() if self.world_size > 1 else 0
+        if isinstance(quantities, str):
+            quantities = Q.build(quantities, probe_batch, probe_every, probe_loss_every, probe_micro_batch,
+                                 probe_seqlens, loss_fn)
+        self.quantities = list(quantities)
+        names, self.params = trainable_params(self.module)
+        self.groups, gidx = build_groups(names)
+        self.group_index = torch.tensor(gidx, device=self.params[0].device)
+        self.capture = GradCapture(self.params, elementwise=any(q.needs_elementwise for q in self.quantities))
+        self.flush_every, self.layers_every = flush_every, layers_every
+        self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
+        self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
+        self.step_num = 0 if resume_step is None else int(resume_step)
+        self._buffer: list[tuple[dict, dict]] = []  # (host meta, {name: Stat}) per step
+        self._pending: dict = {}
+        self._extras: dict = {}
+        self._grads_read = False
+        self._side_rows: list = []
+        self._inputs = {"tokens": 0, "sequences": 0, "seqlen": None, "losses": []}
+        self._last_time = time.perf_counter()
+        self._closed = False
+        self._stop_requested = False
+        self._handles = self._install_hooks(infer_inputs)
+        self._prev_sigterm = self._install_sigterm() if handle_sigterm else None
+
+    # ----------------------------------------------------------------- hooks
+    def _install_hooks(self, infer_inputs):
+        handles = [self.optimizer.register_step_pre_hook(self._pre_step),
+                   self.optimizer.register_step_post_hook(self._post_step)]
+        if infer_inputs:
+            handles.append(self.module.register_forward_pre_hook(self._on_forward_pre, with_kwargs=True))
+            handles.append(self.module.register_forward_hook(self._on_forward))
+        for q in self.quantities:
+            if hasattr(q, "attach"):
+                q.attach(self.module)
+        return handles
+
+    def _training_forward(self) -> bool:
+        return self.capture.active and self.module.training and torch.is_grad_enabled()
+
+    def _on_forward_pre(self, mod, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if self._training_forward() and isinstance(ids, torch.Tensor) and ids.dim() >= 2:
+            self._inputs["tokens"] += ids.numel()  # shapes are host values: no sync
+            self._inputs["sequences"] += ids.shape[0]
+            self._inputs["seqlen"] = ids.shape[1]
+
+    def _on_forward(self, mod, args, out):
+        loss = getattr(out, "loss", None)
+        if self._training_forward() and isinstance(loss, torch.Tensor):
+            self._inputs["losses"].append(loss.detach().float().reshape(()))
+
+    def _ctx(self) -> Q.StepContext:
+        return Q.StepContext(self.step_num + 1, self.module, self.optimizer, tuple(self.params), self.group_index,
+                             len(self.groups), self.capture, self.world_size, self._extras)
+
+    def _read_grads(self):
+        """Run the quantities that need the step's gradient before clipping (once per step)."""
+        if self._grads_read:
+            return
+        self._grads_read = True
+        self._extras["k_local"] = self.capture.micro_batches
+        ctx = self._ctx()
+        for q in self._scheduled():
+            self._pending.update(q.on_grads(ctx))
+
+    def _pre_step(self, optimizer, args, kwargs):
+        self._read_grads()
+        if any(q.needs_snapshot for q in self._scheduled()):
+            self._extras["snapshot"] = [p.detach().clone() for p in self.params]
+
+    def _post_step(self, optimizer, args, kwargs):
+        ctx = self._ctx()
+        for q in self._scheduled():
+            self._pending.update(q.on_after_step(ctx))
+        self._extras.pop("snapshot", None)
+
+    def _scheduled(self):
+        step = self.step_num + 1
+        return [q for q in self.quantities if q.schedule(step)]
+
+    # ----------------------------------------------------------------- public API
+    def clip_grad_norm_(self, max_norm: float, foreach: bool | None = None) -> torch.Tensor:
+        """Clip like torch.nn.utils.clip_grad_norm_, after recording the gradient before clipping."""
+        self._read_grads()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=foreach)
+        self._extras["clip_coef"] = (max_norm / (norm.float() + 1e-6)).clamp(max=1.0).detach()
+        return norm
+
+    def step(self, loss=None, *, seqlen: int | None = None, tokens: int | None = None, lr: float | None = None,
+             grad_norm=None, batch_size: int | None = None) -> None:
+        """Close the current optimizer step.
+
+        loss: the step's loss, or a list of the micro-batch losses (unscaled); defaults to the `.loss` of
+        the model's training forwards. seqlen: sequence length trained at this step. tokens: training tokens
+        consumed so far, all ranks (cumulative). grad_norm: the norm before clipping, if you clipped with
+        another function (the statistics are then rescaled to it). Defaults are inferred from the inputs.
+        """
+        if self._closed:
+            raise RuntimeError("Monitor.step() after close()")
+        if not self._grads_read and any(p.grad is not None for p in self.params):
+            self._read_grads()
+        self._extras["losses"] = self._losses(loss)
+        if grad_norm is not None:
+            self._extras["grad_norm_user"] = torch.as_tensor(grad_norm).detach().float()
+        self._extras.update(rank=self.rank, module=self.module, side_rows=self._side_rows)
+        ctx = self._ctx()
+        for q in self._scheduled():
+            self._pending.update(q.on_step(ctx))
+        self.step_num += 1
+        self._buffer.append((self._meta(seqlen, tokens, lr, batch_size), self._pending))
+        self._reset_step()
+        if self.step_num % self.flush_every == 0 or self._stop_requested:
+            self.flush()
+
+    def _losses(self, loss):
+        if loss is None:
+            got = self._inputs["losses"]
+            return torch.stack(got) if got else None
+        if isinstance(loss, (list, tuple)):
+            return torch.stack([torch.as_tensor(x).detach().float().reshape(()) for x in loss])
+        return torch.as_tensor(loss).detach().float().reshape(1)
+
+    def _meta(self, seqlen, tokens, lr, batch_size) -> dict:
+        now = time.perf_counter()
+        inp = self._inputs
+        step_tokens = inp["tokens"] * self.world_size
+        if tokens is None:
+            tokens = self.rows.tokens + step_tokens
+        if lr is None:
+            lr = self.optimizer.param_groups[0].get("lr", math.nan)
+        meta = {
+            "step": self.step_num, "tokens": int(tokens), "seqlen": seqlen if seqlen is not None else inp["seqlen"],
+            "batch_size": batch_size if batch_size is not None else (inp["sequences"] * self.world_size or None),
+            "lr": float(lr), "time_s": now - self._last_time, "k_local": self._extras.get("k_local", 0),
+            "step_tokens": int(tokens) - self.rows.tokens,
+        }
+        self.rows.tokens = int(tokens)
+        self._last_time = now
+        return meta
+
+    def _reset_step(self):
+        self.capture.reset()
+        self._pending, self._extras, self._grads_read = {}, {}, False
+        self._inputs = {"tokens": 0, "sequences": 0, "seqlen": None, "losses": []}
+
+    def log_event(self, kind: str, message: str, value: float = math.nan, step: int | None = None) -> None:
+        """Record an event (checkpoint, resume, preemption, ...) in the events table (rank 0 only)."""
+        self.rows.events.append(self.rows.event(step or self.step_num, kind, message, value))
+
+    def log_row(self, table: str, row: dict) -> None:
+        """Append a row to another table (e.g. `evals`); it carries step, tokens and seqlen."""
+        self.rows.extra.append((table, {"step": self.step_num, "tokens": self.rows.tokens,
+                                        "seqlen": self.rows.last_seqlen, **row}))
+
+    def flush(self) -> None:
+        """Combine buffered statistics across ranks (collective under DDP) and write them (rank 0)."""
+        buffer, self._buffer = self._buffer, []
+        side, self._side_rows[:] = list(self._side_rows), []
+        if buffer:
+            raw = combine([stats for _, stats in buffer], self.world_size, self.rank)
+            metas = [m for m, _ in buffer]
+            side = [(t, {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in r.items()}) for t, r in side]
+            if self.rank == 0:
+                tables = self.rows.build(metas, raw, self.quantities, side, self.layers_every)
+                for table, rows in tables.items():
+                    self.writer.append(table, rows)
+        if self.rank == 0:
+            for table, row in self.rows.take_extra():
+                self.writer.append(table, row)
+            self.writer.flush()
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGTERM arrived (the trainer checkpoints and exits at the next step boundary)."""
+        return self._stop_requested
+
+    def state_dict(self) -> dict:
+        return {"step": self.step_num, "rows": self.rows.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_num = int(state["step"])
+        self.rows.load_state_dict(state["rows"])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        for h in self._handles:
+            h.remove()
+        for q in self.quantities:
+            if hasattr(q, "detach"):
+                q.detach()
+        self.capture.remove()
+        if self._prev_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._prev_sigterm)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----------------------------------------------------------------- SIGTERM
+    def _install_sigterm(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        return signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        """Schedulers send SIGTERM before killing: keep every record, then behave as before."""
+        self._stop_requested = True
+        if self.world_size > 1:
+            return  # flushing is collective: it happens at the next step boundary
+        self.log_event("preempt", "SIGTERM received: records flushed")
+        self.flush()
+        prev = self._prev_sigterm
+        if callable(prev):
+            prev(signum, frame)
+        elif prev in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)

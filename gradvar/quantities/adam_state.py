@@ -1,0 +1,55 @@
+"""Adam's second-moment state (the paper's gradient-variance measure), read after optimizer.step().
+
+adam_v_max = max_j v_j, adam_v_l1 = sum_j v_j, min and mean, overall and per group; |exp_avg|.
+Works for torch.optim.Adam/AdamW in their for-loop, foreach and fused forms (same state keys).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .base import SAME, Quantity, Stat, group_max, group_min, group_sum
+
+
+class AdamState(Quantity):
+    name = "adam_state"
+
+    def on_after_step(self, ctx):
+        state = ctx.optimizer.state
+        have = [i for i, p in enumerate(ctx.params) if "exp_avg_sq" in state.get(p, {})]
+        if not have:
+            return {}
+        vs = [state[ctx.params[i]]["exp_avg_sq"] for i in have]
+        ms = [state[ctx.params[i]]["exp_avg"] for i in have]
+        idx = ctx.group_index[torch.tensor(have, device=ctx.group_index.device)]
+        vmax = torch.stack(torch._foreach_norm(vs, math.inf)).float()  # v >= 0: the inf-norm is the max
+        vl1 = torch.stack(torch._foreach_norm(vs, 1)).float()
+        vmin = torch.stack([v.min() for v in vs]).float()
+        numel = torch.tensor([float(v.numel()) for v in vs], device=vl1.device)
+        g = ctx.n_groups
+        return {
+            "v_max_group": Stat(group_max(vmax, idx, g), SAME),
+            "v_l1_group": Stat(group_sum(vl1, idx, g), SAME),
+            "v_min_group": Stat(group_min(vmin, idx, g), SAME),
+            "v_numel_group": Stat(group_sum(numel, idx, g), SAME),
+            "m_sq": Stat(torch.stack(torch._foreach_norm(ms)).float().square().sum(), SAME),
+        }
+
+    def finalize(self, raw, meta, groups):
+        if "v_max_group" not in raw:
+            return {}, {}
+        vmax, vl1, vmin, n = raw["v_max_group"], raw["v_l1_group"], raw["v_min_group"], raw["v_numel_group"]
+        cols = {
+            "adam_v_max": vmax.max(axis=1),
+            "adam_v_l1": vl1.sum(axis=1),
+            "adam_v_min": vmin.min(axis=1),
+            "adam_v_mean": vl1.sum(axis=1) / n.sum(axis=1),
+            "adam_m_norm": np.sqrt(raw["m_sq"][:, 0]),
+        }
+        per_group = {}
+        for i, grp in enumerate(groups):
+            per_group[(grp, "adam_v_max")] = vmax[:, i]
+            per_group[(grp, "adam_v_l1")] = vl1[:, i]
+        return cols, per_group

@@ -1,0 +1,114 @@
+"""Base pieces of every quantity: a typed context, a schedule, and how each value combines across ranks.
+
+A quantity returns device tensors wrapped in `Stat(value, op)`; the monitor buffers them, combines them
+across ranks at flush time (one SUM and one MAX all-reduce for all buffered steps together), copies them to
+the host once, and calls `finalize` to turn the combined raw values into table columns.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+SUM, MAX, SAME, RANK = "sum", "max", "same", "rank"
+"""SUM/MAX: all-reduced; SAME: identical on every rank (rank 0's is used); RANK: one slot per rank."""
+
+Schedule = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class Stat:
+    value: torch.Tensor
+    op: str = SAME
+
+
+def every(n: int = 1, start: int = 1) -> Schedule:
+    """Run at steps start, start+n, ..."""
+    return lambda step: step >= start and (step - start) % n == 0
+
+
+def dense_then_every(n: int, dense_until: int = 30) -> Schedule:
+    """Every step up to `dense_until` (spikes come early), then every n."""
+    return lambda step: step <= dense_until or step % n == 0
+
+
+def log_spaced(base: float = 1.25) -> Schedule:
+    marks = {int(round(base ** i)) for i in range(200)}
+    return lambda step: step in marks
+
+
+def at_steps(steps) -> Schedule:
+    chosen = set(int(s) for s in steps)
+    return lambda step: step in chosen
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a quantity may look at. Built by the monitor; quantities never keep references to it."""
+
+    step: int
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: tuple
+    group_index: torch.Tensor
+    """(n_params,) long: the group of each parameter."""
+    n_groups: int
+    capture: object
+    """The GradCapture holding this step's micro-batch moments."""
+    world_size: int = 1
+    extras: dict = field(default_factory=dict)
+    """Per-step inputs the monitor collected (losses, snapshots, clip coefficient)."""
+
+
+@dataclass(frozen=True)
+class FlushMeta:
+    """Host-side facts the finalizers need for each buffered step."""
+
+    world_size: int
+    batch_size: np.ndarray
+    """(n_steps,) sequences per optimizer step, all ranks (NaN where unknown)."""
+
+
+def group_sum(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(n_params,) -> (n_groups,) sums."""
+    return torch.zeros(n_groups, device=values.device, dtype=values.dtype).index_add_(0, index, values)
+
+
+def group_max(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+    out = torch.full((n_groups,), -math.inf, device=values.device, dtype=values.dtype)
+    return out.scatter_reduce_(0, index, values, reduce="amax")
+
+
+def group_min(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+    out = torch.full((n_groups,), math.inf, device=values.device, dtype=values.dtype)
+    return out.scatter_reduce_(0, index, values, reduce="amin")
+
+
+class Quantity:
+    """One measured quantity. Override only the events you need; each returns {name: Stat}."""
+
+    name = "quantity"
+    needs_elementwise = False
+    needs_snapshot = False
+
+    def __init__(self, schedule: Schedule | None = None):
+        self.schedule = schedule or every(1)
+
+    def on_grads(self, ctx: StepContext) -> dict:
+        """`.grad` holds the step's (all-reduced) gradient, before clipping."""
+        return {}
+
+    def on_after_step(self, ctx: StepContext) -> dict:
+        """The optimizer has stepped: its state and the parameters are updated."""
+        return {}
+
+    def on_step(self, ctx: StepContext) -> dict:
+        """`Monitor.step` was called: the micro-batch losses are in ctx.extras."""
+        return {}
+
+    def finalize(self, raw: dict, meta: FlushMeta, groups: list[str]) -> tuple[dict, dict]:
+        """(steps columns, {(group, stat): column}) from the combined raw values, as (n_steps,) arrays."""
+        return {}, {}

@@ -1,0 +1,78 @@
+"""Between-micro-batch gradient variance: tr(Sigma), |G|^2 and B_simple (McCandlish et al. 2018), and the
+element-wise variance across micro-batches.
+
+With K micro-batches of B_s sequences (B_b = K * B_s), |G_s|^2 = mean_k |g_k|^2 and |G_b|^2 = |G|^2:
+    |G|^2_true ~ (K |G_b|^2 - |G_s|^2) / (K - 1)
+    tr(Sigma)  ~ B_s K (|G_s|^2 - |G_b|^2) / (K - 1)        (per-sequence covariance)
+    B_simple   = tr(Sigma) / |G|^2_true
+Per rank we keep sum_k |h_k|^2 with h_k = g_k / K_local (loss scaled by 1/K_local); one SUM all-reduce at
+flush time combines ranks. The element-wise maximum under DDP is the max over ranks of each rank's second
+moment about the global mean, an upper bound of the exact value (exact with one process).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import MAX, RANK, SUM, Quantity, Stat, group_max, group_sum
+
+
+def noise_estimates(gs: np.ndarray, gb: np.ndarray, k: np.ndarray, b_s: np.ndarray) -> dict:
+    """Pure McCandlish estimators; NaN where K < 2."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        km1 = np.where(k >= 2, k - 1.0, np.nan)
+        true_sq = (k * gb - gs) / km1
+        trace = b_s * k * (gs - gb) / km1
+        return {"grad_true_sq": true_sq, "grad_trace_sigma": trace, "grad_noise_scale": trace / true_sq}
+
+
+class GradVariance(Quantity):
+    name = "grad_variance"
+
+    def __init__(self, schedule=None, elementwise: bool = True):
+        super().__init__(schedule)
+        self.needs_elementwise = elementwise
+
+    def on_grads(self, ctx):
+        cap = ctx.capture
+        k_local = cap.micro_batches
+        if k_local == 0:
+            return {}
+        sq = torch.stack(cap.sq)
+        out = {"micro_sq_group": Stat(group_sum(sq, ctx.group_index, ctx.n_groups), SUM),
+               # this rank's mean |g_k|^2 = K_local * sum_k |h_k|^2
+               "rank_micro_sq": Stat(sq.sum() * k_local, RANK)}
+        if cap.m2 is not None:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ctx.params]
+            # var_j = mean_k g_kj^2 - G_j^2 with g_k = K_local h_k: K_local * sum_k h_kj^2 - G_j^2
+            maxes = torch.stack([(k_local * m - g.float().square()).max() for m, g in zip(cap.m2, grads)])
+            out["var_max_group"] = Stat(group_max(maxes, ctx.group_index, ctx.n_groups), MAX)
+        return out
+
+    def finalize(self, raw, meta, groups):
+        if "micro_sq_group" not in raw or "grad_sq_group" not in raw:
+            return {}, {}
+        k_local = raw["_k_local"][:, 0]
+        k_tot = k_local * meta.world_size
+        s = raw["micro_sq_group"]  # (n_steps, n_groups): sum over ranks and micro-batches of |h_k|^2
+        gs_group = (k_local**2 / k_tot)[:, None] * s
+        gb_group = raw["grad_sq_group"]
+        if "grad_norm_user" in raw:  # clipping happened outside the monitor: rescale to the pre-clip norm
+            user = raw["grad_norm_user"][:, 0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.where(np.isnan(user), 1.0, user**2 / gb_group.sum(axis=1))
+            gb_group = gb_group * scale[:, None]
+        b_s = np.where(np.isnan(meta.batch_size), 1.0, meta.batch_size / k_tot)
+        gs, gb = gs_group.sum(axis=1), gb_group.sum(axis=1)
+        cols = noise_estimates(gs, gb, k_tot, b_s)
+        cols["grad_sq_micro"] = gs
+        cols["micro_batches"] = k_tot
+        cols["grad_var_sum"] = np.where(k_tot >= 2, gs - gb, np.nan)
+        var_max = raw.get("var_max_group")
+        cols["grad_var_max"] = np.where(k_tot >= 2, var_max.max(axis=1), np.nan) if var_max is not None else np.full(len(gs), np.nan)
+        per_group = {}
+        for i, g in enumerate(groups):
+            est = noise_estimates(gs_group[:, i], gb_group[:, i], k_tot, b_s)
+            per_group[(g, "grad_trace_sigma")] = est["grad_trace_sigma"]
+            per_group[(g, "grad_true_sq")] = est["grad_true_sq"]
+        return cols, per_group

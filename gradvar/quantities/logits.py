@@ -1,0 +1,81 @@
+"""Max output logit and max attention logit (small-scale instability signals, Wortsman et al. 2023).
+
+The output logit is read by a forward hook on the model's output embedding during training forwards.
+The attention logit max(q.k / sqrt(d)) is not materialised by SDPA, so it is recomputed from the q/k
+projections of GPT-2 style blocks (`attn.c_attn`), on the probe batch only: O(T^2) work every P steps.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .base import MAX, Quantity, Stat
+
+
+class OutputLogit(Quantity):
+    name = "output_logit"
+
+    def __init__(self, schedule=None):
+        super().__init__(schedule)
+        self._max = None
+        self._handle = None
+
+    def attach(self, module) -> bool:
+        head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
+        if head is None:
+            return False
+        self._handle = head.register_forward_hook(self._hook)
+        return True
+
+    def _hook(self, mod, inputs, out):
+        if not (mod.training and torch.is_grad_enabled()):
+            return
+        m = out.detach().abs().amax().float()
+        self._max = m if self._max is None else torch.maximum(self._max, m)
+
+    def on_step(self, ctx):
+        if self._max is None:
+            return {}
+        value, self._max = self._max, None
+        return {"max_output_logit": Stat(value, MAX)}
+
+    def finalize(self, raw, meta, groups):
+        return ({"max_output_logit": raw["max_output_logit"][:, 0]} if "max_output_logit" in raw else {}), {}
+
+    def detach(self):
+        if self._handle is not None:
+            self._handle.remove()
+
+
+class _Box:
+    value = None
+
+
+@contextlib.contextmanager
+def attention_logit_max(model):
+    """Collect max |q.k|/sqrt(head_dim) over the causal part of every GPT-2 attention block."""
+    box, handles = _Box(), []
+    n_head = getattr(getattr(model, "config", None), "n_head", None)
+    for name, mod in model.named_modules():
+        if n_head and name.endswith("attn.c_attn"):
+            handles.append(mod.register_forward_hook(_make_hook(box, n_head)))
+    try:
+        yield box
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _make_hook(box, n_head):
+    def hook(mod, inputs, out):
+        b, t, three_d = out.shape
+        d = three_d // 3
+        q, k, _ = out.detach().float().split(d, dim=-1)
+        q = q.view(b, t, n_head, d // n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(b, t, n_head, d // n_head).transpose(1, 2)  # (B, nh, T, hs)
+        att = (q @ k.transpose(-2, -1)) / (d // n_head) ** 0.5  # (B, nh, T, T)
+        mask = torch.ones(t, t, dtype=torch.bool, device=att.device).tril()
+        m = att.abs().masked_fill(~mask, 0).amax()
+        box.value = m if box.value is None else torch.maximum(box.value, m)
+    return hook

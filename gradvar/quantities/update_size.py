@@ -1,0 +1,38 @@
+"""Relative update size rms(delta theta) / rms(theta), overall and per group.
+
+Needs the parameters from before the step: the monitor snapshots them in the optimizer's pre-step hook
+(one copy of the parameters, only on scheduled steps).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .base import SAME, Quantity, Stat, group_sum
+
+
+class UpdateSize(Quantity):
+    name = "update_size"
+    needs_snapshot = True
+
+    def on_after_step(self, ctx):
+        before = ctx.extras.get("snapshot")
+        if before is None:
+            return {}
+        params = [p.detach() for p in ctx.params]
+        delta = torch._foreach_sub(params, before)
+        d_sq = torch.stack(torch._foreach_norm(delta)).float().square()
+        p_sq = torch.stack(torch._foreach_norm(params)).float().square()
+        return {
+            "update_sq_group": Stat(group_sum(d_sq, ctx.group_index, ctx.n_groups), SAME),
+            "param_sq_group": Stat(group_sum(p_sq, ctx.group_index, ctx.n_groups), SAME),
+        }
+
+    def finalize(self, raw, meta, groups):
+        if "update_sq_group" not in raw:
+            return {}, {}
+        d, p = raw["update_sq_group"], raw["param_sq_group"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols = {"update_rms": np.sqrt(d.sum(axis=1) / p.sum(axis=1))}
+            per_group = {(g, "update_rms"): np.sqrt(d[:, i] / p[:, i]) for i, g in enumerate(groups)}
+        return cols, per_group

@@ -99,6 +99,8 @@ class SeqlenProbe(Quantity):
         if batch.shape[0] // micro_batch < 2:
             raise ValueError("the sequence-length probe needs at least 2 micro-batches (batch >= 2 * micro_batch)")
         self.batch, self.micro, self.loss_fn = batch, micro_batch, loss_fn
+        self.report_offset = 0
+        """Subtracted from the truncation length in the records (a loss_fn that predicts L tokens from L + 1)."""
 
     def on_step(self, ctx):
         if ctx.extras.get("rank", 0) != 0:
@@ -129,7 +131,8 @@ class SeqlenProbe(Quantity):
         k = len(chunks)
         torch._foreach_div_(total, k)  # G = mean_k g_k
         gb = torch.stack(torch._foreach_norm(total)).square().sum()
-        return {"probe_seqlen": length, "probe_tokens": x.numel(), "loss": loss_sum / k,
+        reported = length - self.report_offset
+        return {"probe_seqlen": reported, "probe_tokens": x.shape[0] * reported, "loss": loss_sum / k,
                 "grad_norm": gb.sqrt(), "_gs": sq_sum / k, "_gb": gb, "_k": k, "_b_s": self.micro,
                 "adam_v_max_if_applied": self._v_if_applied(ctx, params, total)}
 

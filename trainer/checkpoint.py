@@ -1,0 +1,73 @@
+"""Atomic checkpoints: write to a temporary name, fsync, rename; keep the newest N.
+
+Loading uses torch.load(weights_only=True): nothing in a checkpoint file is executed. A truncated or
+corrupted newest checkpoint is reported and the previous good one is used.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+import torch
+
+_NAME = re.compile(r"^step-(\d{9})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def checkpoint_dir(run_dir) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def save(run_dir, step: int, state: dict, keep: int = 2) -> Path:
+    """Write step-<step>.pt atomically; a write interrupted midway never replaces a good checkpoint."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:09d}.pt"
+    tmp = folder / f".{path.name}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        why = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise CheckpointError(f"could not write checkpoint {path}: {why}; the previous checkpoints are intact") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(run_dir, map_location="cpu", log=print) -> tuple[dict, Path] | None:
+    """The newest readable checkpoint (falling back past corrupted ones), or None if there is none."""
+    candidates = list_checkpoints(run_dir)
+    for _, path in reversed(candidates):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True), path
+        except Exception as exc:  # truncated zip, bad pickle, ...: fall back to the previous one
+            log(f"checkpoint {path} is unreadable ({type(exc).__name__}: {str(exc)[:120]}); trying the previous one")
+    if candidates:
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no readable checkpoint among {len(candidates)}")
+    return None

@@ -1,0 +1,3 @@
+"""`gradvar study` (placeholder registration; the study runner lives here)."""
+def register(sub):
+    pass

@@ -1,0 +1,315 @@
+"""The training loop: HF GPT-2, AdamW, gradient accumulation, clipping, SLW, token-based cosine LR,
+gradvar records, atomic checkpoints, exact resume, DDP through torchrun.
+
+    gradvar train --preset tiny                                   # CPU, one process
+    gradvar train --preset tiny --slw.enabled true --optim.lr 0.1 # SLW at a high LR
+    torchrun --nproc_per_node 2 -m trainer.cli --preset tiny      # DDP, gloo on CPU
+    torchrun --nproc_per_node 8 -m trainer.cli --preset gpt2-117m # one GPU node (NCCL, bf16)
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import platform
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import gradvar
+from gradvar.records import atomic_write_text
+
+from . import checkpoint as ckpt
+from .config import TrainConfig, slw_schedule
+from .data import WindowSampler, fixed_windows, prepare
+from .distributed import Dist, all_reduce_sum, any_rank, barrier, setup, teardown
+from .lr import lr_at
+from .model import build_model, count_params, flops_per_token, param_groups
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM after a checkpoint; resume with --resume
+EXIT_NONFINITE = 3
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def next_token_loss(model, x: torch.Tensor) -> torch.Tensor:
+    """Mean loss of predicting x[:, 1:] from x[:, :-1]: a window of L + 1 tokens trains L predictions."""
+    logits = model(input_ids=x[:, :-1]).logits  # (B, L, V)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), x[:, 1:].reshape(-1))
+
+
+def versions() -> dict:
+    import numpy
+    import transformers
+
+    return {"gradvar": gradvar.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False, log=print):
+        self.cfg, self.d = cfg, setup(cfg.device)
+        cfg.validate(self.d.world_size)
+        self.log = log if self.d.is_main else (lambda *a, **k: None)
+        if self.d.device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.run_dir = cfg.run_dir
+        self._setup_data()
+        self._setup_model()
+        self.step, self.tokens, self.elapsed = 0, 0, 0.0
+        self.slw = slw_schedule(cfg) if cfg.slw.enabled else None
+        self._stop = False
+        state = self._resume() if resume else None
+        self._write_config()
+        self._setup_monitor(resume_step=self.step if state else None)
+        if state:
+            self.monitor.load_state_dict(state["monitor"])
+            self.monitor.log_event("resume", f"resumed from step {self.step}")
+
+    # ------------------------------------------------------------------ setup
+    def _setup_data(self):
+        cfg, d = self.cfg, self.d
+        if d.is_main:
+            self.data = prepare(cfg.data)
+        barrier(d)
+        if not d.is_main:
+            self.data = prepare(cfg.data)
+        o = cfg.optim
+        self.sampler = WindowSampler(self.data.train, o.seq_len, cfg.seed)
+        self.val = fixed_windows(self.data.val, cfg.eval.batches * o.micro_batch_size, o.seq_len + 1)
+        self.probe = fixed_windows(self.data.val, cfg.monitor.probe_sequences, o.seq_len + 1, offset=0.5)
+
+    def _setup_model(self):
+        cfg, d = self.cfg, self.d
+        self.model = build_model(cfg.model, self.data.vocab_size).to(d.device)
+        self.n_params = count_params(self.model)
+        o = cfg.optim
+        kw = {"fused": True} if o.fused and d.device.type == "cuda" else {}
+        self.opt = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
+                                     eps=o.eps, **kw)
+        self.ddp = self.model
+        if d.world_size > 1:
+            ids = [d.local_rank] if d.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+    def _setup_monitor(self, resume_step):
+        m = self.cfg.monitor
+        ladder = [n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len] + [self.cfg.optim.seq_len]
+        qs = gradvar.quantities.build(m.quantities, self.probe, m.probe_every, m.probe_loss_every, 1,
+                                      [n + 1 for n in ladder], self._probe_loss)
+        for q in qs:
+            if isinstance(q, gradvar.quantities.SeqlenProbe):
+                q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
+        self.monitor = gradvar.Monitor(self.ddp, self.opt, self.run_dir, qs, flush_every=m.flush_every,
+                                       resume_step=resume_step, handle_sigterm=False, infer_inputs=False)
+
+    def _probe_loss(self, model, x):
+        with self.autocast():
+            return next_token_loss(model, x)
+
+    def _write_config(self):
+        if not self.d.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data = self.cfg.to_dict()
+        data["meta"] = {"method": self.method, "versions": versions(), "git_commit": git_commit(),
+                        "world_size": self.d.world_size, "device": str(self.d.device), "n_params": self.n_params,
+                        "machine": f"{platform.machine()} {platform.system()}", "vocab_size": self.data.vocab_size,
+                        "data": {k: v for k, v in self.data.meta.items() if not k.endswith("documents")},
+                        "command": " ".join(sys.argv)}
+        atomic_write_text(self.run_dir / "config.json", json.dumps(data, indent=2, default=str))
+
+    @property
+    def method(self) -> str:
+        return "slw" if self.cfg.slw.enabled else "baseline"
+
+    # ------------------------------------------------------------------ checkpoints
+    def _resume(self):
+        found = ckpt.load_latest(self.run_dir, map_location=self.d.device, log=self.log)
+        if found is None:
+            self.log(f"no checkpoint in {self.run_dir}; starting from scratch")
+            return None
+        state, path = found
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.step, self.tokens, self.elapsed = int(state["step"]), int(state["tokens"]), float(state["elapsed"])
+        self.log(f"resumed from {path} at step {self.step} ({self.tokens:,} tokens)")
+        return state
+
+    def save_checkpoint(self):
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "sampler": self.sampler.state_dict(), "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
+                 "monitor": self.monitor.state_dict()}
+        self.monitor.flush()  # records first: a checkpoint never points past what is on disk
+        if self.d.is_main:
+            path = ckpt.save(self.run_dir, self.step, state, self.cfg.checkpoint.keep)
+            self.monitor.log_event("checkpoint", f"saved {path.name}")
+        barrier(self.d)
+
+    # ------------------------------------------------------------------ the loop
+    def seqlen_at(self, step: int) -> int:
+        return self.slw.seqlen(step) if self.slw else self.cfg.optim.seq_len
+
+    def done(self) -> bool:
+        o = self.cfg.optim
+        return self.tokens >= o.train_tokens or (o.max_steps > 0 and self.step >= o.max_steps)
+
+    def train_step(self) -> list[torch.Tensor]:
+        """One optimizer step over this rank's share of the global batch; returns micro-batch losses."""
+        cfg, d = self.cfg, self.d
+        o = cfg.optim
+        step, seqlen = self.step + 1, self.seqlen_at(self.step + 1)
+        lr = lr_at(step, self.tokens, o.lr, o.min_lr, o.warmup_steps, o.train_tokens)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        batch = self.sampler.next_batch(o.batch_size)  # (B, T + 1), the same on every rank
+        per_rank = o.batch_size // d.world_size
+        local = gradvar.truncate(batch[d.rank * per_rank : (d.rank + 1) * per_rank], seqlen + 1)
+        micro = local.split(o.micro_batch_size)
+        losses = []
+        for i, mb in enumerate(micro):
+            sync = d.world_size == 1 or i == len(micro) - 1
+            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self.autocast():
+                loss = next_token_loss(self.ddp, mb.to(d.device, non_blocking=True))
+            (loss / len(micro)).backward()
+            losses.append(loss.detach())
+        norm = self.monitor.clip_grad_norm_(o.clip if o.clip > 0 else math.inf)
+        if self._apply_update(step, losses, norm):
+            self.opt.step()
+        self.tokens += o.batch_size * seqlen
+        self.step = step
+        self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, lr=lr, batch_size=o.batch_size)
+        self.opt.zero_grad(set_to_none=True)
+        return losses
+
+    def _apply_update(self, step, losses, norm) -> bool:
+        """Non-finite policy. 'record' never syncs; 'skip' and 'stop' read one flag per step."""
+        policy = self.cfg.intervention.nonfinite
+        if policy == "record":
+            return True
+        ok = bool(torch.isfinite(torch.stack(losses).sum() + norm).item())  # sync: the policy needs a host decision
+        if ok:
+            return True
+        self.monitor.log_event("nonfinite_skip" if policy == "skip" else "nonfinite_stop",
+                               f"non-finite loss or gradient at step {step}: update {'skipped' if policy == 'skip' else 'not applied, stopping'}",
+                               step=step)
+        if policy == "stop":
+            self.monitor.step(loss=losses, seqlen=self.seqlen_at(step), tokens=self.tokens, batch_size=self.cfg.optim.batch_size)
+            self.step = step
+            self.monitor.flush()
+            raise NonFiniteError(self._nonfinite_report(step))
+        return False
+
+    def _nonfinite_report(self, step: int) -> str:
+        steps = gradvar.read_records(self.run_dir, ["steps"])["steps"].tail(12)
+        cols = [c for c in ("step", "seqlen", "lr", "loss", "grad_norm", "adam_v_max", "grad_trace_sigma") if c in steps]
+        return (f"non-finite loss or gradient at step {step} (intervention.nonfinite=stop). "
+                f"The signals over the last steps before it:\n{steps[cols].to_string(index=False)}")
+
+    def evaluate(self) -> float:
+        """Mean loss on the fixed full-length held-out windows, shared across ranks."""
+        self.model.eval()
+        d, m = self.d, self.cfg.optim.micro_batch_size
+        chunks = list(self.val.split(m))[d.rank :: d.world_size]
+        total = torch.zeros(2, device=d.device)
+        with torch.no_grad(), self.autocast():
+            for x in chunks:
+                total[0] += next_token_loss(self.model, x.to(d.device)).float() * len(x)
+                total[1] += len(x)
+        self.model.train()
+        total = all_reduce_sum(total, d)
+        return float(total[0] / total[1])  # sync: evaluation only
+
+    def run(self) -> dict:
+        self._install_sigterm()
+        self.model.train()
+        t_last, tok_last = time.perf_counter(), self.tokens
+        val = math.nan
+        while not self.done():
+            losses = self.train_step()
+            cfg = self.cfg
+            if self.step % cfg.log_every == 0:
+                now = time.perf_counter()
+                self.elapsed += now - t_last
+                self._progress(losses, (self.tokens - tok_last) / max(now - t_last, 1e-9))
+                t_last, tok_last = now, self.tokens
+                if self.d.world_size > 1 and any_rank(self._stop, self.d):
+                    return self._preempt()
+            if self._stop and self.d.world_size == 1:
+                return self._preempt()
+            if cfg.eval.every and self.step % cfg.eval.every == 0:
+                val = self._eval_and_log()
+            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+                self.save_checkpoint()
+        self.elapsed += time.perf_counter() - t_last
+        if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):
+            val = self._eval_and_log()
+        self.save_checkpoint()
+        return self._finish(val)
+
+    def _eval_and_log(self) -> float:
+        val = self.evaluate()
+        self.monitor.log_row("evals", {"val_loss": val, "val_ppl": math.exp(min(val, 50)), "time_s": self.elapsed})
+        self.log(f"step {self.step:>6} | val loss {val:.4f} | ppl {math.exp(min(val, 50)):.1f}")
+        return val
+
+    def _progress(self, losses, tok_per_s):
+        o = self.cfg.optim
+        loss = float(torch.stack(losses).mean())  # sync: progress line only
+        eta = (o.train_tokens - self.tokens) / max(tok_per_s, 1e-9)
+        mfu = ""
+        if self.d.device.type == "cuda":
+            peak = 989e12 * self.d.world_size  # H100/H200 dense bf16
+            mfu = f" | MFU {tok_per_s * flops_per_token(self.cfg.model, self.n_params, self.seqlen_at(self.step)) / peak:.1%}"
+        self.log(f"step {self.step:>6} | loss {loss:.4f} | lr {self.opt.param_groups[0]['lr']:.2e} | seqlen "
+                 f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu} | ETA {eta / 60:.1f} min")
+
+    def _install_sigterm(self):
+        def handler(signum, frame):
+            self._stop = True
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGTERM, handler)
+
+    def _preempt(self) -> dict:
+        self.monitor.log_event("preempt", f"SIGTERM: checkpoint at step {self.step}, exiting {EXIT_PREEMPTED}")
+        self.save_checkpoint()
+        self.monitor.close()
+        self.log(f"preempted: checkpoint written at step {self.step}; resume with --resume {self.run_dir}")
+        return {"preempted": True, "step": self.step}
+
+    def _finish(self, val) -> dict:
+        self.monitor.close()
+        summary = {"name": self.cfg.name, "method": self.method, "steps": self.step, "tokens": self.tokens,
+                   "final_val_loss": val, "final_val_ppl": math.exp(min(val, 50)), "wall_time_s": self.elapsed,
+                   "tokens_per_s": self.tokens / max(self.elapsed, 1e-9), "n_params": self.n_params}
+        if self.d.is_main:
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    def close(self):
+        teardown()

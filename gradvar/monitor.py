@@ -13,6 +13,7 @@ optimizer state after the step. Statistics stay on the device and are combined a
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -132,6 +133,15 @@ class Monitor:
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=foreach)
         self._extras["clip_coef"] = (max_norm / (norm.float() + 1e-6)).clamp(max=1.0).detach()
         return norm
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Forward/backward passes inside this block are not recorded (your own probes, evaluation)."""
+        was, self.capture.active = self.capture.active, False
+        try:
+            yield
+        finally:
+            self.capture.active = was
 
     def step(self, loss=None, *, seqlen: int | None = None, tokens: int | None = None, lr: float | None = None,
              grad_norm=None, batch_size: int | None = None) -> None:

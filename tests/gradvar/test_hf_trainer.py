@@ -1,0 +1,42 @@
+"""A tiny transformers.Trainer run instrumented with one callback writes the records."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("accelerate")
+from transformers import Trainer, TrainingArguments  # noqa: E402
+
+import gradvar  # noqa: E402
+from gradvar.integrations.hf import GradvarCallback  # noqa: E402
+
+from gv_helpers import tiny_gpt2  # noqa: E402
+
+
+class Tokens(torch.utils.data.Dataset):
+    def __init__(self, n=32, length=16):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 64, (n, length), generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.x[i], "labels": self.x[i]}
+
+
+def test_trainer_callback_writes_records(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                             max_steps=4, learning_rate=1e-3, max_grad_norm=0.5, logging_steps=1, report_to=[],
+                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
+    trainer.add_callback(GradvarCallback(tmp_path / "gv", flush_every=2))
+    trainer.train()
+    steps = gradvar.read_records(tmp_path / "gv")["steps"]
+    assert steps.step.tolist() == [1, 2, 3, 4]
+    assert (steps.micro_batches == 2).all() and (steps.seqlen == 16).all() and (steps.batch_size == 8).all()
+    assert steps.tokens.tolist() == [128, 256, 384, 512]
+    assert np.isfinite(steps[["loss", "grad_norm", "adam_v_max", "grad_trace_sigma"]].to_numpy()).all()
+    assert (steps.grad_norm_clipped <= 0.5 + 1e-4).all()
+    hf_norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+    assert np.allclose(steps.grad_norm, hf_norms, rtol=1e-4), "pre-clip norm as the Trainer logs it"
+    assert args.max_grad_norm == 0.5, "clipping handed back after training"

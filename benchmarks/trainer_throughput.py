@@ -1,0 +1,79 @@
+"""Tokens/s of the gradvar trainer against a bare reference loop, interleaved in one process.
+
+    python benchmarks/trainer_throughput.py [--preset tiny] [--rounds 5] [--steps 8]
+
+Both sides use the same HF GPT-2, AdamW, global batch, micro-batch and sequence length, one thread. The
+trainer runs with its defaults (gradvar "paper" records every step, clipping, LR schedule, checkpoints off
+for the timing) and with records reduced to the loss ("minimal"). Rounds alternate so machine noise hits
+both sides alike; the ratio of total tokens/s is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import bare_step, timed  # noqa: E402
+
+from trainer.recipes import preset  # noqa: E402
+from trainer.train import Trainer  # noqa: E402
+
+
+def make_trainer(name, quantities, out):
+    cfg = preset(name)
+    cfg.name, cfg.out_dir = f"bench-{quantities}", out
+    cfg.monitor.quantities = quantities
+    cfg.eval.every, cfg.checkpoint.every = 0, 0
+    cfg.optim.train_tokens = 10**12
+    cfg.threads = 1
+    t = Trainer(cfg)
+    t.model.train()
+    return t
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=8, help="steps per side per round")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = tempfile.mkdtemp(prefix="gradvar-bench-")
+    trainers = {q: make_trainer(args.preset, q, out) for q in ("paper", "minimal")}
+    ref = trainers["paper"]
+    o = ref.cfg.optim
+    model = copy.deepcopy(ref.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    batches = [ref.sampler.next_batch(o.batch_size) for _ in range(4)]
+    i = [0]
+
+    def bare():
+        i[0] += 1
+        bare_step(model, opt, batches[i[0] % 4], o.micro_batch_size, o.clip)
+
+    for fn in [bare] + [t.train_step for t in trainers.values()]:
+        timed(fn, 2)  # warm-up
+    totals = {"bare": 0.0, "paper": 0.0, "minimal": 0.0}
+    for _ in range(args.rounds):
+        totals["bare"] += timed(bare, args.steps)
+        for q, t in trainers.items():
+            totals[q] += timed(t.train_step, args.steps)
+    tokens = args.rounds * args.steps * o.batch_size * o.seq_len
+    print(f"preset {args.preset}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
+          f"{args.rounds} rounds x {args.steps} steps per side, 1 thread, {torch.__version__}")
+    for name, sec in totals.items():
+        print(f"  {name:<22} {tokens / sec:10,.0f} tokens/s")
+    for q in ("paper", "minimal"):
+        print(f"ratio trainer({q}) / bare loop: {totals['bare'] / totals[q]:.3f}")
+    for t in trainers.values():
+        t.monitor.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from gradvar.records import fault_point
+
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
 
@@ -41,11 +43,15 @@ def save(run_dir, step: int, state: dict, keep: int = 2) -> Path:
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
+            fault_point("checkpoint_write")  # test-only (tests/faults); a no-op unless GRADVAR_FAULT is set
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write (full disk) as RuntimeError
         tmp.unlink(missing_ok=True)
-        why = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        if isinstance(exc, OSError):
+            why = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        else:
+            why = f"the write failed (disk full or file size limit?): {str(exc)[:200]}"
         raise CheckpointError(f"could not write checkpoint {path}: {why}; the previous checkpoints are intact") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)

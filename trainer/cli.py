@@ -62,9 +62,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = "Any config field can be overridden: --optim.lr 6e-4 --slw.enabled true --model.n_layer 6"
 
 
+def restarted_by_torchrun() -> bool:
+    """torchrun --max-restarts N restarts every worker with TORCHELASTIC_RESTART_COUNT > 0: continue from
+    the run's newest good checkpoint instead of starting over (or from scratch if there is none yet)."""
+    import os
+
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
 def run(args) -> int:
-    from .train import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteError, Trainer
+    from gradvar.records import RecordsWriteError
+
+    from .checkpoint import CheckpointError
     from .data import DataError
+    from .train import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteError, Trainer
 
     try:
         cfg = resolve_config(args, args.overrides)
@@ -76,15 +87,22 @@ def run(args) -> int:
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2))
             return 0
-        trainer = Trainer(cfg, resume=bool(args.resume))
+        resume = bool(args.resume) or restarted_by_torchrun()
+        trainer = Trainer(cfg, resume=resume)
     except (ConfigError, DataError) as exc:
         print(f"gradvar train: error: {exc}", file=sys.stderr)
         return 2
+    except CheckpointError as exc:
+        print(f"gradvar train: error: {exc}", file=sys.stderr)
+        return 1
     try:
         summary = trainer.run()
     except NonFiniteError as exc:
         print(f"gradvar train: stopped: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
+    except (CheckpointError, RecordsWriteError) as exc:  # full disk, permissions: say so, no traceback
+        print(f"gradvar train: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         trainer.close()
     if summary.get("preempted"):

@@ -249,7 +249,7 @@ class Trainer:
         self._install_sigterm()
         self.model.train()
         t_last, tok_last = time.perf_counter(), self.tokens
-        val = math.nan
+        val = None  # None: no evaluation at the current step in this session (a resumed finished run too)
         while not self.done():
             losses = self.train_step()
             cfg = self.cfg
@@ -267,7 +267,7 @@ class Trainer:
             if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
                 self.save_checkpoint()
         self.elapsed += time.perf_counter() - t_last
-        if not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):
+        if val is None or not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):
             val = self._eval_and_log()
         self.save_checkpoint()
         return self._finish(val)
@@ -281,7 +281,7 @@ class Trainer:
     def _progress(self, losses, tok_per_s):
         o = self.cfg.optim
         loss = float(torch.stack(losses).mean())  # sync: progress line only
-        eta = (o.train_tokens - self.tokens) / max(tok_per_s, 1e-9)
+        eta = max(o.train_tokens - self.tokens, 0) / max(tok_per_s, 1e-9)
         mfu = ""
         if self.d.device.type == "cuda":
             peak = 989e12 * self.d.world_size  # H100/H200 dense bf16

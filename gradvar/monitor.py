@@ -144,13 +144,14 @@ class Monitor:
             self.capture.active = was
 
     def step(self, loss=None, *, seqlen: int | None = None, tokens: int | None = None, lr: float | None = None,
-             grad_norm=None, batch_size: int | None = None) -> None:
+             grad_norm=None, batch_size: int | None = None, extra: dict | None = None) -> None:
         """Close the current optimizer step.
 
         loss: the step's loss, or a list of the micro-batch losses (unscaled); defaults to the `.loss` of
         the model's training forwards. seqlen: sequence length trained at this step. tokens: training tokens
         consumed so far, all ranks (cumulative). grad_norm: the norm before clipping, if you clipped with
-        another function (the statistics are then rescaled to it). Defaults are inferred from the inputs.
+        another function (the statistics are then rescaled to it). extra: more per-step device scalars,
+        written as steps columns of the same names. Defaults are inferred from the inputs.
         """
         if self._closed:
             raise RuntimeError("Monitor.step() after close()")
@@ -163,6 +164,8 @@ class Monitor:
         ctx = self._ctx()
         for q in self._scheduled():
             self._pending.update(q.on_step(ctx))
+        for name, value in (extra or {}).items():
+            self._pending[f"extra:{name}"] = Q.Stat(torch.as_tensor(value).detach().float().reshape(()), "same")
         self.step_num += 1
         self._buffer.append((self._meta(seqlen, tokens, lr, batch_size), self._pending))
         self._reset_step()

@@ -12,6 +12,8 @@ import errno
 import json
 import os
 import re
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -27,6 +29,27 @@ _PART = re.compile(r"^L(\d+)-(\d{10})\.parquet$")
 
 class RecordsWriteError(RuntimeError):
     """A record file could not be written (full disk, permissions); buffered rows are kept."""
+
+
+_FAULT_HITS: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Test-only fault injection (tests/faults): with GRADVAR_FAULT="<name>@<n>", the n-th time this process
+    reaches point <name> it prints "GRADVAR_FAULT <name> reached" to stderr and sleeps GRADVAR_FAULT_SLEEP
+    seconds (default 60), so a test can SIGKILL it exactly there. Points: records_write (a Parquet part is
+    written under its temporary name, not yet renamed), checkpoint_write (the same for a checkpoint).
+    Unset (always, outside tests), it costs one environment lookup per file written."""
+    spec = os.environ.get("GRADVAR_FAULT")
+    if not spec:
+        return
+    point, _, nth = spec.partition("@")
+    if point != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if _FAULT_HITS[name] == int(nth or 1):
+        print(f"GRADVAR_FAULT {name} reached ({spec}, pid {os.getpid()})", file=sys.stderr, flush=True)
+        time.sleep(float(os.environ.get("GRADVAR_FAULT_SLEEP", "60")))
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
@@ -125,7 +148,12 @@ class RecordWriter:
         self._seq += 1
         path = folder / f"L{level}-{self._seq:010d}.parquet"
         tbl = pa.Table.from_pandas(df, preserve_index=False)
-        _atomic_write_bytes(path, lambda tmp: pq.write_table(tbl, tmp))
+
+        def write(tmp):
+            pq.write_table(tbl, tmp)
+            fault_point("records_write")  # test-only (tests/faults); a no-op unless GRADVAR_FAULT is set
+
+        _atomic_write_bytes(path, write)
         return path
 
     def _compact(self, table: str) -> None:

@@ -47,6 +47,9 @@ class RowBuilder:
             cols, per_group = q.finalize(raw, meta, self.groups)
             steps.update(cols)
             layer_cols.update(per_group)
+        for name in raw:
+            if name.startswith("extra:"):
+                steps[name[len("extra:"):]] = raw[name][:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             steps["tokens_per_s"] = col("step_tokens") / steps["time_s"]
         steps["world_size"] = np.full(n, float(self.world_size))

@@ -63,6 +63,8 @@ def save(run_dir, step: int, state: dict, keep: int = 2) -> Path:
         os.close(fd)
     for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+    for stale in folder.glob(".step-*.pt.tmp*"):  # left by a process killed while writing (never loaded)
+        stale.unlink(missing_ok=True)
     return path
 
 

@@ -18,3 +18,12 @@ __all__ = [
     "Monitor", "RecordsWriteError", "SCHEMA_VERSION", "SLWSchedule", "SpikeRule", "classify_run", "loss_ratio",
     "ratio_spikes", "read_records", "spike_events", "truncate", "z_spikes",
 ]
+
+
+def __getattr__(name):
+    # `gradvar.integrations.hf` without importing transformers on `import gradvar`
+    if name == "integrations":
+        import importlib
+
+        return importlib.import_module("gradvar.integrations")
+    raise AttributeError(f"module 'gradvar' has no attribute {name!r}")

@@ -176,6 +176,8 @@ class TrainConfig:
         for name, value in (("optim.lr", o.lr), ("optim.train_tokens", o.train_tokens), ("optim.batch_size", o.batch_size)):
             if not value > 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+        if s.schedule not in ("fixed", "variance"):
+            raise ConfigError(f"slw.schedule must be fixed or variance, got {s.schedule!r}")
         if self.intervention.nonfinite not in ("skip", "stop", "record"):
             raise ConfigError(f"intervention.nonfinite must be skip, stop or record, got {self.intervention.nonfinite!r}")
         if self.monitor.quantities not in ("paper", "full", "minimal"):

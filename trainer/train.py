@@ -23,13 +23,16 @@ import torch.nn.functional as F
 
 import gradvar
 from gradvar.records import atomic_write_text
+from gradvar.spikes import SpikeRule
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
 from .distributed import Dist, all_reduce_sum, any_rank, barrier, setup, teardown
 from .lr import lr_at
+from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
 from .model import build_model, count_params, flops_per_token, param_groups
+from .pacing import VariancePacer, adam_v_max
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM after a checkpoint; resume with --resume
 EXIT_NONFINITE = 3
@@ -75,6 +78,8 @@ class Trainer:
         self._setup_model()
         self.step, self.tokens, self.elapsed = 0, 0, 0.0
         self.slw = slw_schedule(cfg) if cfg.slw.enabled else None
+        self.pacer = VariancePacer(self.slw) if self.slw and cfg.slw.schedule == "variance" else None
+        self._best_loss, self.rewinds = math.inf, 0
         self._stop = False
         state = self._resume() if resume else None
         self._write_config()
@@ -102,8 +107,14 @@ class Trainer:
         self.n_params = count_params(self.model)
         o = cfg.optim
         kw = {"fused": True} if o.fused and d.device.type == "cuda" else {}
-        self.opt = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2),
-                                     eps=o.eps, **kw)
+        groups = param_groups(self.model, o.weight_decay)
+        iv = cfg.intervention
+        if iv.skip_spikes:
+            rule = SpikeRule(z_k=iv.spike_z)
+            self.opt = SkipStepAdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+            self.gates = (DeviceZGate(rule, d.device), DeviceZGate(rule, d.device))
+        else:
+            self.opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **kw)
         self.ddp = self.model
         if d.world_size > 1:
             ids = [d.local_rank] if d.device.type == "cuda" else None
@@ -156,6 +167,8 @@ class Trainer:
         if torch.cuda.is_available() and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self.step, self.tokens, self.elapsed = int(state["step"]), int(state["tokens"]), float(state["elapsed"])
+        if self.pacer and state.get("pacer"):
+            self.pacer.load_state_dict(state["pacer"])
         self.log(f"resumed from {path} at step {self.step} ({self.tokens:,} tokens)")
         return state
 
@@ -164,7 +177,8 @@ class Trainer:
                  "sampler": self.sampler.state_dict(), "rng_cpu": torch.get_rng_state(),
                  "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                  "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
-                 "monitor": self.monitor.state_dict()}
+                 "monitor": self.monitor.state_dict(),
+                 "pacer": self.pacer.state_dict() if self.pacer else None}
         self.monitor.flush()  # records first: a checkpoint never points past what is on disk
         if self.d.is_main:
             path = ckpt.save(self.run_dir, self.step, state, self.cfg.checkpoint.keep)
@@ -173,6 +187,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def seqlen_at(self, step: int) -> int:
+        if self.pacer:
+            return self.pacer.seqlen(step)
         return self.slw.seqlen(step) if self.slw else self.cfg.optim.seq_len
 
     def done(self) -> bool:
@@ -199,11 +215,17 @@ class Trainer:
             (loss / len(micro)).backward()
             losses.append(loss.detach())
         norm = self.monitor.clip_grad_norm_(o.clip if o.clip > 0 else math.inf)
+        extra = {}
+        if self.cfg.intervention.skip_spikes:  # decided on the device: no sync
+            self.opt.keep = spike_keep(list(zip(self.gates, (torch.stack(losses).mean(), norm))))
+            extra["update_skipped"] = 1.0 - self.opt.keep
         if self._apply_update(step, losses, norm):
             self.opt.step()
         self.tokens += o.batch_size * seqlen
         self.step = step
-        self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, lr=lr, batch_size=o.batch_size)
+        if self.pacer:
+            extra["pacing_action"] = {"advance": 0.0, "hold": 1.0, "back": 2.0}[self.pacer.observe(adam_v_max(self.opt))]
+        self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, lr=lr, batch_size=o.batch_size, extra=extra)
         self.opt.zero_grad(set_to_none=True)
         return losses
 
@@ -253,6 +275,8 @@ class Trainer:
         while not self.done():
             losses = self.train_step()
             cfg = self.cfg
+            if cfg.intervention.rewind_on_spike and self._maybe_rewind(losses):
+                continue
             if self.step % cfg.log_every == 0:
                 now = time.perf_counter()
                 self.elapsed += now - t_last
@@ -271,6 +295,18 @@ class Trainer:
             val = self._eval_and_log()
         self.save_checkpoint()
         return self._finish(val)
+
+    def _maybe_rewind(self, losses) -> bool:
+        """PaLM-style: on a loss spike after warmup, go back to the newest checkpoint and skip batches."""
+        loss = float(torch.stack(losses).mean())  # sync: the rewind is a host decision
+        rule = SpikeRule()
+        if self.step > self.cfg.optim.warmup_steps and self.rewinds < 20 and rewind_needed(loss, self._best_loss, rule):
+            if rewind(self, self.step, loss):
+                self.rewinds += 1
+                return True
+        if math.isfinite(loss):
+            self._best_loss = min(self._best_loss, loss)
+        return False
 
     def _eval_and_log(self) -> float:
         val = self.evaluate()

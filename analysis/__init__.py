@@ -1,0 +1,1 @@
+"""Offline analysis of training runs: gradvar run directories and users' own logs (CSV, JSONL, HF, TensorBoard)."""

@@ -1,0 +1,124 @@
+"""`gradvar diagnose PATH`: diagnose your own (possibly divergent) run from its log.
+
+    gradvar diagnose runs/my_run                      # a gradvar run directory
+    gradvar diagnose out/checkpoint-500/trainer_state.json -o diag/
+    gradvar diagnose metrics.csv --ratio-threshold 1.5 --json
+
+Bad input prints one line, `gradvar diagnose: error: <message>`, to stderr and returns 2; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+
+import numpy as np
+
+from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD, SpikeRule
+
+from .diagnose import DEFAULT_HORIZON, HF_SNIPPET, SNIPPET, Diagnosis, diagnose
+from .logs import LogError, load_log
+
+PROG = "gradvar diagnose"
+
+
+def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the diagnose arguments to `parser` (a subparser of `gradvar`, or a standalone parser)."""
+    parser.add_argument("path", help="gradvar run dir, CSV, JSONL, HF trainer_state.json, or TensorBoard events")
+    parser.add_argument("-o", "--out-dir", default=None, help="write report.md, report.html and figures here")
+    parser.add_argument("--ratio-threshold", type=float, default=RATIO_THRESHOLD,
+                        help=f"loss / earlier minimum above which a step is a spike (default {RATIO_THRESHOLD})")
+    parser.add_argument("--min-rise", type=float, default=MIN_RISE,
+                        help=f"absolute rise in nats a spike must also have (default {MIN_RISE})")
+    parser.add_argument("--horizon", type=int, default=DEFAULT_HORIZON,
+                        help=f"log entries ahead in which a signal must warn (default {DEFAULT_HORIZON})")
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON instead of text")
+    parser.set_defaults(func=main_diagnose)
+    return parser
+
+
+def main_diagnose(args) -> int:
+    """Run the command; 0 on success, 2 on bad input (one line on stderr)."""
+    try:
+        rule = SpikeRule(ratio_threshold=float(args.ratio_threshold), min_rise=float(args.min_rise))
+        if int(args.horizon) < 1:
+            raise ValueError(f"--horizon must be >= 1, got {args.horizon}")
+        log = load_log(args.path)
+        diag = diagnose(log, rule=rule, horizon=int(args.horizon))
+        report = None
+        if args.out_dir:
+            from .diagnose_report import write_diagnosis_report  # matplotlib only when a report is asked for
+
+            report = write_diagnosis_report(diag, log, args.out_dir)
+    except (LogError, ValueError, OSError) as exc:
+        return _fail(str(exc) or type(exc).__name__)
+    except Exception as exc:  # a bug of ours must still not dump a traceback on a user with a broken run
+        return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it", code=1)
+    if args.json:
+        d = diag.to_dict()
+        d["report"] = str(report) if report else None
+        print(json.dumps(d, indent=1))
+    else:
+        print(format_text(diag, report))
+    return 0
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def _num(v, fmt: str = "{:.3g}") -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    if isinstance(v, float) and np.isinf(v):
+        return "inf"
+    return fmt.format(v)
+
+
+def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
+    """The plain-text summary the command prints."""
+    wrap = lambda s, ind="  ": textwrap.fill(s, width, initial_indent=ind, subsequent_indent=ind + "  ")  # noqa: E731
+    out = [f"{PROG}: {diag.source}", textwrap.fill(diag.summary, width), ""]
+    sp = diag.spikes
+    out.append(f"Spike events ({len(sp)}):" if len(sp) else "Spike events: none")
+    if len(sp):
+        out.append(f"  {'#':>3}  {'kind':<15}{'steps':<16}{'entries':>8}{'peak loss':>11}{'ratio':>8}{'rise':>9}"
+                   "  severity")
+        for _, e in sp.head(30).iterrows():
+            steps = f"{e['start_step']}-{e['end_step']}" if e["end_step"] != e["start_step"] else str(e["start_step"])
+            out.append(f"  {e['event']:>3}  {e['kind']:<15}{steps:<16}{e['n_entries']:>8}{_num(e['peak_loss']):>11}"
+                       f"{_num(e['peak_ratio'], '{:.2f}'):>8}{_num(e['rise']):>9}  {e['severity']}")
+        if len(sp) > 30:
+            out.append(f"  ... {len(sp) - 30} more")
+    out += ["", f"Signals before the events (horizon {diag.horizon} entries = {diag.horizon * diag.interval:g} steps):"]
+    if len(diag.signals):
+        out.append(f"  {'signal':<22}{'role':<10}{'variant':<18}{'AUROC':>6}{'hits':>6}{'chance':>7}"
+                   f"{'lead(entries)':>14}{'lead(steps)':>12}{'at spike':>9}")
+        for _, s in diag.signals.head(15).iterrows():
+            out.append(f"  {s['signal'][:21]:<22}{s['role']:<10}{s['variant']:<18}{_num(s['auroc'], '{:.2f}'):>6}"
+                       f"{_num(s['hit_rate'], '{:.0%}'):>6}{_num(s['chance_hit_rate'], '{:.0%}'):>7}"
+                       f"{_num(s['median_lead_entries'], '{:.0f}'):>14}{_num(s['median_lead_steps'], '{:.0f}'):>12}"
+                       f"{_num(s['at_spike'], '{:.2f}x'):>9}")
+    else:
+        out.append("  (no other numeric signal in this log)")
+    out += ["", "Advice:"] + [wrap(f"- {a}") for a in diag.advice]
+    out += ["", "Record next time (import gradvar):"] + [f"    {ln}" for ln in SNIPPET.splitlines()]
+    out += ["  Hugging Face Trainer:", f"    {HF_SNIPPET}"]
+    if diag.notes:
+        out += ["", "Notes:"] + [wrap(f"- {n}") for n in diag.notes]
+    if report:
+        out += ["", f"Report: {report} (and report.html beside it)"]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    """Standalone entry: python -m analysis.cli_diagnose PATH."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_diagnose_arguments(parser)
+    return main_diagnose(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,7 +52,7 @@ def _step_chunk(lo: int, hi: int, rng) -> pd.DataFrame:
                 loss=loss, loss_max=loss * 1.01, grad_norm=np.sqrt(v) * 100, adam_v_max=v, adam_v_l1=v * 1e4,
                 adam_v_min=v * 1e-6, grad_trace_sigma=v * 50, grad_true_sq=v * 10, grad_noise_scale=np.full(n, 5.0),
                 grad_var_max=v * 2, grad_var_sum=v * 1e3, update_rms=1e-3 * np.exp(0.1 * rng.standard_normal(n)),
-                nonfinite_loss=np.zeros(n), nonfinite_grad=np.zeros(n), time_s=step * 0.25, tokens_per_s=np.full(n, 16e3),
+                nonfinite_loss=np.zeros(n), nonfinite_grad=np.zeros(n), time_s=np.full(n, 0.25), tokens_per_s=np.full(n, 16e3),
                 probe_loss=np.where(step % PROBE_EVERY == 0, loss + 0.1, np.nan), world_size=np.ones(n))
     return pd.DataFrame(cols)
 
@@ -87,7 +87,7 @@ def write_synthetic_run(run_dir: Path, n_steps: int, seed: int = 0) -> None:
         for _, r in chunk[chunk["step"] % EVAL_EVERY == 0].iterrows():
             writer.append("evals", {"step": int(r["step"]), "tokens": int(r["tokens"]), "seqlen": 512,
                                     "val_loss": float(r["loss"]) + 0.1, "val_ppl": float(np.exp(r["loss"] + 0.1)),
-                                    "time_s": float(r["time_s"])})
+                                    "time_s": float(r["step"]) * 0.25})
         writer.flush()
     writer.close()
     cfg = {"name": "synthetic-1M", "seed": seed, "model": {"n_positions": 512},

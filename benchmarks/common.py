@@ -1,31 +1,50 @@
 """Shared pieces of the benchmarks: a bare reference loop with the same model, optimizer, batch and length."""
 from __future__ import annotations
 
+import contextlib
 import resource
 import time
 
 import torch
-import torch.nn.functional as F
+
+from trainer.train import next_token_loss
+
+
+def autocast(device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (as the trainer does), nothing on CPU."""
+    dev = torch.device(device)
+    return torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def bare_step(model, opt, batch, micro: int, clip: float):
     """The reference: no framework, just HF GPT-2 + AdamW with accumulation and clipping."""
-    chunks = batch.split(micro)
+    dev = next(model.parameters()).device
+    chunks = batch.to(dev).split(micro)
     for mb in chunks:
-        logits = model(input_ids=mb[:, :-1]).logits
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), mb[:, 1:].reshape(-1))
+        with autocast(dev):  # the same loss code and precision as the trainer
+            loss = next_token_loss(model, mb)
         (loss / len(chunks)).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
 
 
-def timed(fn, n: int) -> float:
+def timed(fn, n: int, device="cpu") -> float:
+    sync(device)
     t = time.perf_counter()
     for _ in range(n):
         fn()
+    sync(device)
     return time.perf_counter() - t
 
 
-def peak_rss_mb() -> float:
+def peak_memory_mb(device="cpu") -> float:
+    """Peak GPU memory allocated on CUDA, peak resident set size on CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bare_step, peak_rss_mb, timed  # noqa: E402
+from common import autocast, bare_step, peak_memory_mb, timed  # noqa: E402
 
 import gradvar  # noqa: E402
 from trainer.data import WindowSampler, fixed_windows, prepare  # noqa: E402
@@ -28,21 +28,27 @@ from trainer.recipes import preset  # noqa: E402
 from trainer.train import next_token_loss  # noqa: E402
 
 
-def setup(preset_name: str, mode: str, out: str):
+def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
     cfg = preset(preset_name)
+    if batch:
+        cfg.optim.batch_size = batch
+        cfg.optim.micro_batch_size = min(cfg.optim.micro_batch_size, batch)
     data = prepare(cfg.data)
     torch.manual_seed(0)
-    model = build_model(cfg.model, data.vocab_size)
+    model = build_model(cfg.model, data.vocab_size).to(device)
     o = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     sampler = WindowSampler(data.train, o.seq_len, 0)
-    batches = [sampler.next_batch(o.batch_size) for _ in range(4)]
+    batches = [sampler.next_batch(o.batch_size).to(device) for _ in range(4)]
     mon = None
     if mode != "none":
-        probe = fixed_windows(data.val, 4, o.seq_len + 1)
+        probe = fixed_windows(data.val, 4, o.seq_len + 1).to(device)
         ladder = [n + 1 for n in (16, 32, 64, 128, 256) if n < o.seq_len] + [o.seq_len + 1]
+        def loss_fn(m, x):
+            with autocast(device):
+                return next_token_loss(m, x)
         mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, probe_batch=probe if mode == "full" else None,
-                              probe_every=100, probe_seqlens=ladder, loss_fn=next_token_loss, flush_every=50,
+                              probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn, flush_every=50,
                               handle_sigterm=False)
     return cfg, model, opt, batches, mon
 
@@ -58,7 +64,8 @@ def stepper(cfg, model, opt, batches, mon):
             return bare_step(model, opt, batch, o.micro_batch_size, o.clip)
         losses = []
         for mb in batch.split(o.micro_batch_size):
-            loss = next_token_loss(model, mb)
+            with autocast(batch.device):
+                loss = next_token_loss(model, mb)
             (loss / (o.batch_size // o.micro_batch_size)).backward()
             losses.append(loss.detach())
         mon.clip_grad_norm_(o.clip)
@@ -68,12 +75,17 @@ def stepper(cfg, model, opt, batches, mon):
     return step
 
 
-def memory_child(preset_name: str, mode: str) -> None:
+def memory_child(args, mode: str) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as out:
-        parts = setup(preset_name, mode, out)
-        timed(stepper(*parts), 12)  # past step 1 and a probe at step 1 (full)
-        print(json.dumps({"mode": mode, "peak_rss_mb": peak_rss_mb()}))
+        parts = setup(args.preset, mode, out, args.device, args.batch)
+        timed(stepper(*parts), 12, args.device)  # past step 1 and a probe at step 1 (full)
+        print(json.dumps({"mode": mode, "peak_mb": peak_memory_mb(args.device)}))
+
+
+def parts_model(args):
+    cfg = preset(args.preset)
+    return build_model(cfg.model, prepare(cfg.data).vocab_size).parameters()
 
 
 def main(argv=None) -> int:
@@ -81,34 +93,41 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
-        memory_child(args.preset, args.memory_child)
+        memory_child(args, args.memory_child)
         return 0
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-overhead-")
     modes = ("none", "paper", "full")
-    steppers = {m: stepper(*setup(args.preset, m, out)) for m in modes}
+    steppers = {m: stepper(*setup(args.preset, m, out, args.device, args.batch)) for m in modes}
     for fn in steppers.values():
-        timed(fn, 2)
+        timed(fn, 2, args.device)
     totals = dict.fromkeys(modes, 0.0)
     for _ in range(args.rounds):
         for m in modes:
-            totals[m] += timed(steppers[m], args.steps)
+            totals[m] += timed(steppers[m], args.steps, args.device)
     n = args.rounds * args.steps
-    print(f"preset {args.preset}, {n} steps per mode interleaved in {args.rounds} rounds, 1 thread, torch {torch.__version__}")
+    print(f"preset {args.preset} on {args.device}, {n} steps per mode interleaved in {args.rounds} rounds, "
+          f"torch {torch.__version__}")
     for m in modes:
         print(f"  {m:<6} {1000 * totals[m] / n:8.1f} ms/step")
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (goal <= +5%)")
     print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (goal <= +15%)")
     mem = {}
     for m in modes:
-        res = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--memory-child", m],
-                             capture_output=True, text=True, check=True)
-        mem[m] = json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-    print(f"peak RSS: none {mem['none']:.0f} MB, paper {mem['paper']:.0f} MB (+{mem['paper'] - mem['none']:.0f}), "
+        res = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--device", args.device,
+                              "--batch", str(args.batch), "--memory-child", m], capture_output=True, text=True, check=True)
+        mem[m] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"]
+    kind = "GPU memory allocated" if args.device.startswith("cuda") else "RSS"
+    print(f"peak {kind}: none {mem['none']:.0f} MB, paper {mem['paper']:.0f} MB (+{mem['paper'] - mem['none']:.0f}), "
           f"full {mem['full']:.0f} MB (+{mem['full'] - mem['none']:.0f})")
+    n_params = sum(p.numel() for p in parts_model(args))
+    print(f"monitor buffers by design: element-wise second moment {4 * n_params / 2**20:.0f} MB (paper, full); "
+          f"parameter snapshot {4 * n_params / 2**20:.0f} MB (full, update size)")
     return 0
 
 

@@ -24,8 +24,10 @@ from trainer.recipes import preset  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
 
-def make_trainer(name, quantities, out):
+def make_trainer(name, quantities, out, batch=0):
     cfg = preset(name)
+    if batch:
+        cfg.optim.batch_size, cfg.optim.micro_batch_size = batch, min(cfg.optim.micro_batch_size, batch)
     cfg.name, cfg.out_dir = f"bench-{quantities}", out
     cfg.monitor.quantities = quantities
     cfg.eval.every, cfg.checkpoint.every = 0, 0
@@ -41,14 +43,16 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=8, help="steps per side per round")
+    p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-bench-")
-    trainers = {q: make_trainer(args.preset, q, out) for q in ("paper", "minimal")}
+    trainers = {q: make_trainer(args.preset, q, out, args.batch) for q in ("paper", "minimal")}
     ref = trainers["paper"]
     o = ref.cfg.optim
     model = copy.deepcopy(ref.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    kw = {"fused": True} if o.fused and ref.d.device.type == "cuda" else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
     batches = [ref.sampler.next_batch(o.batch_size) for _ in range(4)]
     i = [0]
 
@@ -56,16 +60,17 @@ def main(argv=None) -> int:
         i[0] += 1
         bare_step(model, opt, batches[i[0] % 4], o.micro_batch_size, o.clip)
 
+    dev = ref.d.device
     for fn in [bare] + [t.train_step for t in trainers.values()]:
-        timed(fn, 2)  # warm-up
+        timed(fn, 2, dev)  # warm-up
     totals = {"bare": 0.0, "paper": 0.0, "minimal": 0.0}
     for _ in range(args.rounds):
-        totals["bare"] += timed(bare, args.steps)
+        totals["bare"] += timed(bare, args.steps, dev)
         for q, t in trainers.items():
-            totals[q] += timed(t.train_step, args.steps)
+            totals[q] += timed(t.train_step, args.steps, dev)
     tokens = args.rounds * args.steps * o.batch_size * o.seq_len
-    print(f"preset {args.preset}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
-          f"{args.rounds} rounds x {args.steps} steps per side, 1 thread, {torch.__version__}")
+    print(f"preset {args.preset} on {dev}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
+          f"{args.rounds} rounds x {args.steps} steps per side, torch {torch.__version__}")
     for name, sec in totals.items():
         print(f"  {name:<22} {tokens / sec:10,.0f} tokens/s")
     for q in ("paper", "minimal"):

@@ -1,16 +1,17 @@
 """Per-micro-batch gradient capture, on the device, with no host-device sync.
 
-A tensor hook on each trainable parameter receives the gradient of one backward pass *before* it is
-accumulated into `.grad` and, under DDP, before the all-reduce: h_k, the local micro-batch contribution.
-With the usual loss scaling by 1/K (gradient accumulation), the micro-batch gradient is g_k = K_local * h_k.
-We keep per parameter sum_k |h_k|^2 (a scalar) and, optionally, sum_k h_k^2 element-wise (one buffer the
-size of the parameter), which is all the McCandlish estimators and the element-wise variance need.
+One multi-gradient hook over all trainable parameters fires once per backward pass with every
+parameter's gradient of that pass *before* it is accumulated into `.grad` and, under DDP, before the
+all-reduce: h_k, the local micro-batch contribution. With the usual loss scaling by 1/K (gradient
+accumulation), the micro-batch gradient is g_k = K_local * h_k. Per parameter we keep sum_k |h_k|^2 and,
+optionally, sum_k h_k^2 element-wise (one buffer the size of the parameters): all that the McCandlish
+estimators and the element-wise variance need. Everything is done with multi-tensor (foreach) kernels,
+a handful of launches per micro-batch whatever the number of parameters.
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
+from torch.autograd.graph import register_multi_grad_hook
 
 
 class GradCapture:
@@ -20,34 +21,46 @@ class GradCapture:
         self.params = params
         self.elementwise = elementwise
         dev = params[0].device
-        self.sq = [torch.zeros((), device=dev, dtype=torch.float32) for _ in params]
+        self.sq = torch.zeros(len(params), device=dev, dtype=torch.float32)
+        """(n_params,): sum over this step's micro-batches of |h_k|^2 per parameter."""
         self.m2 = [torch.zeros_like(p, dtype=torch.float32) for p in params] if elementwise else None
-        self.fired = [0] * len(params)  # Python ints: counting backward passes needs no device value
+        self._all = torch.arange(len(params), device=dev)
+        self.micro_batches = 0  # a Python int: counting backward passes needs no device value
+        self._handle = None
         self.active = True
-        self._handles = [p.register_hook(partial(self._on_grad, i)) for i, p in enumerate(params)]
-
-    def _on_grad(self, i: int, grad: torch.Tensor):
-        if not self.active:
-            return None
-        g = grad.detach().reshape(-1).float()
-        self.sq[i].add_(torch.dot(g, g))
-        if self.m2 is not None:
-            self.m2[i].view(-1).addcmul_(g, g)
-        self.fired[i] += 1
-        return None
 
     @property
-    def micro_batches(self) -> int:
-        """Backward passes seen since the last reset (a parameter unused in some pass does not undercount)."""
-        return max(self.fired) if self.fired else 0
+    def active(self) -> bool:
+        return self._handle is not None
+
+    @active.setter
+    def active(self, on: bool) -> None:
+        # Unhook while paused, not just ignore: the multi-grad hook cannot coexist with torch.autograd.grad
+        # (the probes use it) and a paused monitor should cost nothing.
+        if on and self._handle is None:
+            self._handle = register_multi_grad_hook(self.params, self._on_grads, mode="all")
+        elif not on and self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _on_grads(self, grads) -> None:
+        have = [i for i, g in enumerate(grads) if g is not None]
+        if not have:
+            return
+        gs = [grads[i].detach() for i in have]
+        gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
+        norms = torch.stack(torch._foreach_norm(gs))
+        index = self._all if len(have) == len(grads) else torch.tensor(have, device=self._all.device)
+        self.sq.index_add_(0, index, norms.square())
+        if self.m2 is not None:
+            torch._foreach_addcmul_([self.m2[i] for i in have], gs, gs)
+        self.micro_batches += 1
 
     def reset(self) -> None:
-        torch._foreach_zero_(self.sq)
+        self.sq.zero_()
         if self.m2 is not None and self.micro_batches:
             torch._foreach_zero_(self.m2)
-        self.fired = [0] * len(self.params)
+        self.micro_batches = 0
 
     def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self.active = False

@@ -13,7 +13,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradvar", description="Training-instability diagnostics and a GPT trainer with SLW.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for ep in sorted(entry_points(group="gradvar.commands"), key=lambda e: e.name):
-        ep.load()(sub)
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # one broken command must not take the others down
+            print(f"gradvar: command {ep.name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
     return parser
 
 

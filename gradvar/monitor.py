@@ -63,6 +63,7 @@ class Monitor:
         self._extras: dict = {}
         self._grads_read = False
         self._side_rows: list = []
+        self._snapshot = None
         self._inputs = {"tokens": 0, "sequences": 0, "seqlen": None, "losses": []}
         self._last_time = time.perf_counter()
         self._closed = False
@@ -114,7 +115,10 @@ class Monitor:
     def _pre_step(self, optimizer, args, kwargs):
         self._read_grads()
         if any(q.needs_snapshot for q in self._scheduled()):
-            self._extras["snapshot"] = [p.detach().clone() for p in self.params]
+            if self._snapshot is None:
+                self._snapshot = [torch.empty_like(p) for p in self.params]
+            torch._foreach_copy_(self._snapshot, [p.detach() for p in self.params])
+            self._extras["snapshot"] = self._snapshot
 
     def _post_step(self, optimizer, args, kwargs):
         ctx = self._ctx()

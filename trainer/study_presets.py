@@ -63,14 +63,17 @@ def smoke() -> Study:
 
 
 def gpu_117m() -> Study:
-    """GPT-2 117M on one H100/H200 in ~10 minutes: baseline vs SLW at the paper's 4x LR, batch 64 x 1024."""
-    c = {"optim.batch_size": 64, "optim.micro_batch_size": 16, "optim.train_tokens": 250 * 64 * 1024,
-         "optim.warmup_steps": 25, "monitor.quantities": "full", "monitor.probe_every": 50, "monitor.flush_every": 25,
-         "eval.every": 25, "checkpoint.every": 0, "data.tokenizer": "bpe8k", "log_every": 25, "optim.fused": True}
-    hi = {"optim.lr": 2.4e-3, "optim.min_lr": 2.4e-4}
-    runs = (_runs("base-lr2.4e-3", {**c, **hi}, [0], method="baseline", lr=2.4e-3, batch=64)
-            + _runs("slw64-T100-lr2.4e-3", {**c, **hi, **_slw(64, 100)}, [0], method="slw", lr=2.4e-3, batch=64))
-    return Study("gpu-117m", "gpt2-117m", runs, 1, "GPT-2 117M, context 1024, batch 64, bf16, one GPU")
+    """GPT-2 117M on one H100/H200 in ~10 minutes: the paper's base LR against 10x LR, baseline and SLW
+    (start 64, as the paper uses for GPT-3-style runs), batch 32 x 1024, 200 steps, bf16."""
+    c = {"optim.batch_size": 32, "optim.micro_batch_size": 16, "optim.train_tokens": 200 * 32 * 1024,
+         "optim.warmup_steps": 20, "monitor.quantities": "full", "monitor.probe_every": 50, "monitor.flush_every": 20,
+         "eval.every": 20, "checkpoint.every": 0, "data.tokenizer": "bpe8k", "log_every": 20, "optim.fused": True}
+    base = {"optim.lr": 6e-4, "optim.min_lr": 6e-5}
+    hi = {"optim.lr": 6e-3, "optim.min_lr": 6e-4}
+    runs = (_runs("base-lr6e-4", {**c, **base}, [0], method="baseline", lr=6e-4, batch=32)
+            + _runs("base-lr6e-3", {**c, **hi}, [0], method="baseline", lr=6e-3, batch=32)
+            + _runs("slw64-T60-lr6e-3", {**c, **hi, **_slw(64, 60)}, [0], method="slw", lr=6e-3, batch=32))
+    return Study("gpu-117m", "gpt2-117m", runs, 1, "GPT-2 117M, context 1024, batch 32, bf16, one GPU")
 
 
 def paper() -> Study:

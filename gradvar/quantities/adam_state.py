@@ -26,7 +26,7 @@ class AdamState(Quantity):
         idx = ctx.group_index[torch.tensor(have, device=ctx.group_index.device)]
         vmax = torch.stack(torch._foreach_norm(vs, math.inf)).float()  # v >= 0: the inf-norm is the max
         vl1 = torch.stack(torch._foreach_norm(vs, 1)).float()
-        vmin = torch.stack([v.min() for v in vs]).float()
+        vmin = torch.stack(torch._foreach_norm(vs, -math.inf)).float()  # v >= 0: the -inf-norm is the min
         numel = torch.tensor([float(v.numel()) for v in vs], device=vl1.device)
         g = ctx.n_groups
         return {

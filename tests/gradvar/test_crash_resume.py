@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
         model(torch.randn(4, 8)).pow(2).mean().backward()
         opt.step(); opt.zero_grad()
         mon.step(loss=torch.tensor(1.0 + 1.0 / step), seqlen=8, tokens=32 * step)
-        if step % flush == 0:
+        if step % flush == 0 or step == 5:
             print(step, flush=True)
         time.sleep(0.002)
 """)
@@ -38,16 +38,16 @@ def test_sigkill_keeps_every_flushed_row(tmp_path):
     steps = gradvar.read_records(tmp_path)["steps"]
     assert len(steps) >= 120 and len(steps) % 10 == 0
     assert steps.step.tolist() == list(range(1, len(steps) + 1))
-    assert not list((tmp_path / "records").rglob("*.tmp*")) or True  # temp files are ignored by the reader
 
 
 def test_sigterm_flushes_before_exiting(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path), "1000"], stdout=subprocess.PIPE, text=True)
-    time.sleep(4)
+    assert int(proc.stdout.readline()) == 5  # the monitor is up and recording
+    time.sleep(1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == -signal.SIGTERM
     t = gradvar.read_records(tmp_path)
-    assert len(t["steps"]) > 10, "unflushed steps were written on SIGTERM"
+    assert len(t["steps"]) >= 5, "unflushed steps were written on SIGTERM"
     assert "preempt" in set(t["events"].kind)
 
 

@@ -38,6 +38,8 @@ class Study:
     runs: list
     jobs: int = 2
     description: str = ""
+    primary: dict = field(default_factory=dict)
+    """The main comparison: {"baseline": group, "slw": group}; every group at that batch and LR joins it."""
 
 
 def run_dir(out_root: Path, spec: RunSpec) -> Path:
@@ -96,6 +98,7 @@ def run_all(study: Study, out_root: Path, jobs: int, log=print) -> list[Path]:
 def write_manifest(study: Study, out_root: Path) -> None:
     out_root.mkdir(parents=True, exist_ok=True)
     manifest = {"study": study.name, "preset": study.preset, "description": study.description,
+                "primary": study.primary,
                 "runs": [{"name": s.name, "group": s.group, "role": s.role, "labels": s.labels,
                           "overrides": s.overrides} for s in study.runs]}
     (out_root / "study.json").write_text(json.dumps(manifest, indent=2))

@@ -30,7 +30,8 @@ def quick() -> Study:
     runs = (_runs("ref-lr3e-2", {**c, **REF}, [0], method="baseline", lr=0.03, batch=8)
             + _runs("base-lr1e-1", {**c, **HI}, [0, 1], method="baseline", lr=0.1, batch=8)
             + _runs("slw8-T60-lr1e-1", {**c, **HI, **_slw(8, t)}, [0, 1], method="slw", lr=0.1, batch=8))
-    return Study("quick", "tiny", runs, 2, "tiny GPT-2 (1.9M), context 512, batch 8, 409,600 tokens per run")
+    return Study("quick", "tiny", runs, 2, "tiny GPT-2 (1.9M), context 512, batch 8, 409,600 tokens per run",
+                 {"baseline": "base-lr1e-1", "slw": "slw8-T60-lr1e-1"})
 
 
 def cpu() -> Study:
@@ -50,7 +51,8 @@ def cpu() -> Study:
     hi3 = {"optim.lr": 0.3, "optim.min_lr": 0.03, "optim.warmup_steps": 5}
     runs += _runs("b32-base-lr0.3", {**big, **hi3}, [1, 2], method="baseline", lr=0.3, batch=32)
     runs += _runs("b32-slw8-T20-lr0.3", {**big, **hi3, **_slw(8, 20)}, seeds, method="slw", lr=0.3, batch=32)
-    return Study("cpu", "tiny", runs, 2, "tiny GPT-2 (1.9M), context 512; batch 8 and 32; 614,400 tokens per run")
+    return Study("cpu", "tiny", runs, 2, "tiny GPT-2 (1.9M), context 512; batch 8 and 32; 614,400 tokens per run",
+                 {"baseline": "base-lr1e-1", "slw": "slw8-T90-lr1e-1"})
 
 
 def smoke() -> Study:
@@ -59,7 +61,8 @@ def smoke() -> Study:
          "eval.every": 8, "checkpoint.every": 8, "optim.lr": 0.05, "optim.warmup_steps": 3}
     runs = (_runs("base", c, [0], method="baseline", lr=0.05, batch=4)
             + _runs("slw", {**c, **_slw(16, 12)}, [0], method="slw", lr=0.05, batch=4))
-    return Study("smoke", "smoke", runs, 2, "smoke GPT-2 (2 layers, width 64), context 128")
+    return Study("smoke", "smoke", runs, 2, "smoke GPT-2 (2 layers, width 64), context 128",
+                 {"baseline": "base", "slw": "slw"})
 
 
 def gpu_117m() -> Study:
@@ -73,7 +76,8 @@ def gpu_117m() -> Study:
     runs = (_runs("base-lr6e-4", {**c, **base}, [0], method="baseline", lr=6e-4, batch=32)
             + _runs("base-lr6e-3", {**c, **hi}, [0], method="baseline", lr=6e-3, batch=32)
             + _runs("slw64-T60-lr6e-3", {**c, **hi, **_slw(64, 60)}, [0], method="slw", lr=6e-3, batch=32))
-    return Study("gpu-117m", "gpt2-117m", runs, 1, "GPT-2 117M, context 1024, batch 32, bf16, one GPU")
+    return Study("gpu-117m", "gpt2-117m", runs, 1, "GPT-2 117M, context 1024, batch 32, bf16, one GPU",
+                 {"baseline": "base-lr6e-3", "slw": "slw64-T60-lr6e-3"})
 
 
 def paper() -> Study:
@@ -84,7 +88,8 @@ def paper() -> Study:
     runs = (_runs("gpt2-117m-base-b512", c, [0], method="baseline", lr=6e-4, batch=512)
             + _runs("gpt2-117m-base-b4096", big, [0], method="baseline", lr=2.4e-3, batch=4096)
             + _runs("gpt2-117m-slw-b4096", {**big, **_slw(8, 45_000)}, [0], method="slw", lr=2.4e-3, batch=4096))
-    return Study("paper", "gpt2-117m", runs, 1, "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)")
+    return Study("paper", "gpt2-117m", runs, 1, "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)",
+                 {"baseline": "gpt2-117m-base-b4096", "slw": "gpt2-117m-slw-b4096"})
 
 
 STUDIES = {"quick": quick, "cpu": cpu, "smoke": smoke, "gpu-117m": gpu_117m, "paper": paper}

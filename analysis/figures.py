@@ -1,0 +1,269 @@
+"""Figures: each `fig_<name>(df, ...) -> matplotlib.figure.Figure`, built without pyplot (no global state,
+nothing shown). Colourblind palette, and runs or methods differ by line style and marker too, so the
+figures survive black-and-white printing. Long runs are thinned to a min/max envelope per bucket so
+spikes stay visible while a million-step line stays cheap to draw.
+"""
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from gradvar.spikes import loss_ratio  # noqa: E402
+
+from .correlate import _r_and_p, _rank  # noqa: E402
+from .metrics import DEFAULT_RULE, spike_flags  # noqa: E402
+
+PALETTE = sns.color_palette("colorblind")
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+MAX_POINTS = 4000
+
+
+def styles(n: int) -> list[dict]:
+    """n distinct (colour, line style, marker) combinations."""
+    combos = zip(itertools.cycle(PALETTE), itertools.cycle(LINESTYLES), itertools.cycle(MARKERS))
+    return [{"color": c, "linestyle": ls, "marker": m} for c, ls, m in itertools.islice(combos, n)]
+
+
+def save_png(fig: Figure, path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def _thin(x, y, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each bucket's smallest and largest y (in order) when there are more than max_points points."""
+    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
+    if len(x) <= max_points:
+        return x, y
+    size = int(np.ceil(len(x) / (max_points // 2)))
+    n = len(x) // size * size
+    yy = np.where(np.isfinite(y[:n]), y[:n], np.nan).reshape(-1, size)
+    ok = ~np.all(np.isnan(yy), axis=1)
+    base = (np.arange(len(yy)) * size)[ok]
+    lo, hi = base + np.nanargmin(yy[ok], axis=1), base + np.nanargmax(yy[ok], axis=1)
+    idx = np.unique(np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi), np.arange(n, len(x))]))
+    return x[idx], y[idx]
+
+
+def _runs(df: pd.DataFrame):
+    """(label, sub-frame sorted by step) for each run in df (one run if there is no `run` column)."""
+    if "run" not in df.columns:
+        return [("run", df.sort_values("step"))]
+    return [(str(k), g.sort_values("step")) for k, g in df.groupby("run", sort=True, observed=True)]
+
+
+def _line(ax, x, y, style, label, max_points=MAX_POINTS, **kw):
+    tx, ty = _thin(x, y, max_points)
+    every = max(1, len(tx) // 12)  # a few markers per line: identity in print without clutter
+    ax.plot(tx, ty, color=style["color"], linestyle=style["linestyle"], marker=style["marker"], markevery=every,
+            markersize=4, linewidth=1.1, label=label, **kw)
+
+
+def _legend(ax, n: int) -> None:
+    if n > 1 or ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best", frameon=False)
+
+
+def fig_loss(steps: pd.DataFrame, rule=DEFAULT_RULE, title: str | None = None) -> Figure:
+    """Training loss (and probe loss) with spike starts marked, and the loss ratio with its threshold."""
+    fig = Figure(figsize=(8, 5.5))
+    ax_loss, ax_ratio = fig.subplots(2, 1, sharex=True)
+    runs = _runs(steps)
+    for (label, g), st in zip(runs, styles(len(runs))):
+        step, loss = g["step"].to_numpy(), g["loss"].to_numpy(np.float64)
+        _line(ax_loss, step, loss, st, f"{label} train")
+        if "probe_loss" in g and g["probe_loss"].notna().any():
+            p = g[g["probe_loss"].notna()]
+            ax_loss.plot(p["step"], p["probe_loss"], color=st["color"], linestyle="none", marker=st["marker"],
+                         markerfacecolor="none", markersize=4, label=f"{label} probe")
+        flags = spike_flags(loss, rule)["any"]
+        starts = flags & ~np.concatenate([[False], flags[:-1]])
+        # Non-finite spike starts are drawn at the top of the finite range so they stay visible.
+        top = np.max(loss[np.isfinite(loss)]) if np.isfinite(loss).any() else 0.0
+        fin = np.where(np.isfinite(loss), loss, top)
+        ax_loss.plot(step[starts], fin[starts], linestyle="none", marker="x", color="black", markersize=7,
+                     label=f"{label} spike start" if starts.any() else None)
+        ratio = loss_ratio(loss)
+        _line(ax_ratio, step, np.where(np.isfinite(ratio), ratio, np.nan), st, label)
+    ax_ratio.axhline(rule.ratio_threshold, color="grey", linestyle="--", linewidth=0.8,
+                     label=f"threshold {rule.ratio_threshold}")
+    ax_loss.set_ylabel("loss (nats)")
+    ax_ratio.set_ylabel("loss ratio  L_t / min_{s<t} L_s")
+    ax_ratio.set_xlabel("optimizer step")
+    _legend(ax_loss, len(runs))
+    _legend(ax_ratio, len(runs))
+    ax_loss.set_title(title or "Loss with spike events (x = first step of an event)")
+    return fig
+
+
+def fig_adam_variance(steps: pd.DataFrame, title: str | None = None) -> Figure:
+    """Adam variance max and L1 (log scale) over steps, above the loss ratio."""
+    fig = Figure(figsize=(8, 7))
+    axes = fig.subplots(3, 1, sharex=True)
+    runs = _runs(steps)
+    for (label, g), st in zip(runs, styles(len(runs))):
+        step = g["step"].to_numpy()
+        for ax, col in zip(axes[:2], ("adam_v_max", "adam_v_l1")):
+            if col in g and g[col].notna().any():
+                _line(ax, step, g[col].to_numpy(np.float64), st, label)
+        r = loss_ratio(g["loss"].to_numpy(np.float64))
+        _line(axes[2], step, np.where(np.isfinite(r), r, np.nan), st, label)
+    for ax, name in zip(axes, ("Adam v max", "Adam v L1 (Σ v)", "loss ratio")):
+        ax.set_ylabel(name)
+    for ax in axes[:2]:
+        if any(line.get_ydata().size for line in ax.get_lines()):
+            ax.set_yscale("log")
+    axes[2].set_xlabel("optimizer step")
+    _legend(axes[0], len(runs))
+    axes[0].set_title(title or "Adam second-moment state beside the loss ratio")
+    return fig
+
+
+def fig_signal_scatter(df: pd.DataFrame, x: str = "value", y: str = "loss_ratio", label: str | None = None,
+                       max_points: int = 20000) -> Figure:
+    """Scatter of a signal against the loss ratio; Pearson and Spearman r (all finite pairs) in the title."""
+    d = df[[x, y]].replace([np.inf, -np.inf], np.nan).dropna()
+    a, b = d[x].to_numpy(np.float64), d[y].to_numpy(np.float64)
+    pr, _ = _r_and_p(a, b)
+    sr, _ = _r_and_p(_rank(a), _rank(b)) if len(a) else (np.nan, np.nan)
+    if len(d) > max_points:
+        d = d.sample(max_points, random_state=0)
+    fig = Figure(figsize=(5.5, 4.5))
+    ax = fig.subplots()
+    ax.scatter(d[x], d[y], s=6, alpha=0.4, color=PALETTE[0], marker="o", rasterized=len(d) > 2000)
+    ax.set_xlabel(label or x)
+    ax.set_ylabel(y.replace("_", " "))
+    ax.set_title(f"{label or x} vs {y.replace('_', ' ')}\nPearson r = {pr:+.2f}, Spearman ρ = {sr:+.2f}, n = {len(a)}",
+                 fontsize=9)
+    return fig
+
+
+def fig_lag(lags: pd.DataFrame, run: str = "pooled", top: int = 6) -> Figure:
+    """Correlation with the loss ratio against lag (lag > 0: the signal leads) for the strongest signals."""
+    d = lags[lags["run"] == run] if "run" in lags and (lags["run"] == run).any() else lags
+    d = d.assign(key=d["signal"] + " (" + d["transform"] + ")")
+    strength = d.groupby("key")["r"].apply(lambda r: r.abs().max()).sort_values(ascending=False)
+    keys = list(strength.index[:top])
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for key, st in zip(keys, styles(len(keys))):
+        g = d[d["key"] == key].sort_values("lag")
+        ax.plot(g["lag"], g["r"], label=key, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
+                markersize=4)
+    ax.axhline(0, color="grey", linewidth=0.6)
+    ax.axvline(0, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_xlabel("lag (samples; > 0: signal leads the loss ratio)")
+    ax.set_ylabel("Pearson r")
+    ax.set_title(f"Lagged correlation with the loss ratio ({run})", fontsize=10)
+    _legend(ax, len(keys))
+    return fig
+
+
+def fig_seqlen_heatmap(probes: pd.DataFrame, stat: str = "adam_v_max_if_applied", n_bins: int = 20) -> Figure:
+    """log10 of the median `stat` per (training-step bin, probe length): variance by length over training."""
+    d = probes[["step", "probe_seqlen", stat]].replace([np.inf, -np.inf], np.nan).dropna()
+    d = d[d[stat] > 0]
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    if not len(d):
+        ax.text(0.5, 0.5, f"no probe data for {stat}", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    edges = np.unique(np.linspace(d["step"].min(), d["step"].max() + 1, n_bins + 1).astype(int))
+    d = d.assign(bin=pd.cut(d["step"], edges, right=False, include_lowest=True))
+    grid = d.groupby(["probe_seqlen", "bin"], observed=True)[stat].median().apply(np.log10).unstack("bin")
+    grid.columns = [f"{int(iv.left)}" for iv in grid.columns]
+    sns.heatmap(grid.sort_index(ascending=False), ax=ax, cmap="viridis", cbar_kws={"label": f"log10 {stat}"})
+    ax.set_xlabel("training step (bin start)")
+    ax.set_ylabel("probe sequence length")
+    ax.set_title(f"{stat} by probe length over training", fontsize=10)
+    return fig
+
+
+def fig_slw_schedule(steps: pd.DataFrame, schedule=None) -> Figure:
+    """Trained sequence length and tokens consumed against the step, per run; with `schedule` (a
+    gradvar.slw.SLWSchedule) its configured curve is drawn over the recorded lengths."""
+    fig = Figure(figsize=(8, 4))
+    ax_len, ax_tok = fig.subplots(1, 2)
+    runs = _runs(steps)
+    for (label, g), st in zip(runs, styles(len(runs))):
+        _line(ax_len, g["step"], g["seqlen"], st, label)
+        _line(ax_tok, g["step"], g["tokens"], st, label)
+    if schedule is not None and len(steps):
+        t = np.unique(np.linspace(1, steps["step"].max(), 2000).astype(int))  # a curve, not a million calls
+        ax_len.plot(t, [schedule.seqlen(int(v)) for v in t], color="black", linestyle=":", linewidth=1.5,
+                    label=f"configured {schedule.schedule_type}")
+    ax_len.set_ylabel("sequence length")
+    ax_tok.set_ylabel("tokens consumed")
+    for ax in (ax_len, ax_tok):
+        ax.set_xlabel("optimizer step")
+    _legend(ax_len, len(runs) + (schedule is not None))
+    ax_len.set_title("Sequence length schedule", fontsize=10)
+    ax_tok.set_title("Tokens", fontsize=10)
+    return fig
+
+
+def fig_val_loss(evals: pd.DataFrame) -> Figure:
+    """Validation loss against tokens and against wall time; one style per method, one line per run."""
+    fig = Figure(figsize=(9, 4))
+    ax_tok, ax_time = fig.subplots(1, 2, sharey=True)
+    method_col = "method" if "method" in evals.columns else None
+    methods = sorted(evals[method_col].astype(str).unique()) if method_col else ["run"]
+    sty = dict(zip(methods, styles(len(methods))))
+    seen = set()
+    for label, g in _runs(evals):
+        m = str(g[method_col].iloc[0]) if method_col else "run"
+        lab = m if m not in seen else None
+        seen.add(m)
+        for ax, xcol in ((ax_tok, "tokens"), (ax_time, "time_s")):
+            if xcol in g:
+                ax.plot(g[xcol], g["val_loss"], color=sty[m]["color"], linestyle=sty[m]["linestyle"],
+                        marker=sty[m]["marker"], markersize=4, linewidth=1.1, label=lab, alpha=0.85)
+    ax_tok.set_xlabel("training tokens")
+    ax_time.set_xlabel("wall time (s)")
+    ax_tok.set_ylabel("validation loss (nats)")
+    _legend(ax_tok, len(methods))
+    ax_tok.set_title("Validation loss vs tokens", fontsize=10)
+    ax_time.set_title("Validation loss vs wall time", fontsize=10)
+    return fig
+
+
+def _label(v) -> str:
+    return "?" if pd.isna(v) else f"{v:g}"
+
+
+def _sort_key(label: str) -> float:
+    return float(label) if label != "?" else float("inf")
+
+
+def fig_stability_grid(grid: pd.DataFrame) -> Figure:
+    """Batch x LR cells per method, coloured by majority class and labelled with counts (print-safe)."""
+    methods = sorted(grid["method"].astype(str).unique()) if len(grid) else ["-"]
+    fig = Figure(figsize=(4 * len(methods) + 1, 3.5))
+    axes = np.atleast_1d(fig.subplots(1, len(methods), squeeze=False)[0])
+    colors = {"stable": PALETTE[2], "spiky": PALETTE[1], "diverged": PALETTE[3]}
+    for ax, method in zip(axes, methods):
+        g = grid[grid["method"].astype(str) == method]
+        lr_lab, batch_lab = g["lr"].map(_label), g["batch_size"].map(_label)  # NaN (no config) -> "?"
+        lrs = sorted(set(lr_lab), key=_sort_key)
+        batches = sorted(set(batch_lab), key=_sort_key)
+        for (_, row), lr, batch in zip(g.iterrows(), lr_lab, batch_lab):
+            i, j = lrs.index(lr), batches.index(batch)
+            ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, color=colors.get(row["class"], "grey"), alpha=0.7))
+            ax.text(i, j, f"{row['class']}\n{row['n_stable']}/{row['n_spiky']}/{row['n_diverged']}\n"
+                          f"ev {row['spike_events_median']:.0f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(lrs)), lrs)
+        ax.set_yticks(range(len(batches)), batches)
+        ax.set_xlim(-0.5, len(lrs) - 0.5)
+        ax.set_ylim(-0.5, len(batches) - 0.5)
+        ax.set_xlabel("peak LR")
+        ax.set_ylabel("batch size")
+        ax.set_title(f"{method}  (stable/spiky/diverged seeds)", fontsize=9)
+    return fig

@@ -1,0 +1,133 @@
+"""The study report: per-setting comparisons (medians and spread over seeds), the LR sweep, the controls,
+then the full analysis of the primary comparison (gradvar report) with the findings on its first screen.
+
+Reads only what `gradvar study` left on disk: runs_root/study.json (groups, roles, labels) and the runs.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .compare import compare_runs, default_target
+from .load import load_runs
+from .report import md_table, write_report
+
+COLS = {"probe_spike_events": "probe spike events", "probe_max_loss_ratio": "max probe loss ratio",
+        "spike_events": "train spike events", "final_val_loss": "final val loss", "tokens_to_target": "tokens to target",
+        "time_to_target_s": "time to target (s)"}
+
+
+def _spread(v: pd.Series, digits: int = 3) -> str:
+    v = pd.to_numeric(v, errors="coerce")
+    ok = v[np.isfinite(v)]
+    if ok.empty:
+        return "–" if v.empty else f"not reached ({len(v)})"
+    med = f"{ok.median():.{digits}g}"
+    missing = f", {len(v) - len(ok)} not reached" if len(ok) < len(v) else ""
+    return med if len(ok) == 1 and not missing else f"{med} [{ok.min():.{digits}g}–{ok.max():.{digits}g}{missing}]"
+
+
+def _label(group: str) -> str:
+    """Method label of a group: its name without the LR suffix ('slw8-T90-lr1e-1' -> 'slw8-T90')."""
+    return group.rsplit("-lr", 1)[0]
+
+
+def relabel(runs, manifest: dict) -> None:
+    """Set each run's method to its group's label ('baseline' and 'slw' for the primary pair)."""
+    specs = {r["name"]: r for r in manifest["runs"]}
+    primary = {v: k for k, v in (manifest.get("primary") or {}).items()}
+    for run in runs:
+        group = specs.get(run.path.name, {}).get("group", run.name)
+        run.method = primary.get(group, _label(group))
+        for df in (run.steps, run.layers, run.probes, run.events, run.evals):
+            if df is not None and "method" in df:
+                df["method"] = run.method
+
+
+def setting_table(runs, target: float) -> pd.DataFrame:
+    """One row per method in a (batch, LR) setting: medians [min–max] over seeds."""
+    per_run = compare_runs(runs, target)
+    per_run["method"] = [r.method for r in runs]
+    rows = []
+    for method, g in per_run.groupby("method", sort=False):
+        row = {"method": method, "seeds": len(g), "class": ", ".join(f"{k} {v}" for k, v in g["class"].value_counts().items())}
+        row.update({label: _spread(g[col]) if col in g else "–" for col, label in COLS.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def settings(runs) -> dict:
+    out: dict = {}
+    for r in runs:
+        out.setdefault((r.batch_size, r.lr), []).append(r)
+    return out
+
+
+def findings(runs, manifest: dict) -> tuple[list[str], list[str]]:
+    """(lead markdown lines, per-setting sections)."""
+    lead, sections = ["## Study findings", ""], []
+    for (batch, lr), group in sorted(settings(runs).items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        target = default_target(group)
+        table = setting_table(group, target)
+        sections += [f"### Batch {batch:g}, peak LR {lr:g}", "",
+                     f"Target validation loss for the cost columns: {target:.3f} (the worst of the methods' best).", "",
+                     md_table(table), ""]
+        if len(table) > 1:
+            lead.append(f"- **Batch {batch:g}, LR {lr:g}:** " + "; ".join(
+                f"{row['method']}: probe spike events {row['probe spike events']}, final val {row['final val loss']}, "
+                f"tokens to {target:.2f} {row['tokens to target']}" for _, row in table.iterrows()) + ".")
+    sweep = [r for r in runs if _role(manifest, r) == "sweep"]
+    if sweep:
+        t = setting_table_sweep(sweep)
+        sections += ["### LR sweep (baseline, larger batch)", "", md_table(t), ""]
+        lead.append("- **LR sweep (baseline, larger batch):** " + "; ".join(
+            f"LR {row['peak LR']}: {row['class']} ({row['probe spike events']} probe spike events)" for _, row in t.iterrows()) + ".")
+    return lead, sections
+
+
+def _role(manifest, run) -> str:
+    return {r["name"]: r["role"] for r in manifest["runs"]}.get(run.path.name, "grid")
+
+
+def setting_table_sweep(runs) -> pd.DataFrame:
+    per_run = compare_runs(runs, default_target(runs))
+    per_run["peak LR"] = [f"{r.lr:g}" for r in runs]
+    per_run["batch"] = [r.batch_size for r in runs]
+    keep = ["batch", "peak LR", "class", "probe_spike_events", "probe_max_loss_ratio", "spike_events", "final_val_loss"]
+    out = per_run[[c for c in keep if c in per_run]].rename(columns=COLS)
+    return out.sort_values("peak LR", key=lambda s: s.astype(float))
+
+
+def _machine_lines(runs, manifest, command_line: str) -> list[str]:
+    cfg = runs[0].config
+    versions = (cfg.get("meta") or {}).get("versions", {})
+    return ["## How this was run", "",
+            f"- Command: `{command_line or 'gradvar study --preset ' + manifest['study']}` "
+            f"(runs in `{runs[0].path.parent}`; an interrupted study resumes where it stopped).",
+            f"- Study `{manifest['study']}`: {manifest.get('description', '')}; trainer preset `{manifest['preset']}`; "
+            f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}.",
+            f"- Machine: {platform.machine()} {platform.system()}, device {(cfg.get('meta') or {}).get('device', '?')}; "
+            + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
+
+
+def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: list[str] | None = None) -> Path:
+    runs_root = Path(runs_root)
+    manifest = json.loads((runs_root / "study.json").read_text())
+    names = [r["name"] for r in manifest["runs"] if (runs_root / r["name"] / "summary.json").exists()]
+    runs = load_runs([runs_root / n for n in names])
+    relabel(runs, manifest)
+    lead, sections = findings(runs, manifest)
+    primary = manifest.get("primary") or {}
+    base = next((r for r in runs if r.method == "baseline" and primary), None)
+    main = [r for r in runs if base is not None and (r.batch_size, r.lr) == (base.batch_size, base.lr)] or runs
+    lead += ["", f"The analysis below (correlations, sequence length, figures) covers the primary comparison: "
+             f"the {len(main)} runs at batch {main[0].batch_size:g} and peak LR {main[0].lr:g} "
+             f"('baseline' = {primary.get('baseline', '?')}, 'slw' = {primary.get('slw', '?')}).", ""]
+    lead += extra_lead or []
+    extra = ["## All settings", "", *sections, *_machine_lines(runs, manifest, command_line)]
+    title = f"gradvar study '{manifest['study']}': training instability, gradient variance and SLW"
+    return write_report(main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)])

@@ -114,6 +114,27 @@ def _machine_lines(runs, manifest, command_line: str) -> list[str]:
             + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
 
 
+def tune_section(runs_root: Path, runs) -> list[str]:
+    """The tune-slw result (runs_root/tune-slw, if it was run) beside the grid's SLW durations."""
+    path = runs_root / "tune-slw" / "tune.json"
+    if not path.exists():
+        return []
+    res = json.loads(path.read_text())
+    walls = [json.loads(p.read_text()).get("wall_time_s", np.nan) for p in (runs_root / "tune-slw").glob("*/summary.json")]
+    base = [r for r in runs if r.method == "baseline"]
+    full = np.nanmedian([json.loads((r.path / "summary.json").read_text())["wall_time_s"] for r in base]) if base else np.nan
+    ev = res["evidence"][-1]["fluctuation"]
+    lines = ["### tune-slw (the paper's low-cost rule) against the grid", "",
+             f"Trials of {res['horizon_steps']} steps per candidate T; significant = validation perplexity rising "
+             f"more than {res['tol']:.0%} between consecutive evaluations.", "",
+             "| T | largest ppl rise |", "|---|---|"]
+    lines += [f"| {t} | {'diverged' if not np.isfinite(f) else f'{f:+.1%}'} |" for t, f in ev.items()]
+    cost = np.nansum(walls) / full if np.isfinite(full) and full > 0 else np.nan
+    lines += ["", f"Chosen: start length {res['start']}, T = {res['T']}. Cost: {np.nansum(walls):.0f} s of trials, "
+              f"{cost:.2f} of one full baseline run's wall time ({full:.0f} s).", ""]
+    return lines
+
+
 def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: list[str] | None = None) -> Path:
     runs_root = Path(runs_root)
     manifest = json.loads((runs_root / "study.json").read_text())
@@ -128,6 +149,6 @@ def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: l
              f"the {len(main)} runs at batch {main[0].batch_size:g} and peak LR {main[0].lr:g} "
              f"('baseline' = {primary.get('baseline', '?')}, 'slw' = {primary.get('slw', '?')}).", ""]
     lead += extra_lead or []
-    extra = ["## All settings", "", *sections, *_machine_lines(runs, manifest, command_line)]
+    extra = ["## All settings", "", *sections, *tune_section(runs_root, runs), *_machine_lines(runs, manifest, command_line)]
     title = f"gradvar study '{manifest['study']}': training instability, gradient variance and SLW"
     return write_report(main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)])

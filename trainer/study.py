@@ -112,6 +112,13 @@ def main_study(args) -> int:
               file=sys.stderr)
         return 2
     study = STUDIES[args.preset]()
+    for item in args.override or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"gradvar study: error: --override takes KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        for spec in study.runs:
+            spec.overrides[key] = value
     out_root = Path(args.runs_dir or f"runs/study-{study.name}")
     write_manifest(study, out_root)
     if args.list:
@@ -138,6 +145,8 @@ def register(sub) -> None:
     p.add_argument("--runs-dir", help="where the runs go (default runs/study-<preset>)")
     p.add_argument("--jobs", type=int, help="runs side by side (default: the preset's, 2 on CPU)")
     p.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
+    p.add_argument("--override", action="append", metavar="KEY=VALUE",
+                   help="set a config field in every run (e.g. data.source=my_corpus.txt); repeatable")
     p.set_defaults(func=main_study)
 
 

@@ -44,6 +44,13 @@ def cpu() -> Study:
             + _runs("slw8-T30-lr1e-1", {**c, **HI, **_slw(8, 30)}, seeds, method="slw", lr=0.1, batch=8)
             + _runs("warmup20-lr1e-1", {**c, **HI, "optim.warmup_steps": 20}, seeds, "control",
                     method="baseline-warmup20", lr=0.1, batch=8))
+    # beyond the paper, in the same unstable setting: spike interventions and variance-aware pacing
+    runs += (_runs("skipspike-lr1e-1", {**c, **HI, "intervention.skip_spikes": True}, seeds, "beyond",
+                   method="skip-spikes", lr=0.1, batch=8)
+             + _runs("rewind-lr1e-1", {**c, **HI, "intervention.rewind_on_spike": True}, seeds, "beyond",
+                     method="rewind", lr=0.1, batch=8)
+             + _runs("slwvar8-T90-lr1e-1", {**c, **HI, **_slw(8, 90), "slw.schedule": "variance"}, seeds, "beyond",
+                     method="slw-variance", lr=0.1, batch=8))
     big = _common(150, batch=32)  # 4x batch, same token budget: 37 steps
     for lr in (0.03, 0.1, 0.3):
         hi = {"optim.lr": lr, "optim.min_lr": lr / 10, "optim.warmup_steps": 5}

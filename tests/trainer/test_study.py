@@ -1,0 +1,37 @@
+"""`gradvar study` end to end on the smoke grid: two tiny runs, the report written, a rerun skips them."""
+import json
+import re
+
+import pytest
+
+from gradvar.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_smoke_study_writes_report_and_resumes(tmp_path, data_cache, capsys):
+    runs, rep = tmp_path / "runs", tmp_path / "report"
+    args = ["study", "--preset", "smoke", "--runs-dir", str(runs), "-o", str(rep), "--override", f"data.cache_dir={data_cache}"]
+    assert main(args) == 0
+    md = (rep / "report.md").read_text()
+    assert "## Study findings" in md and "### The paper's claims beside this study" in md
+    assert "| method |" in md and "baseline" in md and "slw" in md
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert len(images) >= 5
+    for name in images:
+        assert (rep / name).read_bytes()[:8] == PNG, name
+    html = (rep / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    manifest = json.loads((runs / "study.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == ["base-s0", "slw-s0"]
+    stamp = {p: p.stat().st_mtime for p in runs.glob("*/summary.json")}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "2 already complete, 0 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime for p in runs.glob("*/summary.json")} == stamp
+
+
+def test_unknown_study_preset_is_a_clear_error(capsys):
+    assert main(["study", "--preset", "nope"]) == 2
+    assert "unknown study preset" in capsys.readouterr().err

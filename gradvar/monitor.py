@@ -13,11 +13,13 @@ optimizer state after the step. Statistics stay on the device and are combined a
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,8 @@ class Monitor:
         self._stop_requested = False
         self._handles = self._install_hooks(infer_inputs)
         self._prev_sigterm = self._install_sigterm() if handle_sigterm else None
+        if self.world_size == 1:  # an uncaught exception or a plain exit still writes what was measured
+            atexit.register(_flush_at_exit, weakref.ref(self))
 
     # ----------------------------------------------------------------- hooks
     def _install_hooks(self, infer_inputs):
@@ -284,3 +288,12 @@ class Monitor:
         elif prev in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
+
+
+def _flush_at_exit(ref) -> None:
+    mon = ref()
+    if mon is not None and not mon._closed:
+        try:
+            mon.flush()
+        except Exception:  # the interpreter is going down: never mask the original error
+            pass

@@ -144,6 +144,7 @@ class Trainer:
         data = self.cfg.to_dict()
         data["meta"] = {"method": self.method, "versions": versions(), "git_commit": git_commit(),
                         "world_size": self.d.world_size, "device": str(self.d.device), "n_params": self.n_params,
+                        "device_name": torch.cuda.get_device_name(self.d.device) if self.d.device.type == "cuda" else platform.processor() or "cpu",
                         "machine": f"{platform.machine()} {platform.system()}", "vocab_size": self.data.vocab_size,
                         "data": {k: v for k, v in self.data.meta.items() if not k.endswith("documents")},
                         "command": " ".join(sys.argv)}
@@ -268,6 +269,14 @@ class Trainer:
         return float(total[0] / total[1])  # sync: evaluation only
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        except BaseException:
+            if self.d.world_size == 1:  # keep every finished step's record (a collective flush could hang)
+                self.monitor.flush()
+            raise
+
+    def _run(self) -> dict:
         self._install_sigterm()
         self.model.train()
         t_last, tok_last = time.perf_counter(), self.tokens

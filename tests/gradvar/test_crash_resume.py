@@ -82,3 +82,17 @@ def test_resume_appends_without_duplicates_and_keeps_detector_state(tmp_path):
     for col in ("loss", "loss_ratio", "spike_ratio", "spike_z", "tokens"):
         assert np.allclose(resumed[col], full[col], equal_nan=True), col
     assert resumed.spike_z[20] == 1.0
+
+
+def test_uncaught_exception_still_writes_the_finished_steps(tmp_path):
+    script = textwrap.dedent("""
+        import sys, torch, gradvar
+        model = torch.nn.Linear(4, 1); opt = torch.optim.AdamW(model.parameters())
+        mon = gradvar.Monitor(model, opt, sys.argv[1], "paper", flush_every=100, infer_inputs=False)
+        for i in range(7):
+            model(torch.randn(2, 4)).mean().backward(); opt.step(); opt.zero_grad(); mon.step(loss=torch.tensor(1.0))
+        raise RuntimeError("boom")
+    """)
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 1 and "boom" in res.stderr
+    assert gradvar.read_records(tmp_path)["steps"].step.tolist() == list(range(1, 8))

@@ -15,6 +15,11 @@ from .schema import PROBES, STEPS, STEPS_EXTRA
 from .spikes import OnlineSpikeDetector, SpikeRule
 
 
+SEQLEN_MEMORY = 4096
+"""Steps whose (tokens, seqlen) are remembered to label late events and probe rows (older ones fall back to
+the latest values)."""
+
+
 class RowBuilder:
     def __init__(self, groups: list[str], rule: SpikeRule, world_size: int):
         self.groups, self.world_size = groups, world_size
@@ -58,6 +63,9 @@ class RowBuilder:
         for m in metas:
             self._seqlen_by_step[m["step"]] = (m["tokens"], m["seqlen"])
             self.last_seqlen = m["seqlen"]
+        if len(self._seqlen_by_step) > 2 * SEQLEN_MEMORY:  # bounded: one entry per step grew without end
+            recent = sorted(self._seqlen_by_step)[-SEQLEN_MEMORY:]
+            self._seqlen_by_step = {s: self._seqlen_by_step[s] for s in recent}
         out = {"steps": _records(steps, n), "layers": self._layers(steps, layer_cols, layers_every)}
         out["ranks"] = self._ranks(steps, raw)
         probes = [r for t, r in side_rows if t == "probes"]

@@ -158,6 +158,10 @@ class TrainConfig:
 
     def validate(self, world_size: int = 1) -> "TrainConfig":
         o, s = self.optim, self.slw
+        for name, value in (("optim.lr", o.lr), ("optim.train_tokens", o.train_tokens), ("optim.batch_size", o.batch_size),
+                            ("optim.micro_batch_size", o.micro_batch_size), ("optim.seq_len", o.seq_len)):
+            if not value > 0:  # first: the checks below divide by these
+                raise ConfigError(f"{name} must be > 0, got {value}")
         if o.batch_size % (world_size * o.micro_batch_size):
             raise ConfigError(f"optim.batch_size {o.batch_size} is not divisible by ranks ({world_size}) x "
                               f"optim.micro_batch_size ({o.micro_batch_size})")
@@ -168,14 +172,12 @@ class TrainConfig:
 
             try:
                 sched = slw_schedule(self)
-            except ValueError as exc:
+                end = sched.end_seqlen()
+            except (ValueError, TypeError, OverflowError) as exc:  # e.g. difficulties that are not numbers
                 raise ConfigError(f"slw: {exc}") from None
-            if sched.end_seqlen() > o.seq_len:
-                raise ConfigError(f"slw end length {sched.end_seqlen()} exceeds the model's context (optim.seq_len {o.seq_len})")
+            if end > o.seq_len:
+                raise ConfigError(f"slw end length {end} exceeds the model's context (optim.seq_len {o.seq_len})")
             assert isinstance(sched, SLWSchedule)
-        for name, value in (("optim.lr", o.lr), ("optim.train_tokens", o.train_tokens), ("optim.batch_size", o.batch_size)):
-            if not value > 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
         if s.schedule not in ("fixed", "variance"):
             raise ConfigError(f"slw.schedule must be fixed or variance, got {s.schedule!r}")
         if self.intervention.nonfinite not in ("skip", "stop", "record"):
@@ -219,8 +221,11 @@ def _coerce(value, typ, key: str):
         if typ is str:
             return str(value)
         if typ is list or typing.get_origin(typ) is list:
-            return json.loads(value) if isinstance(value, str) else list(value)
-    except (TypeError, ValueError, json.JSONDecodeError):
+            out = json.loads(value) if isinstance(value, str) else list(value)
+            if not isinstance(out, list):
+                raise ValueError
+            return out
+    except (TypeError, ValueError, OverflowError, json.JSONDecodeError):  # OverflowError: int("inf")
         raise ConfigError(f"{key}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
     raise ConfigError(f"{key}: unsupported type {typ}")
 
@@ -258,7 +263,7 @@ def apply_deepspeed_curriculum(cfg: TrainConfig, block) -> None:
         return
     try:
         sched = SLWSchedule.from_deepspeed(block)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:  # any malformed block
         raise ConfigError(f"curriculum_learning: {exc}") from None
     s = cfg.slw
     s.enabled, s.schedule_type, s.min_seqlen = True, sched.schedule_type, sched.min_seqlen
@@ -286,11 +291,18 @@ def load_json(path) -> dict:
         raise ConfigError(f"{path}: no such config file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a JSON object")
     data.pop("meta", None)
     ds = data.pop("curriculum_learning", None)
-    flat = flatten(data)
+    try:
+        flat = flatten(data)
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply") from None
     if ds is not None:
         flat["curriculum_learning"] = ds
     return flat

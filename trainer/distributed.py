@@ -31,7 +31,18 @@ def setup(device: str = "auto") -> Dist:
     if use_cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        if restart > 0:
+            # torchrun --max-restarts: the new workers share the agent's TCPStore with the failed attempt, whose
+            # keys (the peers' old gloo addresses, NCCL ids) are still there; a rank that starts faster than its
+            # peers reads them and fails with "connection refused". A per-attempt prefix keeps attempts apart.
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                  is_master=rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True")
+            dist.init_process_group(backend, store=dist.PrefixStore(f"attempt{restart}", store), rank=rank,
+                                    world_size=world)
+        else:
+            dist.init_process_group(backend=backend)
     return Dist(rank, local, world, torch.device(f"cuda:{local}" if use_cuda else "cpu"))
 
 

@@ -130,7 +130,10 @@ def tune_section(runs_root: Path, runs) -> list[str]:
              "| T | largest ppl rise |", "|---|---|"]
     lines += [f"| {t} | {'diverged' if not np.isfinite(f) else f'{f:+.1%}'} |" for t, f in ev.items()]
     cost = np.nansum(walls) / full if np.isfinite(full) and full > 0 else np.nan
-    lines += ["", f"Chosen: start length {res['start']}, T = {res['T']}. Cost: {np.nansum(walls):.0f} s of trials, "
+    chosen = (f"start length {res['start']}, T = {res['T']}" if res["T"] is not None else
+              f"none: every T fluctuated by more than {res['tol']:.0%} (the rule's answer is to lower the peak LR "
+              f"or lengthen the LR warmup)")
+    lines += ["", f"Chosen: {chosen}. Cost: {np.nansum(walls):.0f} s of trials, "
               f"{cost:.2f} of one full baseline run's wall time ({full:.0f} s).", ""]
     return lines
 

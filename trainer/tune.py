@@ -94,13 +94,13 @@ def main_tune(args) -> int:
     for ev in result["evidence"]:
         print(f"start {ev['start']}: " + ", ".join(f"T={t}: {f:+.1%}" if math.isfinite(f) else f"T={t}: diverged"
                                                 for t, f in ev["fluctuation"].items()))
+    (out / "tune.json").write_text(json.dumps(result, indent=2, default=str))
     if result["T"] is None:
         print(f"every T fluctuated by more than {args.tol:.0%}: lower the peak LR or lengthen the LR warmup")
         return 1
     cfg_out = {"slw": {"enabled": True, "schedule_type": "fixed_linear", "min_seqlen": result["start"],
                        "total_steps": result["T"], "difficulty_step": 8}}
     (out / "slw.json").write_text(json.dumps(cfg_out, indent=2))
-    (out / "tune.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"chosen: start length {result['start']}, T = {result['T']} steps "
           f"(largest T with validation perplexity rising < {args.tol:.0%} between evaluations over the first "
           f"{result['horizon_steps']} steps); cost {result['trial_steps']} trial steps")

@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     modes = ("none", "paper", "full")
     steppers = {m: stepper(*setup(args.preset, m, out, args.device, args.batch)) for m in modes}
     for fn in steppers.values():
-        timed(fn, 2, args.device)
+        timed(fn, args.warmup, args.device)
     totals = dict.fromkeys(modes, 0.0)
     for _ in range(args.rounds):
         for m in modes:

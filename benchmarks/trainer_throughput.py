@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=8, help="steps per side per round")
     p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
+    p.add_argument("--warmup", type=int, default=31,
+                   help="untimed steps first: the probe loss runs every step up to step 30 (spikes come early), "
+                        "every 5 after; the default times the steady state")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-bench-")
@@ -61,8 +64,9 @@ def main(argv=None) -> int:
         bare_step(model, opt, batches[i[0] % 4], o.micro_batch_size, o.clip)
 
     dev = ref.d.device
-    for fn in [bare] + [t.train_step for t in trainers.values()]:
-        timed(fn, 2, dev)  # warm-up
+    timed(bare, 2, dev)
+    for t in trainers.values():
+        timed(t.train_step, args.warmup, dev)
     totals = {"bare": 0.0, "paper": 0.0, "minimal": 0.0}
     for _ in range(args.rounds):
         totals["bare"] += timed(bare, args.steps, dev)
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
             totals[q] += timed(t.train_step, args.steps, dev)
     tokens = args.rounds * args.steps * o.batch_size * o.seq_len
     print(f"preset {args.preset} on {dev}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
-          f"{args.rounds} rounds x {args.steps} steps per side, torch {torch.__version__}")
+          f"{args.rounds} rounds x {args.steps} steps per side after {args.warmup} untimed, torch {torch.__version__}")
     for name, sec in totals.items():
         print(f"  {name:<22} {tokens / sec:10,.0f} tokens/s")
     for q in ("paper", "minimal"):

@@ -151,7 +151,7 @@ def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: l
     lead += ["", f"The analysis below (correlations, sequence length, figures) covers the primary comparison: "
              f"the {len(main)} runs at batch {main[0].batch_size:g} and peak LR {main[0].lr:g} "
              f"('baseline' = {primary.get('baseline', '?')}, 'slw' = {primary.get('slw', '?')}).", ""]
-    lead += extra_lead or []
+    lead = [*(extra_lead or []), "", *lead]
     extra = ["## All settings", "", *sections, *tune_section(runs_root, runs), *_machine_lines(runs, manifest, command_line)]
     title = f"gradvar study '{manifest['study']}': training instability, gradient variance and SLW"
     return write_report(main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)])

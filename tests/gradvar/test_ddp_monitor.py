@@ -48,7 +48,8 @@ def _free_port():
 
 
 def test_ddp_variance_equals_single_process(tmp_path):
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="fork")
+    # spawn, not fork: a fork can deadlock on a lock held by a thread that an earlier test started
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     mon = gradvar.Monitor(model, opt, tmp_path / "single", "paper")

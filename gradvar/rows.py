@@ -30,6 +30,7 @@ class RowBuilder:
         self.events: list[dict] = []
         self.extra: list[tuple[str, dict]] = []
         self._seqlen_by_step: dict[int, tuple] = {}
+        self._new_events: list = []  # spike events found in the current flush, written as events rows
 
     def event(self, step: int, kind: str, message: str, value: float = math.nan) -> dict:
         tokens, seqlen = self._seqlen_by_step.get(step, (self.tokens, self.last_seqlen))
@@ -108,7 +109,7 @@ class RowBuilder:
 
     def _step_events(self, steps) -> list[dict]:
         out = []
-        for i, value, r in getattr(self, "_new_events", []):
+        for i, value, r in self._new_events:
             kind = "nonfinite_loss" if not np.isfinite(value) else "spike"
             rules = "+".join(k for k in ("ratio", "z") if r[f"spike_{k}"])
             msg = f"loss {value:.4g} (ratio {r['loss_ratio']:.3g}, z {r['z']:.3g}; rule {rules})"

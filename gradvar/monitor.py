@@ -55,7 +55,8 @@ class Monitor:
         names, self.params = trainable_params(self.module)
         self.groups, gidx = build_groups(names)
         self.group_index = torch.tensor(gidx, device=self.params[0].device)
-        self.capture = GradCapture(self.params, elementwise=any(q.needs_elementwise for q in self.quantities))
+        self.capture = GradCapture(self.params, elementwise=any(q.needs_elementwise for q in self.quantities),
+                                   lazy=self.world_size == 1)
         self.flush_every, self.layers_every = flush_every, layers_every
         self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
         self.rows = RowBuilder(self.groups, spike_rule, self.world_size)

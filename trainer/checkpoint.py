@@ -122,3 +122,15 @@ def load_latest(run_dir, map_location="cpu", log=print) -> tuple[dict, Path] | N
     if candidates:
         raise CheckpointError(f"{checkpoint_dir(run_dir)}: no readable checkpoint among {len(candidates)}")
     return None
+
+
+def rng_state() -> dict:
+    """The random number generators a checkpoint restores (CPU, and every CUDA device when present)."""
+    return {"rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and state.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state_all(state["rng_cuda"])

@@ -67,7 +67,7 @@ class OptimConfig:
     max_steps: int = 0
     """Optional cap on optimizer steps (0: none)."""
     fused: bool = False
-    """Use the fused AdamW kernel (CUDA)."""
+    """Use torch's fused AdamW kernel (CUDA or CPU); with it `intervention.nonfinite=skip` needs no host sync."""
 
 
 @dataclass

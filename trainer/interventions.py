@@ -103,7 +103,7 @@ def rewind(trainer, spike_step: int, loss: float) -> bool:
     trainer.monitor.flush()
     trainer.model.load_state_dict(state["model"])
     trainer.opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"])
+    ckpt.restore_rng(state)
     trainer.step, trainer.tokens = int(state["step"]), int(state["tokens"])
     n = trainer.cfg.intervention.rewind_skip_batches
     trainer.sampler.skip(n, trainer.cfg.optim.batch_size)

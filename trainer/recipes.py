@@ -26,6 +26,7 @@ def gpt2_117m() -> TrainConfig:
     o.lr, o.min_lr, o.warmup_steps, o.seq_len = 6e-4, 6e-5, 3000, 1024
     o.batch_size, o.micro_batch_size, o.train_tokens = 512, 16, 157_000_000_000
     cfg.eval.every, cfg.checkpoint.every, cfg.monitor.flush_every = 1000, 1000, 100
+    o.fused = True  # one kernel for the update, and the non-finite skip stays on the device
     cfg.monitor.probe_every = 1000
     return cfg
 

@@ -32,6 +32,7 @@ from .distributed import Dist, all_reduce_sum, any_rank, barrier, setup, teardow
 from .lr import lr_at
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
 from .model import build_model, count_params, flops_per_token, param_groups
+from .nonfinite import STOP, NonFiniteGuard
 from .pacing import VariancePacer, adam_v_max
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM after a checkpoint; resume with --resume
@@ -44,6 +45,8 @@ class NonFiniteError(RuntimeError):
 
 def next_token_loss(model, x: torch.Tensor) -> torch.Tensor:
     """Mean loss of predicting x[:, 1:] from x[:, :-1]: a window of L + 1 tokens trains L predictions."""
+    # The default use_cache=True is kept on purpose: with no cache, transformers' mask code checks the
+    # position ids for packed sequences with a host read (a GPU sync) in every forward.
     logits = model(input_ids=x[:, :-1]).logits  # (B, L, V)
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), x[:, 1:].reshape(-1))
 
@@ -106,7 +109,7 @@ class Trainer:
         self.model = build_model(cfg.model, self.data.vocab_size).to(d.device)
         self.n_params = count_params(self.model)
         o = cfg.optim
-        kw = {"fused": True} if o.fused and d.device.type == "cuda" else {}
+        kw = {"fused": True} if o.fused else {}
         groups = param_groups(self.model, o.weight_decay)
         iv = cfg.intervention
         if iv.skip_spikes:
@@ -132,6 +135,7 @@ class Trainer:
                 q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
         self.monitor = gradvar.Monitor(self.ddp, self.opt, self.run_dir, qs, flush_every=m.flush_every,
                                        resume_step=resume_step, handle_sigterm=False, infer_inputs=False)
+        self.guard = NonFiniteGuard(self.cfg.intervention.nonfinite, self.opt, self.monitor)
 
     def _probe_loss(self, model, x):
         with self.autocast():
@@ -164,9 +168,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        ckpt.restore_rng(state)
         self.step, self.tokens, self.elapsed = int(state["step"]), int(state["tokens"]), float(state["elapsed"])
         if self.pacer and state.get("pacer"):
             self.pacer.load_state_dict(state["pacer"])
@@ -175,11 +177,11 @@ class Trainer:
 
     def save_checkpoint(self):
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "sampler": self.sampler.state_dict(), "rng_cpu": torch.get_rng_state(),
-                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                 "sampler": self.sampler.state_dict(), **ckpt.rng_state(),
                  "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
                  "monitor": self.monitor.state_dict(),
                  "pacer": self.pacer.state_dict() if self.pacer else None}
+        self.guard.resolve()
         self.monitor.flush()  # records first: a checkpoint never points past what is on disk
         if self.d.is_main:
             path = ckpt.save(self.run_dir, self.step, state, self.cfg.checkpoint.keep)
@@ -220,8 +222,11 @@ class Trainer:
         if self.cfg.intervention.skip_spikes:  # decided on the device: no sync
             self.opt.keep = spike_keep(list(zip(self.gates, (torch.stack(losses).mean(), norm))))
             extra["update_skipped"] = 1.0 - self.opt.keep
-        if self._apply_update(step, losses, norm):
-            self.opt.step()
+        outcome = self.guard.apply(step, losses, norm)
+        if outcome == STOP:
+            self._stop_nonfinite(step, losses)
+        if self.guard.last_flag is not None:
+            extra["update_skipped"] = self.guard.last_flag
         self.tokens += o.batch_size * seqlen
         self.step = step
         if self.pacer:
@@ -230,23 +235,12 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         return losses
 
-    def _apply_update(self, step, losses, norm) -> bool:
-        """Non-finite policy. 'record' never syncs; 'skip' and 'stop' read one flag per step."""
-        policy = self.cfg.intervention.nonfinite
-        if policy == "record":
-            return True
-        ok = bool(torch.isfinite(torch.stack(losses).sum() + norm).item())  # sync: the policy needs a host decision
-        if ok:
-            return True
-        self.monitor.log_event("nonfinite_skip" if policy == "skip" else "nonfinite_stop",
-                               f"non-finite loss or gradient at step {step}: update {'skipped' if policy == 'skip' else 'not applied, stopping'}",
-                               step=step)
-        if policy == "stop":
-            self.monitor.step(loss=losses, seqlen=self.seqlen_at(step), tokens=self.tokens, batch_size=self.cfg.optim.batch_size)
-            self.step = step
-            self.monitor.flush()
-            raise NonFiniteError(self._nonfinite_report(step))
-        return False
+    def _stop_nonfinite(self, step, losses):
+        """intervention.nonfinite=stop: record the bad step, then end the run naming it."""
+        self.monitor.step(loss=losses, seqlen=self.seqlen_at(step), tokens=self.tokens, batch_size=self.cfg.optim.batch_size)
+        self.step = step
+        self.monitor.flush()
+        raise NonFiniteError(self._nonfinite_report(step))
 
     def _nonfinite_report(self, step: int) -> str:
         steps = gradvar.read_records(self.run_dir, ["steps"])["steps"].tail(12)
@@ -273,6 +267,7 @@ class Trainer:
             return self._run()
         except BaseException:
             if self.d.world_size == 1:  # keep every finished step's record (a collective flush could hang)
+                self.guard.resolve()
                 self.monitor.flush()
             raise
 
@@ -287,6 +282,7 @@ class Trainer:
             if cfg.intervention.rewind_on_spike and self._maybe_rewind(losses):
                 continue
             if self.step % cfg.log_every == 0:
+                self.guard.resolve()  # the progress line reads device values here anyway
                 now = time.perf_counter()
                 self.elapsed += now - t_last
                 self._progress(losses, (self.tokens - tok_last) / max(now - t_last, 1e-9))
@@ -348,6 +344,7 @@ class Trainer:
         return {"preempted": True, "step": self.step}
 
     def _finish(self, val) -> dict:
+        self.guard.resolve()
         self.monitor.close()
         summary = {"name": self.cfg.name, "method": self.method, "steps": self.step, "tokens": self.tokens,
                    "final_val_loss": val, "final_val_ppl": math.exp(min(val, 50)), "wall_time_s": self.elapsed,

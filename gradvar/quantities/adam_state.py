@@ -16,6 +16,22 @@ from .base import SAME, Quantity, Stat, group_max, group_min, group_sum
 class AdamState(Quantity):
     name = "adam_state"
 
+    def __init__(self, schedule=None):
+        super().__init__(schedule)
+        self._layout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _group_layout(self, ctx, have: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(group of each state tensor, element count per group), made once per set of parameters with
+        state: tensors built from host data are host-to-device copies, which synchronise on CUDA."""
+        key = tuple(have)
+        if key not in self._layout:
+            gidx = ctx.group_index.cpu()[list(have)]
+            numel = torch.zeros(ctx.n_groups, dtype=torch.float32)
+            numel.index_add_(0, gidx, torch.tensor([float(ctx.params[i].numel()) for i in have]))
+            dev = ctx.group_index.device
+            self._layout[key] = (gidx.to(dev), numel.to(dev))
+        return self._layout[key]
+
     def on_after_step(self, ctx):
         state = ctx.optimizer.state
         have = [i for i, p in enumerate(ctx.params) if "exp_avg_sq" in state.get(p, {})]
@@ -23,17 +39,16 @@ class AdamState(Quantity):
             return {}
         vs = [state[ctx.params[i]]["exp_avg_sq"] for i in have]
         ms = [state[ctx.params[i]]["exp_avg"] for i in have]
-        idx = ctx.group_index[torch.tensor(have, device=ctx.group_index.device)]
+        idx, numel = self._group_layout(ctx, have)
         vmax = torch.stack(torch._foreach_norm(vs, math.inf)).float()  # v >= 0: the inf-norm is the max
         vl1 = torch.stack(torch._foreach_norm(vs, 1)).float()
         vmin = torch.stack(torch._foreach_norm(vs, -math.inf)).float()  # v >= 0: the -inf-norm is the min
-        numel = torch.tensor([float(v.numel()) for v in vs], device=vl1.device)
         g = ctx.n_groups
         return {
             "v_max_group": Stat(group_max(vmax, idx, g), SAME),
             "v_l1_group": Stat(group_sum(vl1, idx, g), SAME),
             "v_min_group": Stat(group_min(vmin, idx, g), SAME),
-            "v_numel_group": Stat(group_sum(numel, idx, g), SAME),
+            "v_numel_group": Stat(numel, SAME),
             "m_sq": Stat(torch.stack(torch._foreach_norm(ms)).float().square().sum(), SAME),
         }
 

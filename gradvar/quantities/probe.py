@@ -28,6 +28,11 @@ def causal_lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), input_ids[:, 1:].reshape(-1))
 
 
+def _on_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move the probe batch once: a copy from (pageable) host memory synchronises on CUDA."""
+    return batch if batch.device == device else batch.to(device)
+
+
 def _is_hf(model) -> bool:
     return hasattr(model, "config") and hasattr(model, "get_output_embeddings")
 
@@ -67,7 +72,7 @@ class ProbeLoss(Quantity):
             return {}
         model = ctx.extras["module"]
         with preserved(model, ctx.capture), torch.no_grad():
-            x = self.batch.to(ctx.params[0].device)
+            x = self.batch = _on_device(self.batch, ctx.params[0].device)
             if self.attention_logits:
                 with attention_logit_max(model) as att:
                     loss = self.loss_fn(model, x)
@@ -117,7 +122,8 @@ class SeqlenProbe(Quantity):
 
     def _measure(self, model, ctx, length: int) -> dict:
         params = list(ctx.params)
-        x = self.batch[:, :length].to(params[0].device)
+        self.batch = _on_device(self.batch, params[0].device)
+        x = self.batch[:, :length]
         chunks = x.split(self.micro)  # K chunks of (micro, length)
         total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
         sq_sum, loss_sum = torch.zeros((), device=x.device), torch.zeros((), device=x.device)

@@ -37,7 +37,8 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
     torch.manual_seed(0)
     model = build_model(cfg.model, data.vocab_size).to(device)
     o = cfg.optim
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    kw = {"fused": True} if o.fused else {}  # as the trainer: the GPU presets use the fused kernel
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
     sampler = WindowSampler(data.train, o.seq_len, 0)
     batches = [sampler.next_batch(o.batch_size).to(device) for _ in range(4)]
     mon = None

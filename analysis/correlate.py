@@ -11,10 +11,11 @@ previous `window` values) — against the loss ratio r_t = L_t / min_{s<t} L_s:
   interval reuses the full-sample ranks inside each resample (no re-ranking): close for n >> blocks, and
   it keeps a 1 M-step run to a few matrix products.
 * lagged Pearson r(L) = corr(x_t, r_{t+L}) for L in -k..k: L > 0 means the signal leads the loss.
-* early warning: an alarm at step t when x_t exceeds the `q` quantile of its previous `window` values (the
-  rolling quantile removes the drift of raw Adam state); positives are steps with a spike event starting in
-  (t, t+h]; steps inside spikes are left out. AUROC of the score x_t / quantile - 1, step-level precision,
-  event-level recall and the median lead time (event start - first alarm in its h-step window).
+* early warning (the rule is in analysis.warning): an alarm at step t when x_t exceeds the `q` quantile of its
+  previous `window` values (the rolling quantile removes the drift of raw Adam state); positives are steps with
+  a spike event starting in (t, t+h]; steps inside spikes are left out. AUROC of the score x_t / quantile - 1,
+  step-level precision, event-level recall and the median lead time (event start - first alarm in its h-step
+  window).
 """
 from __future__ import annotations
 
@@ -23,44 +24,18 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
-from .metrics import STEP_SIGNALS, Signal, align_to, in_spans, run_signals, target_of  # noqa: F401 (re-exported)
+from .metrics import STEP_SIGNALS, Signal, align_to, run_signals, target_of  # noqa: F401 (re-exported)
+# Also taken from here by report.py, figures.py and the tests.
+from .warning import ALARM_Q, HORIZON, WINDOW, _rank, lead_times, rolling_prev, warning_frame, warning_scores
 
 TRANSFORMS = ("raw", "dlog", "lrm")
-WINDOW = 50
 MAX_BLOCKS = 2000
-EXACT_MAX = 200_000
-"""Series longer than this refresh their rolling median/quantile every ceil(n / 50k) steps instead of every
-step (a threshold at most that many steps stale): pandas' exact rolling quantile costs ~0.3 s per 1 M points."""
 MAX_LAG = 10
-HORIZON = 10
-"""Early warning: a spike starting within this many steps after an alarm counts as warned."""
-ALARM_Q = 0.95
-"""Early warning: alarm when the signal exceeds this quantile of its previous WINDOW values."""
 N_BOOT = 1000
 N_BOOT_GROUPS = 200
 """Resamples for the per-group variants (dozens of exploratory series); whole-model signals get n_boot."""
-
-
-def rolling_prev(x, window: int = WINDOW, q=0.5) -> np.ndarray:
-    """The q-quantile(s) of the previous `window` values at each position (min_periods window // 4; NaN
-    before). A scalar q gives shape (n,), a sequence of k quantiles (k, n) from one pass."""
-    x = np.asarray(x, dtype=np.float64)
-    qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
-    n, min_periods = len(x), max(2, window // 4)
-    if n <= EXACT_MAX or not np.isfinite(x).all():
-        roll = pd.Series(x).shift(1).rolling(window, min_periods=min_periods)
-        out = np.stack([(roll.median() if v == 0.5 else roll.quantile(v)).to_numpy() for v in qs])
-    else:
-        stride = math.ceil(n / (EXACT_MAX // 4))
-        out = np.empty((len(qs), n))
-        out[:, :window] = rolling_prev(x[:window], window, qs)  # the partial windows at the start
-        k = np.arange(0, n - window, stride)  # window x[k : k + window] serves positions k + window .. + stride - 1
-        vals = np.quantile(sliding_window_view(x[: n - 1], window)[k], qs, axis=1)
-        out[:, window:] = vals[:, (np.arange(window, n) - window) // stride]
-    return out[0] if np.ndim(q) == 0 else out
 
 
 def transform(x, kind: str, window: int = WINDOW, median=None) -> np.ndarray:
@@ -80,17 +55,6 @@ def transform(x, kind: str, window: int = WINDOW, median=None) -> np.ndarray:
 
 
 # --- correlation with a block-bootstrap interval -------------------------------------------------------------
-
-def _rank(a: np.ndarray) -> np.ndarray:
-    """Average ranks (as scipy.stats.rankdata); the argsort shortcut when there are no ties."""
-    order = np.argsort(a)
-    srt = a[order]
-    if len(a) > 1 and np.any(srt[1:] == srt[:-1]):
-        return stats.rankdata(a)
-    r = np.empty(len(a))
-    r[order] = np.arange(1, len(a) + 1)
-    return r
-
 
 def _z(a: np.ndarray) -> np.ndarray | None:
     """Standardised copy (population std), or None for a constant or too short series."""
@@ -243,58 +207,6 @@ def _lags(x, y, max_lag: int, y_side: dict | None = None) -> dict[str, np.ndarra
 def lagged_correlation(x, y, max_lag: int = MAX_LAG) -> pd.DataFrame:
     """Pearson r of (x_t, y_{t+lag}) for lag = -max_lag..max_lag positions; lag > 0: x leads y."""
     return pd.DataFrame(_lags(x, y, max_lag))
-
-
-# --- early warning -------------------------------------------------------------------------------------------
-
-def _auroc(score: np.ndarray, label: np.ndarray) -> float:
-    """Mann-Whitney AUROC (ties count one half); NaN without both classes."""
-    pos, n = int(label.sum()), len(label)
-    if pos == 0 or pos == n:
-        return np.nan
-    ranks = _rank(score)
-    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * (n - pos)))
-
-
-def warning_frame(x, steps, spans, horizon: int = HORIZON, window: int = WINDOW,
-                  q: float = ALARM_Q, thr=None) -> pd.DataFrame:
-    """Per step: score, alarm and label of the early-warning rule (steps inside spikes dropped).
-
-    `thr` (the rolling q-quantile of the previous window) may be passed in when already computed."""
-    x = np.asarray(x, dtype=np.float64)
-    steps = np.asarray(steps, dtype=np.int64)
-    thr = rolling_prev(x, window, q) if thr is None else thr
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = (x - thr) / np.abs(thr)
-    starts = spans[:, 0] if len(spans) else np.zeros(0, np.int64)
-    i = np.searchsorted(starts, steps, side="right")
-    if len(starts):
-        label = (i < len(starts)) & (starts[np.minimum(i, len(starts) - 1)] <= steps + horizon)
-    else:
-        label = np.zeros(len(steps), bool)
-    keep = np.isfinite(score) & ~in_spans(steps, spans)
-    return pd.DataFrame({"step": steps[keep], "score": score[keep], "alarm": score[keep] > 0, "label": label[keep]})
-
-
-def lead_times(frame: pd.DataFrame, starts, horizon: int = HORIZON) -> list[int]:
-    """For each spike start with an alarm in [start - h, start - 1]: start - the first such alarm."""
-    alarm_steps = frame["step"].to_numpy(np.int64)[frame["alarm"].to_numpy(bool)]
-    leads = []
-    for s in np.asarray(starts):
-        j = np.searchsorted(alarm_steps, s - horizon)  # first alarm at or after s - h ...
-        if j < len(alarm_steps) and alarm_steps[j] < s:  # ... and strictly before the spike
-            leads.append(int(s - alarm_steps[j]))
-    return leads
-
-
-def warning_scores(frame: pd.DataFrame, n_events: int, leads: list[int]) -> dict:
-    """AUROC, step precision, event recall and median lead time of one (or a pooled) warning frame."""
-    label, alarm = frame["label"].to_numpy(bool), frame["alarm"].to_numpy(bool)
-    return {"auroc": _auroc(frame["score"].to_numpy(np.float64), label), "n_eval": len(frame),
-            "n_positive": int(label.sum()), "n_alarms": int(alarm.sum()),
-            "precision": float(label[alarm].mean()) if alarm.any() else np.nan,
-            "n_events": n_events, "n_detected": len(leads), "recall": len(leads) / n_events if n_events else np.nan,
-            "median_lead": float(np.median(leads)) if leads else np.nan}
 
 
 # --- per run and pooled ------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_transforms():
 def test_strided_rolling_quantile_matches_exact_at_refresh_points(monkeypatch):
     x = np.random.default_rng(3).random(5000)
     exact = C.rolling_prev(x, 50, (0.5, 0.9))
-    monkeypatch.setattr(C, "EXACT_MAX", 1000)  # stride = ceil(5000 / 250) = 20
+    monkeypatch.setattr("analysis.warning.EXACT_MAX", 1000)  # stride = ceil(5000 / 250) = 20
     fast = C.rolling_prev(x, 50, (0.5, 0.9))
     assert np.allclose(fast[:, :51], exact[:, :51], equal_nan=True)
     refresh = np.arange(50, 5000, 20)  # recomputed exactly every 20 steps, held in between

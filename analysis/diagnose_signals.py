@@ -1,0 +1,148 @@
+"""Rank a log's numeric columns by how well they move before its spike events.
+
+Split from analysis.diagnose, which finds the events and calls signal_variants and rank_signals. Every
+column is scored raw and detrended (dlog, log_ratio_median) with the same alarm rule: above its rolling
+QUANTILE over the previous BASE_WINDOW entries. AUROC is analysis.warning's, shared with analysis.correlate.
+_relative_to_recent is here too because analysis.diagnose also uses it for the grad norm at each spike, and
+this module cannot import from analysis.diagnose (which imports it).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+# QUANTILE and BASE_WINDOW (when a signal fires) are defined in .diagnose_advice, whose advice quotes them.
+from .diagnose_advice import BASE_WINDOW, QUANTILE
+from .warning import auroc
+
+SIGNAL_COLUMNS = ("rank", "signal", "role", "variant", "auroc", "hit_rate", "chance_hit_rate", "p_value", "precision",
+                  "n_events", "median_lead_entries", "median_lead_steps", "at_spike", "n_obs")
+SCHEDULES = ("lr", "seqlen", "batch_size", "momentum", "weight_decay")
+"""Set by the user, not measured: only their raw level is compared (is trouble at high LR / long sequences?)."""
+# Columns that are the loss itself, a mirror of it, or a clock: not candidate early-warning signals.
+_NOT_SIGNALS = ("loss", "ppl", "perplexity", "accuracy", "acc", "spike", "epoch", "tokens", "flos", "runtime",
+                "per_second", "per_s", "time", "wall", "step")
+
+
+def signal_columns(df: pd.DataFrame) -> list:
+    """Numeric columns other than the loss, its mirrors and clocks, with enough finite, varying values."""
+    out = []
+    for col in df.columns:
+        parts = set(col.split("_"))
+        mirror = any(w in parts or col.endswith(w) for w in _NOT_SIGNALS) and not col.endswith("scale")
+        if mirror or col in ("tokens_per_s", "batch_size"):  # an fp16 loss_scale is a signal, not a mirror
+            continue
+        v = df[col].to_numpy(np.float64)
+        fin = v[np.isfinite(v)]
+        if len(fin) >= 8 and np.ptp(fin) > 0:
+            out.append(col)
+    return out
+
+
+def _is_schedule(col: str) -> bool:
+    return col in SCHEDULES or col.startswith("lr_") or col.endswith("_lr")
+
+
+def detrended(v: np.ndarray) -> dict:
+    """raw, dlog (step-to-step change of the log) and log_ratio_median (log of v over its trailing median)."""
+    out = {"raw": v}
+    pos = np.isfinite(v) & (v > 0)
+    if pos.sum() >= 8:
+        lv = np.where(pos, np.log(np.where(pos, v, 1.0)), np.nan)
+        out["dlog"] = np.concatenate([[np.nan], np.diff(lv)])
+        med = pd.Series(np.where(pos, v, np.nan)).shift(1).rolling(BASE_WINDOW, min_periods=5).median().to_numpy()
+        out["log_ratio_median"] = np.where(pos & (med > 0), lv - np.log(np.where(med > 0, med, 1.0)), np.nan)
+    return out
+
+
+def signal_variants(df: pd.DataFrame, entries: pd.DataFrame, spikes: pd.DataFrame, horizon: int) -> pd.DataFrame:
+    """One row per (signal, variant) with its lead-time statistics against the event onsets."""
+    steps = df["step"].to_numpy(np.int64)
+    in_event = entries["event"].to_numpy() > 0
+    onsets = np.array([int(np.searchsorted(steps, s)) for s in spikes["start_step"]], dtype=np.int64)
+    onsets = onsets[onsets > 0]  # an event at the first entry has no history to be warned by
+    rows = []
+    for col in signal_columns(df):
+        at = [_relative_to_recent(df[col].to_numpy(np.float64), int(np.searchsorted(steps, s)))
+              for s in spikes["peak_step"]]
+        at_spike = float(np.nanmedian(at)) if np.isfinite(at).any() else math.nan
+        role = "schedule" if _is_schedule(col) else "measured"
+        variants = detrended(df[col].to_numpy(np.float64))
+        for name, v in variants.items() if role == "measured" else [("raw", variants["raw"])]:
+            stats = lead_stats(v, onsets, in_event, steps, horizon)
+            rows.append({"signal": col, "role": role, "variant": name, **stats, "at_spike": at_spike})
+    cols = [c for c in SIGNAL_COLUMNS if c != "rank"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def lead_stats(v: np.ndarray, onsets: np.ndarray, in_event: np.ndarray, steps: np.ndarray, horizon: int) -> dict:
+    """Hit rate, lead (entries and steps), precision and AUROC of 'v above its rolling quantile' before onsets."""
+    s = pd.Series(np.where(np.isfinite(v), v, np.nan))
+    thr = s.shift(1).rolling(BASE_WINDOW, min_periods=10).quantile(QUANTILE).to_numpy()
+    exceed = np.nan_to_num(v > thr, nan=False).astype(bool) & ~in_event
+    leads_e, leads_s = [], []
+    for i0 in onsets:
+        lo = max(0, int(i0) - horizon)
+        hits = np.flatnonzero(exceed[lo:i0])
+        if len(hits):
+            start = lo + hits[-1]
+            while start - 1 >= lo and exceed[start - 1]:  # lead = start of the last run of alarms before onset
+                start -= 1
+            leads_e.append(int(i0 - start))
+            leads_s.append(int(steps[i0] - steps[start]))
+    label = _onset_within(len(v), onsets, horizon)
+    usable = ~in_event & np.isfinite(v)
+    base = exceed[~in_event].mean() if (~in_event).any() else math.nan
+    n = len(onsets)
+    chance = 1 - (1 - base) ** horizon if n and np.isfinite(base) else math.nan
+    p = math.nan
+    if n and np.isfinite(chance):
+        # How surprising the hits are if alarms fell at random at the base rate (independent entries assumed).
+        p = float(binomtest(len(leads_e), n, min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
+    return {"auroc": auroc(v[usable], label[usable]),
+            "hit_rate": len(leads_e) / n if n else math.nan,
+            "chance_hit_rate": chance, "p_value": p,
+            "precision": float(label[exceed].mean()) if exceed.any() else math.nan,
+            "n_events": n,
+            "median_lead_entries": float(np.median(leads_e)) if leads_e else math.nan,
+            "median_lead_steps": float(np.median(leads_s)) if leads_s else math.nan,
+            "n_obs": int(usable.sum())}
+
+
+def _onset_within(n: int, onsets: np.ndarray, horizon: int) -> np.ndarray:
+    """label[t] = an event starts within (t, t + horizon] entries."""
+    t = np.arange(n)
+    if not len(onsets):
+        return np.zeros(n, bool)
+    srt = np.sort(onsets)
+    idx = np.searchsorted(srt, t, side="right")
+    nxt = np.where(idx < len(srt), srt[np.minimum(idx, len(srt) - 1)], np.iinfo(np.int64).max)
+    return (nxt - t >= 1) & (nxt - t <= horizon)
+
+
+def rank_signals(variants: pd.DataFrame) -> pd.DataFrame:
+    """Each signal's best variant (highest AUROC, raw first on ties), best signals first."""
+    if variants.empty:
+        return pd.DataFrame(columns=list(SIGNAL_COLUMNS))
+    order = {"raw": 0, "dlog": 1, "log_ratio_median": 2}
+    v = variants.assign(_a=variants["auroc"].fillna(-1.0), _o=variants["variant"].map(order),
+                        _m=(variants["role"] != "measured").astype(int))
+    best = v.sort_values(["signal", "_a", "_o"], ascending=[True, False, True]).groupby("signal").head(1)
+    # Measured signals first: a schedule 'predicting' spikes only says when in training they happen.
+    best = best.sort_values(["_m", "_a", "hit_rate", "signal"], ascending=[True, False, False, True],
+                            na_position="last")
+    best = best.drop(columns=["_a", "_o", "_m"]).reset_index(drop=True)
+    best.insert(0, "rank", np.arange(1, len(best) + 1))
+    return best.loc[:, list(SIGNAL_COLUMNS)]
+
+
+def _relative_to_recent(v: np.ndarray, i: int, window: int = 20) -> float:
+    """v[i] / median of the finite v over the previous `window` entries (NaN without history)."""
+    prev = v[max(0, i - window):i]
+    prev = prev[np.isfinite(prev)]
+    if not len(prev) or not np.isfinite(v[i]) or np.median(prev) <= 0:
+        return math.nan
+    return float(v[i] / np.median(prev))

@@ -85,7 +85,8 @@ def findings(runs, manifest: dict) -> tuple[list[str], list[str]]:
         t = setting_table_sweep(sweep)
         sections += ["### LR sweep (baseline, larger batch)", "", md_table(t), ""]
         lead.append("- **LR sweep (baseline, larger batch):** " + "; ".join(
-            f"LR {row['peak LR']}: {row['class']} ({row['probe spike events']} probe spike events)" for _, row in t.iterrows()) + ".")
+            f"LR {row['peak LR']}: {row['class']} (probe spike events {row['probe spike events']}, max probe loss "
+            f"ratio {row['max probe loss ratio']})" for _, row in t.iterrows()) + ".")
     return lead, sections
 
 
@@ -94,12 +95,18 @@ def _role(manifest, run) -> str:
 
 
 def setting_table_sweep(runs) -> pd.DataFrame:
+    """One row per peak LR of the sweep: run classes over seeds, medians [min–max] of the instability columns."""
     per_run = compare_runs(runs, default_target(runs))
-    per_run["peak LR"] = [f"{r.lr:g}" for r in runs]
-    per_run["batch"] = [r.batch_size for r in runs]
-    keep = ["batch", "peak LR", "class", "probe_spike_events", "probe_max_loss_ratio", "spike_events", "final_val_loss"]
-    out = per_run[[c for c in keep if c in per_run]].rename(columns=COLS)
-    return out.sort_values("peak LR", key=lambda s: s.astype(float))
+    per_run["lr"], per_run["batch"] = [r.lr for r in runs], [r.batch_size for r in runs]
+    rows = []
+    for (batch, lr), g in per_run.groupby(["batch", "lr"], sort=True):
+        classes = g["class"].value_counts()
+        row = {"batch": batch, "peak LR": f"{lr:g}", "seeds": len(g),
+               "class": ", ".join(f"{k} {v}/{len(g)}" for k, v in classes.items())}
+        keep = ("probe_spike_events", "probe_max_loss_ratio", "spike_events", "final_val_loss")
+        row.update({COLS[c]: _spread(g[c]) for c in keep if c in g})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _machine_lines(runs, manifest, command_line: str) -> list[str]:

@@ -4,6 +4,7 @@ import re
 
 import pytest
 
+from analysis.study_report import write_study_report
 from gradvar.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -30,6 +31,17 @@ def test_smoke_study_writes_report_and_resumes(tmp_path, data_cache, capsys):
     assert main(args) == 0
     assert "2 already complete, 0 to run" in capsys.readouterr().out
     assert {p: p.stat().st_mtime for p in runs.glob("*/summary.json")} == stamp
+
+    # an LR sweep gets one row per (batch, LR), its classes counted over seeds
+    for r in manifest["runs"]:
+        r["role"] = "sweep"
+    (runs / "study.json").write_text(json.dumps(manifest))
+    write_study_report(runs, tmp_path / "sweep")
+    md = (tmp_path / "sweep" / "report.md").read_text()
+    section = md.split("### LR sweep (baseline, larger batch)")[1].split("###")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| 4 |")]
+    assert len(rows) == 1 and rows[0].startswith("| 4 | 0.05 | 2 |") and "/2" in rows[0]
+    assert re.search(r"LR sweep \(baseline, larger batch\):\*\* LR 0.05: \w+ \d/2", md)
 
 
 def test_unknown_study_preset_is_a_clear_error(capsys):

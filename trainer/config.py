@@ -190,9 +190,10 @@ class TrainConfig:
 def slw_schedule(cfg: TrainConfig):
     from gradvar.slw import SLWSchedule
 
-    s = cfg.slw
-    return SLWSchedule(s.schedule_type, s.min_seqlen, cfg.optim.seq_len, s.total_steps, s.difficulty_step,
-                       s.root_degree, tuple(s.difficulties), tuple(s.max_steps))
+    # SLWConfig carries the schedule's own fields (by name) plus the switches; the full length is the run's
+    shared = {f.name: getattr(cfg.slw, f.name) for f in fields(SLWSchedule) if hasattr(cfg.slw, f.name)}
+    shared.update(difficulties=tuple(cfg.slw.difficulties), max_steps=tuple(cfg.slw.max_steps))
+    return SLWSchedule(**shared, max_seqlen=cfg.optim.seq_len)
 
 
 # ---------------------------------------------------------------------------------------------- overrides

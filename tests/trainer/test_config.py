@@ -200,3 +200,18 @@ def test_deepspeed_block_disabled_and_malformed():
         apply_overrides(preset("smoke"), {"curriculum_learning": {k: v for k, v in DS_BLOCK.items() if k != "schedule_config"}})
     with pytest.raises(ConfigError, match="curriculum_learning must be a JSON object"):
         apply_overrides(preset("smoke"), {"curriculum_learning": "on"})
+
+
+def test_slw_config_carries_every_schedule_field():
+    """slw_schedule() copies fields by name: a field added to gradvar's SLWSchedule must appear in SLWConfig."""
+    from dataclasses import fields
+
+    from gradvar.slw import SLWSchedule
+
+    cfg = apply_overrides(preset("tiny"), {"slw.enabled": True, "slw.min_seqlen": 16, "slw.total_steps": 40,
+                                           "slw.schedule_type": "fixed_root", "slw.root_degree": 3})
+    sched = slw_schedule(cfg)
+    missing = [f.name for f in fields(SLWSchedule) if f.name != "max_seqlen" and not hasattr(cfg.slw, f.name)]
+    assert missing == []
+    assert (sched.min_seqlen, sched.total_steps, sched.schedule_type, sched.root_degree) == (16, 40, "fixed_root", 3)
+    assert sched.max_seqlen == cfg.optim.seq_len

@@ -249,11 +249,12 @@ def fig_stability_grid(grid: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(4 * len(methods) + 1, 3.5))
     axes = np.atleast_1d(fig.subplots(1, len(methods), squeeze=False)[0])
     colors = {"stable": PALETTE[2], "spiky": PALETTE[1], "diverged": PALETTE[3]}
+    # shared axes: a cell left empty in one panel is a setting that method did not run
+    lrs = sorted(set(grid["lr"].map(_label)), key=_sort_key) if len(grid) else []
+    batches = sorted(set(grid["batch_size"].map(_label)), key=_sort_key) if len(grid) else []
     for ax, method in zip(axes, methods):
         g = grid[grid["method"].astype(str) == method]
         lr_lab, batch_lab = g["lr"].map(_label), g["batch_size"].map(_label)  # NaN (no config) -> "?"
-        lrs = sorted(set(lr_lab), key=_sort_key)
-        batches = sorted(set(batch_lab), key=_sort_key)
         for (_, row), lr, batch in zip(g.iterrows(), lr_lab, batch_lab):
             i, j = lrs.index(lr), batches.index(batch)
             ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, color=colors.get(row["class"], "grey"), alpha=0.7))

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compare import compare_runs, default_target
+from .compare import compare_runs, default_target, stability_grid
+from .figures import fig_stability_grid, save_png
 from .load import load_runs
 from .report import md_table, write_report
 
@@ -109,6 +110,49 @@ def setting_table_sweep(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def grid_runs(runs, manifest: dict) -> list:
+    """The paper's two methods over every (batch, LR) of the study, for the study-level stability grid.
+
+    Baseline: the runs labelled baseline with the primary baseline's LR warmup (a reference with a longer
+    warmup is another recipe). SLW: the runs labelled slw, but at the primary setting only the primary SLW
+    group (the other SLW variants there have their own rows in the setting tables)."""
+    specs = {r["name"]: r for r in manifest["runs"]}
+    primary = manifest.get("primary") or {}
+
+    def warmup(run):
+        return (run.config.get("optim") or {}).get("warmup_steps")
+
+    base = [r for r in runs if specs.get(r.path.name, {}).get("group") == primary.get("baseline")]
+    if not base:
+        return []
+    setting = (base[0].batch_size, base[0].lr)
+    out = []
+    for r in runs:
+        spec = specs.get(r.path.name, {})
+        family, group = spec.get("labels", {}).get("method"), spec.get("group")
+        if family == "baseline" and warmup(r) == warmup(base[0]):
+            out.append((r, "baseline"))
+        elif family == "slw" and ((r.batch_size, r.lr) != setting or group == primary.get("slw")):
+            out.append((r, "slw"))
+    return out
+
+
+def stability_figure(runs, manifest: dict, out_dir: Path) -> list[str]:
+    """study_stability_grid.png: baseline and SLW over the study's (batch, LR) settings; its markdown."""
+    chosen = grid_runs(runs, manifest)
+    if not chosen:
+        return []
+    per_run = compare_runs([r for r, _ in chosen], default_target([r for r, _ in chosen]))
+    per_run["method"] = [family for _, family in chosen]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    save_png(fig_stability_grid(stability_grid(per_run)), Path(out_dir) / "study_stability_grid.png")
+    return ["### Stability grid of the study: baseline and SLW at every batch and LR", "",
+            "![Stability grid of the study](study_stability_grid.png)", "",
+            "Figure: majority class per (batch, peak LR) over seeds, with stable/spiky/diverged seed counts and the "
+            "median number of probe spike events. Baseline runs share the primary baseline's LR warmup; at the "
+            "primary setting SLW is the primary SLW group.", ""]
+
+
 def _machine_lines(runs, manifest, command_line: str) -> list[str]:
     cfg = runs[0].config
     versions = (cfg.get("meta") or {}).get("versions", {})
@@ -159,6 +203,8 @@ def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: l
              f"the {len(main)} runs at batch {main[0].batch_size:g} and peak LR {main[0].lr:g} "
              f"('baseline' = {primary.get('baseline', '?')}, 'slw' = {primary.get('slw', '?')}).", ""]
     lead = [*(extra_lead or []), "", *lead]
-    extra = ["## All settings", "", *sections, *tune_section(runs_root, runs), *_machine_lines(runs, manifest, command_line)]
+    grid = stability_figure(runs, manifest, out_dir)
+    extra = ["## All settings", "", *grid, *sections, *tune_section(runs_root, runs),
+             *_machine_lines(runs, manifest, command_line)]
     title = f"gradvar study '{manifest['study']}': training instability, gradient variance and SLW"
     return write_report(main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -119,6 +120,13 @@ def main_study(args) -> int:
             return 2
         for spec in study.runs:
             spec.overrides[key] = value
+    lead = None
+    if args.lead:
+        try:
+            lead = Path(args.lead).read_text().splitlines()
+        except OSError as e:
+            print(f"gradvar study: error: cannot read --lead {args.lead}: {e.strerror}", file=sys.stderr)
+            return 2
     out_root = Path(args.runs_dir or f"runs/study-{study.name}")
     write_manifest(study, out_root)
     if args.list:
@@ -131,9 +139,19 @@ def main_study(args) -> int:
         return 1
     from analysis.study_report import write_study_report
 
-    path = write_study_report(out_root, Path(args.output or f"reports/{study.name}"), command_line=" ".join(sys.argv))
+    path = write_study_report(out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(),
+                              extra_lead=lead)
     print(f"report written: {path}")
     return 0 if len(run_dirs) == len(study.runs) else 1
+
+
+def _command_line() -> str:
+    """How this study was started, as a user would type it (not the interpreter's path to the script)."""
+    prog = "gradvar" if Path(sys.argv[0]).name == "gradvar" else "python -m trainer.study"
+    args = sys.argv[1:]
+    if prog == "python -m trainer.study" and args[:1] == ["study"]:
+        args = args[1:]
+    return " ".join([prog, *map(shlex.quote, args)])
 
 
 def register(sub) -> None:
@@ -145,6 +163,8 @@ def register(sub) -> None:
     p.add_argument("--runs-dir", help="where the runs go (default runs/study-<preset>)")
     p.add_argument("--jobs", type=int, help="runs side by side (default: the preset's, 2 on CPU)")
     p.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
+    p.add_argument("--lead", metavar="FILE", help="markdown put first in the report: findings written after "
+                   "reading the generated report (rerunning a finished study only rewrites the report)")
     p.add_argument("--override", action="append", metavar="KEY=VALUE",
                    help="set a config field in every run (e.g. data.source=my_corpus.txt); repeatable")
     p.set_defaults(func=main_study)

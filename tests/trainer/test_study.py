@@ -28,9 +28,13 @@ def test_smoke_study_writes_report_and_resumes(tmp_path, data_cache, capsys):
     assert [r["name"] for r in manifest["runs"]] == ["base-s0", "slw-s0"]
     stamp = {p: p.stat().st_mtime for p in runs.glob("*/summary.json")}
     capsys.readouterr()
-    assert main(args) == 0
+    lead = tmp_path / "lead.md"
+    lead.write_text("## What we found\n\nWritten after reading the report.\n")
+    assert main([*args, "--lead", str(lead)]) == 0  # a finished study: only the report is rewritten
     assert "2 already complete, 0 to run" in capsys.readouterr().out
     assert {p: p.stat().st_mtime for p in runs.glob("*/summary.json")} == stamp
+    md = (rep / "report.md").read_text()
+    assert md.index("Written after reading the report.") < md.index("## Study findings")
 
     # an LR sweep gets one row per (batch, LR), its classes counted over seeds
     for r in manifest["runs"]:

@@ -62,11 +62,6 @@ def _z(a: np.ndarray) -> np.ndarray | None:
     return (a - a.mean()) / sd if sd > 0 else None
 
 
-def _r_and_p(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Pearson r and its two-sided t-test p-value (what scipy's pearsonr/spearmanr report)."""
-    return _r_and_p_z(_z(a), _z(b))
-
-
 def _r_and_p_z(za, zb) -> tuple[float, float]:
     if za is None or zb is None:
         return np.nan, np.nan

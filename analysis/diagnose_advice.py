@@ -15,11 +15,10 @@ import pandas as pd
 from gradvar.spikes import SpikeRule
 
 from .logs import LogData
+# A signal 'fires' above its rolling QUANTILE over the previous BASE_WINDOW entries: the early-warning rule
+# of the correlation study, quoted in the advice.
+from .warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW
 
-# The alarm setting of the signal ranking. It lives here because _adv_signal quotes QUANTILE in its advice and
-# this module may not import analysis.diagnose; analysis.diagnose imports both from here.
-QUANTILE, BASE_WINDOW = 0.95, 50
-"""A signal 'fires' above its rolling QUANTILE over the previous BASE_WINDOW entries."""
 
 PAPER = ('Li, Zhang & He 2022, "The Stability-Efficiency Dilemma: Investigating Sequence Length Warmup for '
          'Training GPT Models"')

@@ -19,7 +19,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from gradvar.spikes import loss_ratio  # noqa: E402
 
-from .correlate import _r_and_p, _rank  # noqa: E402
+from .correlate import correlation  # noqa: E402
 from .metrics import DEFAULT_RULE, spike_flags  # noqa: E402
 
 PALETTE = sns.color_palette("colorblind")
@@ -132,8 +132,8 @@ def fig_signal_scatter(df: pd.DataFrame, x: str = "value", y: str = "loss_ratio"
     """Scatter of a signal against the loss ratio; Pearson and Spearman r (all finite pairs) in the title."""
     d = df[[x, y]].replace([np.inf, -np.inf], np.nan).dropna()
     a, b = d[x].to_numpy(np.float64), d[y].to_numpy(np.float64)
-    pr, _ = _r_and_p(a, b)
-    sr, _ = _r_and_p(_rank(a), _rank(b)) if len(a) else (np.nan, np.nan)
+    c = correlation(a, b, n_boot=0)
+    pr, sr = c["pearson_r"], c["spearman_r"]
     if len(d) > max_points:
         d = d.sample(max_points, random_state=0)
     fig = Figure(figsize=(5.5, 4.5))

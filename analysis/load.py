@@ -22,7 +22,7 @@ import pandas as pd
 from gradvar.records import read_records
 from gradvar.schema import TABLES
 
-TABLE_NAMES = ("steps", "layers", "probes", "events", "ranks", "evals")
+TABLE_NAMES = tuple(TABLES)
 META_COLUMNS = ("run", "method", "seed", "batch_size", "lr", "peak_lr")
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from .log_table import ALIASES, FORMATS, MISSING, NAN_TOKENS  # noqa: F401  (re-exported: analysis.logs.X still works)
 from .log_table import EVAL_PREFIX, LogData, _numeric_frame, _short_list, canonical_names, finalize, snake
 # LogError and the TensorBoard reader live in .tfevents (no import back from there); importing them here also
 # keeps `from analysis.logs import LogError, read_scalars, find_event_files` working.

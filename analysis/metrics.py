@@ -25,7 +25,6 @@ DEFAULT_RULE = SpikeRule()
 RECOVER_FACTOR = 1.05
 """Recovered = back within 5% of the pre-spike minimum (the ratio rule's 1.2 would end the event, not heal it)."""
 
-DETECTORS = ("ratio", "z", "any")
 STEP_SIGNALS = ("adam_v_max", "adam_v_l1", "grad_trace_sigma", "grad_noise_scale", "grad_norm", "update_rms",
                 "grad_var_max")
 """The whole-model gradient-variance signals of the correlation study (columns of the steps table)."""
@@ -181,22 +180,6 @@ def _last(df: pd.DataFrame, col: str) -> float:
         return np.nan
     v = df[col].dropna()
     return float(v.iloc[-1]) if len(v) else np.nan
-
-
-def metrics_table(runs, rule: SpikeRule = DEFAULT_RULE, factor: float = RECOVER_FACTOR) -> pd.DataFrame:
-    """One row per run (see run_metrics)."""
-    return pd.DataFrame([run_metrics(r, rule, factor) for r in runs])
-
-
-def spikes_of_runs(runs, source: str = "train", rule: SpikeRule = DEFAULT_RULE,
-                   factor: float = RECOVER_FACTOR) -> pd.DataFrame:
-    """Every spike event of every run (one row per event and detector), with run metadata."""
-    frames = []
-    for run in runs:
-        st, x = series(run, source)
-        t = spike_table(x, st, rule, factor)
-        frames.append(t.assign(run=run.name, method=run.method, seed=run.seed, source=source))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 # --- signal series and targets of a run (the correlation study's inputs) -------------------------------------

@@ -2,7 +2,7 @@
 
 The findings come first (what was run, what was found, with numbers, beside the paper's claims); tables,
 figures, reproduction details and method notes follow. report.html is self-contained (figures embedded as
-base64) and is rendered from the markdown by analysis.html, with every text fragment passed through html.escape,
+base64) and is rendered from the markdown by analysis.md_html, with every text fragment passed through html.escape,
 so names from paths and configs can never inject markup.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .figures import (fig_adam_variance, fig_lag, fig_loss, fig_seqlen_heatmap, 
                       fig_slw_schedule, fig_stability_grid, fig_val_loss, save_png)
 from .md_html import markdown_to_html
 from .load import NotARunDirError, Run, concat, is_run_dir, load_runs
-from .metrics import DEFAULT_RULE, RECOVER_FACTOR, metrics_table
+from .metrics import DEFAULT_RULE, RECOVER_FACTOR
 from .seqlen import probe_variance_by_length, seqlen_hypothesis, state_seqlen_finding
 
 MAX_RUN_FIGURES = 12
@@ -71,7 +71,8 @@ def _slug(name: str) -> str:
 
 def analyze(runs, target=None, n_boot: int = N_BOOT) -> dict:
     """Every table the report shows."""
-    res = {"metrics": metrics_table(runs, DEFAULT_RULE, RECOVER_FACTOR), "compare": compare(runs, target)}
+    cmp = compare(runs, target)
+    res = {"metrics": cmp["per_run"], "compare": cmp}  # one row per run: run_metrics plus the comparison columns
     res["corr"] = analyze_runs(runs, source="train", n_boot=n_boot)
     res["ranking"] = ranking(res["corr"])
     # The probe loss ratio is the one comparable across methods (SLW's short-sequence losses are not).

@@ -51,8 +51,7 @@ def relabel(runs, manifest: dict) -> None:
 
 def setting_table(runs, target: float) -> pd.DataFrame:
     """One row per method in a (batch, LR) setting: medians [min–max] over seeds."""
-    per_run = compare_runs(runs, target)
-    per_run["method"] = [r.method for r in runs]
+    per_run = compare_runs(runs, target)  # its method column is each run's (relabelled) method
     rows = []
     for method, g in per_run.groupby("method", sort=False):
         row = {"method": method, "seeds": len(g), "class": ", ".join(f"{k} {v}" for k, v in g["class"].value_counts().items())}
@@ -97,10 +96,9 @@ def _role(manifest, run) -> str:
 
 def setting_table_sweep(runs) -> pd.DataFrame:
     """One row per peak LR of the sweep: run classes over seeds, medians [min–max] of the instability columns."""
-    per_run = compare_runs(runs, default_target(runs))
-    per_run["lr"], per_run["batch"] = [r.lr for r in runs], [r.batch_size for r in runs]
+    per_run = compare_runs(runs)
     rows = []
-    for (batch, lr), g in per_run.groupby(["batch", "lr"], sort=True):
+    for (batch, lr), g in per_run.groupby(["batch_size", "lr"], sort=True):
         classes = g["class"].value_counts()
         row = {"batch": batch, "peak LR": f"{lr:g}", "seeds": len(g),
                "class": ", ".join(f"{k} {v}/{len(g)}" for k, v in classes.items())}
@@ -142,7 +140,7 @@ def stability_figure(runs, manifest: dict, out_dir: Path) -> list[str]:
     chosen = grid_runs(runs, manifest)
     if not chosen:
         return []
-    per_run = compare_runs([r for r, _ in chosen], default_target([r for r, _ in chosen]))
+    per_run = compare_runs([r for r, _ in chosen])
     per_run["method"] = [family for _, family in chosen]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     save_png(fig_stability_grid(stability_grid(per_run)), Path(out_dir) / "study_stability_grid.png")

@@ -58,6 +58,9 @@ class SkipStepAdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         keep = self.keep
+        found = getattr(self, "found_inf", None)  # the fused-kernel protocol: 1.0 skips this update too
+        if found is not None:
+            keep = 1.0 - found if keep is None else keep * (1.0 - found)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:

@@ -1,7 +1,8 @@
 """The non-finite policy (`intervention.nonfinite`): what a step whose loss or gradient is not finite does.
 
 record: apply the update regardless (never reads a device value). skip: leave parameters and optimizer
-state exactly as they were. stop: end the run naming the step. With torch's fused Adam/AdamW, `skip` is
+state exactly as they were. stop: end the run naming the step. With torch's fused Adam/AdamW (and with the
+skip-step AdamW of `intervention.skip_spikes`), `skip` is
 decided on the device through the optimizer's `found_inf` input (the protocol of AMP's GradScaler: the
 fused kernel leaves everything untouched and the step count is restored), so no value travels to the host
 in the hot path; the skip events are written later, where the loop reads device values anyway. Other
@@ -11,13 +12,17 @@ from __future__ import annotations
 
 import torch
 
+from .interventions import SkipStepAdamW
+
 APPLIED, SKIPPED, STOP = "applied", "skipped", "stop"
 
 
 def reads_found_inf(optimizer: torch.optim.Optimizer) -> bool:
-    """True for torch Adam/AdamW with the fused kernel in every group: they honour `found_inf`."""
-    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and all(
-        g.get("fused") for g in optimizer.param_groups)
+    """True for optimizers that honour `found_inf`: torch Adam/AdamW with the fused kernel in every group,
+    and the skip-step AdamW."""
+    if isinstance(optimizer, SkipStepAdamW):
+        return True
+    return isinstance(optimizer, torch.optim.Adam) and all(g.get("fused") for g in optimizer.param_groups)
 
 
 def message(step: int, policy: str) -> str:

@@ -225,8 +225,8 @@ class Trainer:
         outcome = self.guard.apply(step, losses, norm)
         if outcome == STOP:
             self._stop_nonfinite(step, losses)
-        if self.guard.last_flag is not None:
-            extra["update_skipped"] = self.guard.last_flag
+        if self.guard.last_flag is not None:  # a spike skip (set above) already counts non-finite steps
+            extra.setdefault("update_skipped", self.guard.last_flag)
         self.tokens += o.batch_size * seqlen
         self.step = step
         if self.pacer:
@@ -267,8 +267,10 @@ class Trainer:
             return self._run()
         except BaseException:
             if self.d.world_size == 1:  # keep every finished step's record (a collective flush could hang)
-                self.guard.resolve()
-                self.monitor.flush()
+                with contextlib.suppress(Exception):  # never mask the error being raised
+                    self.guard.resolve()
+                with contextlib.suppress(Exception):
+                    self.monitor.flush()
             raise
 
     def _run(self) -> dict:

@@ -25,9 +25,8 @@ class AdamState(Quantity):
         state: tensors built from host data are host-to-device copies, which synchronise on CUDA."""
         key = tuple(have)
         if key not in self._layout:
-            gidx = ctx.group_index.cpu()[list(have)]
-            numel = torch.zeros(ctx.n_groups, dtype=torch.float32)
-            numel.index_add_(0, gidx, torch.tensor([float(ctx.params[i].numel()) for i in have]))
+            gidx = ctx.group_index.cpu()[have]
+            numel = group_sum(torch.tensor([float(ctx.params[i].numel()) for i in have]), gidx, ctx.n_groups)
             dev = ctx.group_index.device
             self._layout[key] = (gidx.to(dev), numel.to(dev))
         return self._layout[key]

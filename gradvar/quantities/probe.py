@@ -28,11 +28,6 @@ def causal_lm_loss(model, input_ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), input_ids[:, 1:].reshape(-1))
 
 
-def _on_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the probe batch once: a copy from (pageable) host memory synchronises on CUDA."""
-    return batch if batch.device == device else batch.to(device)
-
-
 def _is_hf(model) -> bool:
     return hasattr(model, "config") and hasattr(model, "get_output_embeddings")
 
@@ -72,7 +67,8 @@ class ProbeLoss(Quantity):
             return {}
         model = ctx.extras["module"]
         with preserved(model, ctx.capture), torch.no_grad():
-            x = self.batch = _on_device(self.batch, ctx.params[0].device)
+            # kept on the device: a copy from (pageable) host memory at every probe would synchronise on CUDA
+            x = self.batch = self.batch.to(ctx.params[0].device)
             if self.attention_logits:
                 with attention_logit_max(model) as att:
                     loss = self.loss_fn(model, x)
@@ -111,6 +107,7 @@ class SeqlenProbe(Quantity):
         if ctx.extras.get("rank", 0) != 0:
             return {}
         model = ctx.extras["module"]
+        self.batch = self.batch.to(ctx.params[0].device)  # once: a host-to-device copy synchronises on CUDA
         rows = []
         with preserved(model, ctx.capture):
             for length in self.lengths:
@@ -122,7 +119,6 @@ class SeqlenProbe(Quantity):
 
     def _measure(self, model, ctx, length: int) -> dict:
         params = list(ctx.params)
-        self.batch = _on_device(self.batch, params[0].device)
         x = self.batch[:, :length]
         chunks = x.split(self.micro)  # K chunks of (micro, length)
         total = [torch.zeros_like(p, dtype=torch.float32) for p in params]

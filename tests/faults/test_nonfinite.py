@@ -57,9 +57,9 @@ def inject(monkeypatch):
     return install
 
 
-def cfg_for(smoke, tmp_path, name, policy, steps=6, fused=False):
+def cfg_for(smoke, tmp_path, name, policy, steps=6, variant=None):
     return smoke.cfg(tmp_path, name, {"intervention.nonfinite": policy, "optim.max_steps": steps, "eval.every": 0,
-                                      "checkpoint.every": 0, "optim.fused": fused})
+                                      "checkpoint.every": 0, **(variant or {})})
 
 
 def same_state(a: dict, b: dict) -> bool:
@@ -68,19 +68,24 @@ def same_state(a: dict, b: dict) -> bool:
     return model and opt
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["host-flag", "fused-on-device"])
+VARIANTS = {"host-flag": {}, "fused-on-device": {"optim.fused": True},
+            "skip-step-on-device": {"intervention.skip_spikes": True}}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind", ["nan_loss", "inf_grad"])
-def test_skip_records_and_skips_the_update(smoke, tmp_path, inject, kind, fused):
-    """Without the fused kernel the trainer reads a flag; with it the kernel skips on the device (found_inf)."""
-    before = cfg_for(smoke, tmp_path, "before", "skip", steps=BAD - 1, fused=fused)
+def test_skip_records_and_skips_the_update(smoke, tmp_path, inject, kind, variant):
+    """Plain AdamW: the trainer reads a flag. Fused AdamW and the skip-step AdamW skip on the device (found_inf)."""
+    overrides = VARIANTS[variant]
+    before = cfg_for(smoke, tmp_path, "before", "skip", steps=BAD - 1, variant=overrides)
     smoke.train(before)  # the state after step 3, no fault
     inject(kind)
-    cfg = cfg_for(smoke, tmp_path, "skip", "skip", steps=BAD, fused=fused)
+    cfg = cfg_for(smoke, tmp_path, "skip", "skip", steps=BAD, variant=overrides)
     smoke.train(cfg)
     assert same_state(smoke.final_state(before.run_dir), smoke.final_state(cfg.run_dir))  # step 4 changed nothing
     assert smoke.final_state(cfg.run_dir)["optimizer"]["state"][0]["step"] == BAD - 1
 
-    cfg = cfg_for(smoke, tmp_path, "on", "skip", fused=fused)  # and training goes on
+    cfg = cfg_for(smoke, tmp_path, "on", "skip", variant=overrides)  # and training goes on
     smoke.train(cfg)
     t = gradvar.read_records(cfg.run_dir)
     steps, events = t["steps"].set_index("step"), t["events"]
@@ -95,7 +100,7 @@ def test_skip_records_and_skips_the_update(smoke, tmp_path, inject, kind, fused)
     assert list(skips["step"]) == [BAD] and f"at step {BAD}: update skipped" in skips["message"].iloc[0]
     others = steps.drop(index=BAD)
     assert (others["nonfinite_loss"] == 0).all() and (others["nonfinite_grad"] == 0).all()
-    if fused:
+    if overrides:
         assert steps.loc[BAD, "update_skipped"] == 1 and (others["update_skipped"] == 0).all()
     assert np.isfinite(others["loss"]).all() and list(steps.index) == list(range(1, 7))
 

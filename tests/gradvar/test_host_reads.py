@@ -75,6 +75,7 @@ def trainer_steps(smoke, tmp_path, name, overrides, n=4):
 def test_trainer_hot_path_with_fused_adamw_never_reads_device_values(smoke, tmp_path):
     """The default non-finite policy (skip) decides on the device through the fused kernel's found_inf."""
     assert trainer_steps(smoke, tmp_path, "fused", {"optim.fused": True}) == []
+    assert trainer_steps(smoke, tmp_path, "skipstep", {"intervention.skip_spikes": True}) == []
 
 
 def test_trainer_reads_one_flag_per_step_without_the_fused_kernel(smoke, tmp_path):

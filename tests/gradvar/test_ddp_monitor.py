@@ -37,8 +37,11 @@ def _worker(rank, world, port, run_dir):
         opt.step()
         opt.zero_grad()
         mon.step()
-    mon.close()
-    dist.destroy_process_group()
+    mon.close()  # every record is on disk from here
+    dist.barrier()
+    # Leave without tearing down: freeing the DDP reducer can join gloo's worker thread while holding the GIL
+    # that thread needs to free its last tensors (a deadlock seen once in a fresh-venv run).
+    os._exit(0)
 
 
 def _free_port():

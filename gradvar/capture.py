@@ -1,22 +1,25 @@
 """Per-micro-batch gradient capture, on the device, with no host-device sync.
 
-One multi-gradient hook over all trainable parameters fires once per backward pass with every
-parameter's gradient of that pass *before* it is accumulated into `.grad` and, under DDP, before the
-all-reduce: h_k, the local micro-batch contribution. With the usual loss scaling by 1/K (gradient
-accumulation), the micro-batch gradient is g_k = K_local * h_k. Per parameter we keep sum_k |h_k|^2 and,
-optionally, sum_k h_k^2 element-wise: all that the McCandlish estimators and the element-wise variance
-need. Everything is done with multi-tensor (foreach) kernels, a handful of launches per micro-batch
-whatever the number of parameters.
+A gradient pre-hook on every trainable parameter sees that parameter's gradient of one backward pass
+*before* it is accumulated into `.grad` and, under DDP, before the all-reduce: h_k, the local micro-batch
+contribution. With the usual loss scaling by 1/K (gradient accumulation), the micro-batch gradient is
+g_k = K_local * h_k. Per parameter we keep sum_k |h_k|^2 and, optionally, sum_k h_k^2 element-wise: all that
+the McCandlish estimators and the element-wise variance need. The statistics are multi-tensor (foreach)
+kernels run once per pass, on the last hook call, a handful of launches whatever the number of parameters.
 
-The element-wise moment is lazy in a single process: the first pass's gradients are only held, and the
-moment is formed when a second pass arrives. A step of one micro-batch (where the variance across
-micro-batches is undefined) then costs no parameter-sized work at all. Under DDP a rank with one
-micro-batch still contributes to the variance across ranks, so every pass is accumulated at once.
+In a single process the step's first pass costs nothing. Its hooks only note which parameters got a
+gradient: they hold no reference to it, so autograd can move the gradient into `.grad` instead of copying it
+(any live reference forces a copy). After that pass `.grad` *is* h_1 (the loop zeroes gradients between
+steps), so h_1 is read from `.grad` when a second pass starts, before that pass accumulates anything. A
+step of one micro-batch (the variance across micro-batches is undefined then) does no work here at all:
+|h_1|^2 is the gradient norm the monitor computes anyway (`StepContext.grad_sq`). Under DDP `.grad` holds
+the all-reduced gradient, not h_k, so every pass is held and accumulated.
 """
 from __future__ import annotations
 
+import threading
+
 import torch
-from torch.autograd.graph import register_multi_grad_hook
 
 
 class GradCapture:
@@ -27,28 +30,73 @@ class GradCapture:
         self.elementwise, self.lazy = elementwise, lazy
         dev = params[0].device
         self.sq = torch.zeros(len(params), device=dev, dtype=torch.float32)
-        """(n_params,): sum over this step's micro-batches of |h_k|^2 per parameter."""
+        """(n_params,): sum over this step's taken passes of |h_k|^2 per parameter (see `first_in_grad`)."""
         self._m2: list[torch.Tensor] | None = None
-        self._held: tuple[list[int], list[torch.Tensor]] | None = None
         self._all = torch.arange(len(params), device=dev)
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self.micro_batches = 0  # a Python int: counting backward passes needs no device value
-        self._handle = None
+        self.first_in_grad: list[int] | None = None
+        """Lazy mode: the parameters whose `.grad` still holds the first pass, not yet taken into `sq`."""
+        self._pass: dict | None = None
+        self._accumulators: list | None = None
+        self._lock = threading.Lock()  # autograd may run hooks of devices on their own threads
+        self._handles: list | None = None
         self.active = True
 
     @property
     def active(self) -> bool:
-        return self._handle is not None
+        return self._handles is not None
 
     @active.setter
     def active(self, on: bool) -> None:
-        # Unhook while paused, not just ignore: the multi-grad hook cannot coexist with torch.autograd.grad
-        # (the probes use it) and a paused monitor should cost nothing.
-        if on and self._handle is None:
-            self._handle = register_multi_grad_hook(self.params, self._on_grads, mode="all")
-        elif not on and self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        # Unhook while paused, not just ignore: the probes' torch.autograd.grad must not count as a pass, and
+        # a paused monitor should cost nothing.
+        if on and self._handles is None:
+            self._accumulators = self._accumulators or _grad_accumulators(self.params)
+            self._handles = [p.register_hook(self._hook(i)) for i, p in enumerate(self.params)]
+        elif not on and self._handles is not None:
+            for h in self._handles:
+                h.remove()
+            self._handles = None
+
+    def _hook(self, i: int):
+        def on_grad(grad: torch.Tensor) -> None:
+            self._on_grad(i, grad)
+        return on_grad
+
+    def _on_grad(self, i: int, grad: torch.Tensor) -> None:
+        task = torch._C._current_graph_task_id()
+        with self._lock:
+            if self._pass is None or self._pass["task"] != task:  # this backward's first gradient
+                # Nothing of this pass is in .grad yet: the previous pass's h_1 can still be read there.
+                self._take_first()
+                self._pass = {"task": task, "expected": _expected_hooks(self._accumulators), "seen": 0,
+                              "have": [], "grads": []}
+            ps = self._pass
+            if ps["expected"] is None:  # torch.autograd.grad: nothing is accumulated, not a micro-batch
+                return
+            ps["seen"] += 1
+            ps["have"].append(i)
+            if not (self.lazy and self.micro_batches == 0):  # holding the first pass would force a copy
+                ps["grads"].append(grad.detach())
+            if ps["seen"] == ps["expected"]:
+                self._end_pass(ps)
+
+    def _end_pass(self, ps: dict) -> None:
+        order = sorted(range(len(ps["have"])), key=ps["have"].__getitem__)  # parameter order, for stable layouts
+        have = [ps["have"][j] for j in order]
+        if self.lazy and self.micro_batches == 0:
+            self.first_in_grad = have
+        else:
+            self._accumulate(have, [ps["grads"][j] for j in order])
+        ps["grads"] = []
+        self.micro_batches += 1
+
+    def _take_first(self) -> None:
+        """Move the first pass, still alone in `.grad`, into the moments (lazy mode, K >= 2)."""
+        if self.first_in_grad is not None:
+            have, self.first_in_grad = self.first_in_grad, None
+            self._accumulate(have, [self.params[i].grad for i in have])
 
     def _index(self, have: list[int]) -> torch.Tensor:
         """Device index of the parameters that got a gradient, built once per pattern: a tensor made from
@@ -60,23 +108,11 @@ class GradCapture:
             self._index_cache[key] = torch.tensor(have, device=self._all.device)
         return self._index_cache[key]
 
-    def _on_grads(self, grads) -> None:
-        have = [i for i, g in enumerate(grads) if g is not None]
-        if not have:
-            return
-        gs = [grads[i].detach() for i in have]
-        gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
-        norms = torch.stack(torch._foreach_norm(gs))
-        self.sq.index_add_(0, self._index(have), norms.square())
-        if self.elementwise:
-            if self.lazy and self.micro_batches == 0:
-                self._held = (have, gs)
-            else:
-                self._take_held()
-                self._accumulate(have, gs)
-        self.micro_batches += 1
-
     def _accumulate(self, have: list[int], gs: list[torch.Tensor]) -> None:
+        gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
+        self.sq.index_add_(0, self._index(have), torch.stack(torch._foreach_norm(gs)).square())
+        if not self.elementwise:
+            return
         if self._m2 is None:  # the step's first contribution: write h^2, no zeroing pass
             squares = torch._foreach_mul(gs, gs)
             if len(have) == len(self.params):
@@ -88,23 +124,33 @@ class GradCapture:
         else:
             torch._foreach_addcmul_([self._m2[i] for i in have], gs, gs)
 
-    def _take_held(self) -> None:
-        if self._held is not None:
-            held, self._held = self._held, None
-            self._accumulate(*held)
-
     def second_moment(self) -> list[torch.Tensor] | None:
         """sum_k h_k^2 per parameter, float32; None when not kept or when one micro-batch is all there is in
         a single process. The caller owns it until `reset` (GradVariance transforms it in place)."""
         if not self.elementwise or (self.lazy and self.micro_batches < 2):
             return None
-        self._take_held()
         return self._m2
 
     def reset(self) -> None:
         self.sq.zero_()
-        self._m2, self._held = None, None
+        self._m2, self.first_in_grad, self._pass = None, None, None
         self.micro_batches = 0
 
     def remove(self) -> None:
         self.active = False
+
+
+def _grad_accumulators(params: list[torch.Tensor]) -> list:
+    """The autograd node each parameter's gradient flows into (to count the hooks a backward will call).
+    Holding them keeps them alive: autograd would otherwise make new ones, unknown to us."""
+    with torch.enable_grad():
+        return [p.view_as(p).grad_fn.next_functions[0][0] for p in params]
+
+
+def _expected_hooks(accumulators: list) -> int | None:
+    """How many parameters this backward reaches; None inside torch.autograd.grad (which does not say, and
+    does not accumulate into .grad either)."""
+    try:
+        return sum(map(torch._C._will_engine_execute_node, accumulators))
+    except RuntimeError:
+        return None

@@ -139,8 +139,15 @@ class Monitor:
     def clip_grad_norm_(self, max_norm: float, foreach: bool | None = None) -> torch.Tensor:
         """Clip like torch.nn.utils.clip_grad_norm_, after recording the gradient before clipping."""
         self._read_grads()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm, foreach=foreach)
-        self._extras["clip_coef"] = (max_norm / (norm.float() + 1e-6)).clamp(max=1.0).detach()
+        # torch's rule (coefficient max_norm / (norm + 1e-6), clamped to 1, always applied) on the norms the
+        # monitor already has: one pass over the gradients fewer than torch's function. `foreach` is accepted
+        # for torch's signature; the multiply is always one multi-tensor kernel.
+        norm = self._ctx().grad_sq().sum().sqrt()
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, coef)
+        self._extras["clip_coef"] = coef
         return norm
 
     @contextlib.contextmanager

@@ -62,6 +62,18 @@ class StepContext:
     extras: dict = field(default_factory=dict)
     """Per-step inputs the monitor collected (losses, snapshots, clip coefficient)."""
 
+    def grads(self) -> list[torch.Tensor]:
+        """`.grad` of every parameter, a 1-element zero where there is none (foreach lists stay aligned)."""
+        return [p.grad if p.grad is not None else torch.zeros(1, device=p.device) for p in self.params]
+
+    def grad_sq(self) -> torch.Tensor:
+        """(n_params,) float32 |grad|^2 per parameter, before clipping. Computed once per step (one pass over
+        the gradients) and shared: GradNorm, GradVariance with one micro-batch, Monitor.clip_grad_norm_."""
+        got = self.extras.get("grad_sq")
+        if got is None:
+            got = self.extras["grad_sq"] = torch.stack(torch._foreach_norm(self.grads())).float().square()
+        return got
+
 
 @dataclass(frozen=True)
 class FlushMeta:

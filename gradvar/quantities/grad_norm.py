@@ -13,14 +13,10 @@ class GradNorm(Quantity):
     name = "grad_norm"
 
     def on_grads(self, ctx):
-        grads = [p.grad for p in ctx.params if p.grad is not None]
-        if len(grads) != len(ctx.params):
-            grads = [p.grad if p.grad is not None else torch.zeros(1, device=p.device) for p in ctx.params]
-        norms = torch.stack(torch._foreach_norm(grads)).float()
         # g * 0 is NaN exactly where g is non-finite, and the L0 "norm" counts those: two multi-tensor kernels
-        bad = torch.stack(torch._foreach_norm(torch._foreach_mul(grads, 0.0), 0)).sum().float()
+        bad = torch.stack(torch._foreach_norm(torch._foreach_mul(ctx.grads(), 0.0), 0)).sum().float()
         return {
-            "grad_sq_group": Stat(group_sum(norms.square(), ctx.group_index, ctx.n_groups), SAME),
+            "grad_sq_group": Stat(group_sum(ctx.grad_sq(), ctx.group_index, ctx.n_groups), SAME),
             "nonfinite_grad": Stat(bad, SAME),
         }
 

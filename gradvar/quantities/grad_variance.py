@@ -38,7 +38,8 @@ class GradVariance(Quantity):
         k_local = cap.micro_batches
         if k_local == 0:
             return {}
-        sq = cap.sq
+        # One pass in a single process: its |h_1|^2 is |grad|^2, which the capture left to be computed here
+        sq = ctx.grad_sq() if cap.first_in_grad is not None else cap.sq
         out = {"micro_sq_group": Stat(group_sum(sq, ctx.group_index, ctx.n_groups), SUM),
                # this rank's mean |g_k|^2 = K_local * sum_k |h_k|^2
                "rank_micro_sq": Stat(sq.sum() * k_local, RANK)}

@@ -1,0 +1,129 @@
+"""What the monitor costs in memory traffic, and the capture shortcuts that keep it low.
+
+On a GPU the monitor's cost is the parameter-sized buffers its kernels stream. `benchmarks/param_traffic.py`
+counts the bytes each aten op reads and writes; a monitored and a bare step of the same model differ by
+exactly what the monitor adds, in "parameter passes" (4 bytes per parameter). The bounds below are the
+counts measured when they were written: a change that adds a pass over the gradients or Adam's state fails
+here, on a CPU, long before anyone times it on a GPU.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gradvar
+from gv_helpers import accumulate, tiny_gpt2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from param_traffic import Traffic  # noqa: E402
+
+PASSES = {("paper", 1): 7, ("paper", 2): 19, ("full", 1): 13, ("full", 2): 25}
+"""Parameter passes per step added by the monitor, as counted for gpt2-117m (python benchmarks/param_traffic.py):
+paper, one micro-batch: Adam's state 4 (v's max, L1 and min, m's norm) + non-finite gradient count 3; the
+gradient norm is free (Monitor.clip_grad_norm_ reuses it) and so is the capture. Two micro-batches add the
+element-wise moment (h_1^2, then h_2^2 accumulated), both norms of h_k and the variance formed in place.
+full adds the parameter snapshot and the update size."""
+ACTIVATIONS = {"paper": 0.0, "full": 1.5}
+"""full's output-logit maximum reads the logits: nothing next to gpt2-117m's parameters, about one pass on the
+tiny model here (its 64-token vocabulary x 2 x 16 positions x 4 sequences against 7k parameters)."""
+
+
+def run_steps(mode: str, micro: int, tmp_path, n: int = 2):
+    """Bytes moved by `n` steps of a tiny GPT-2 (after two to build Adam's state), and its parameter count."""
+    model = tiny_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    mon = None if mode == "none" else gradvar.Monitor(model, opt, tmp_path / mode, mode, flush_every=10**6,
+                                                      handle_sigterm=False)
+    data = torch.randint(0, 64, (2 * micro, 16), generator=torch.Generator().manual_seed(0))
+
+    def step():
+        accumulate(model, data.split(2))
+        if mon is None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        else:
+            mon.clip_grad_norm_(1.0)
+        opt.step()
+        if mon is not None:
+            mon.step()
+        opt.zero_grad(set_to_none=True)
+
+    step(), step()
+    with Traffic() as t:
+        for _ in range(n):
+            step()
+    if mon is not None:
+        mon.close()
+    return t.bytes / n, sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("mode,micro", list(PASSES), ids=[f"{m}-K{k}" for m, k in PASSES])
+def test_monitor_adds_no_more_parameter_passes_than_counted(tmp_path, mode, micro):
+    bare, n = run_steps("none", micro, tmp_path)
+    monitored, _ = run_steps(mode, micro, tmp_path)
+    added = (monitored - bare) / (4 * n)
+    # small tensors (scalars, per-group vectors) add a fraction of a pass on this tiny model
+    bound = PASSES[mode, micro] + ACTIVATIONS[mode] + 0.5
+    assert added < bound, f"{mode} K={micro}: {added:.2f} parameter passes per step"
+    assert added > PASSES[mode, micro] - 1, "the count fell: lower the bound in PASSES (and say so in the README)"
+
+
+def test_monitor_clip_equals_torch_clip(tmp_path):
+    """Monitor.clip_grad_norm_ reuses the monitor's norms; the clipped gradients are torch's, to rounding."""
+    x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(3))
+    out = []
+    for use_monitor in (False, True):
+        model = tiny_gpt2()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        mon = gradvar.Monitor(model, opt, tmp_path / str(use_monitor), "paper") if use_monitor else None
+        accumulate(model, x.split(2))
+        norm = mon.clip_grad_norm_(0.01) if use_monitor else torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+        out.append((norm.item(), torch.cat([p.grad.reshape(-1) for p in model.parameters()])))
+        if mon is not None:
+            opt.step(), mon.step(), mon.close()
+    (norm_ref, g_ref), (norm, g) = out
+    assert norm == pytest.approx(norm_ref, rel=1e-6) and norm > 0.01
+    torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-12)
+
+
+class TwoBranches(torch.nn.Module):
+    """A model whose first micro-batch reaches only branch `a`: the lazy first pass then covers part of the
+    parameters, and the second pass reaches them all."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+
+    def forward(self, x, use_b: bool):
+        y = self.a(x)
+        return (y + self.b(x) if use_b else y).square().mean()
+
+
+def test_lazy_first_pass_with_part_of_the_parameters(tmp_path):
+    model = TwoBranches()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    qs = [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance()]
+    mon = gradvar.Monitor(model, opt, tmp_path, qs, infer_inputs=False)
+    xs = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(1))
+    params = list(model.parameters())
+    naive = []  # per micro-batch gradient, zeros where the pass does not reach
+    for k, use_b in enumerate((False, True)):
+        loss = model(xs[k], use_b)
+        # the monitor stays active: autograd.grad calls reach its hooks but are no micro-batch
+        gs = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+        naive.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, params)]))
+        (loss / 2).backward()
+    opt.step()
+    mon.step(batch_size=2)
+    mon.close()
+    g = torch.stack(naive).double()  # (K, n_params)
+    row = gradvar.read_records(tmp_path)["steps"].iloc[0]
+    assert row["micro_batches"] == 2
+    assert row["grad_sq_micro"] == pytest.approx((g**2).sum(1).mean().item(), rel=1e-5)
+    assert row["grad_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
+    assert row["grad_var_max"] == pytest.approx(g.var(0, unbiased=False).max().item(), rel=1e-4)
+    assert np.isfinite(row["grad_trace_sigma"])

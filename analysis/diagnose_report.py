@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from .diagnose import HF_SNIPPET, SNIPPET, Diagnosis
 from .logs import LogData
+from .report import md_table
 
 PALETTE = sns.color_palette("colorblind")
 # Vermillion, reddish purple and grey stay apart under the common colour-vision deficiencies.
@@ -137,14 +138,8 @@ def _tables(diag: Diagnosis) -> list:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "_none_\n"
-    esc = lambda s: _cell(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    rows = ["| " + " | ".join(esc(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
-    rows += ["| " + " | ".join(esc(v) for v in r) + " |" for r in df.head(MAX_TABLE_ROWS).itertuples(index=False)]
-    if len(df) > MAX_TABLE_ROWS:
-        rows.append(f"\n... {len(df) - MAX_TABLE_ROWS} more rows in the CSV file")
-    return "\n".join(rows) + "\n"
+    return md_table(df, max_rows=MAX_TABLE_ROWS, cell=_cell, empty="_none_",
+                    more="... {} more rows in the CSV file") + "\n"
 
 
 def _html_table(df: pd.DataFrame) -> str:

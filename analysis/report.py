@@ -47,19 +47,21 @@ def fmt(v) -> str:
     return str(v)
 
 
-def md_cell(v) -> str:
+def md_cell(v, fmt=fmt) -> str:
     return fmt(v).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(df: pd.DataFrame, cols=None, max_rows: int | None = None) -> str:
+def md_table(df: pd.DataFrame, cols=None, max_rows: int | None = None, *, cell=fmt, empty: str = "_(no data)_",
+             more: str = "_({} more rows not shown)_") -> str:
+    """A markdown table; `cell` formats each value (then escaped), `more` says how many rows were cut."""
     if df is None or not len(df):
-        return "_(no data)_"
+        return empty
     cols = [c for c in (cols or df.columns) if c in df.columns]
     d = df[cols] if max_rows is None else df[cols].head(max_rows)
-    lines = ["| " + " | ".join(md_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in d.itertuples(index=False)]
+    lines = ["| " + " | ".join(md_cell(c, cell) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(md_cell(v, cell) for v in row) + " |" for row in d.itertuples(index=False)]
     if max_rows is not None and len(df) > max_rows:
-        lines.append(f"\n_({len(df) - max_rows} more rows not shown)_")
+        lines.append("\n" + more.format(len(df) - max_rows))
     return "\n".join(lines)
 
 

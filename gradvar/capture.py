@@ -5,7 +5,8 @@ A gradient pre-hook on every trainable parameter sees that parameter's gradient 
 contribution. With the usual loss scaling by 1/K (gradient accumulation), the micro-batch gradient is
 g_k = K_local * h_k. Per parameter we keep sum_k |h_k|^2 and, optionally, sum_k h_k^2 element-wise: all that
 the McCandlish estimators and the element-wise variance need. The statistics are multi-tensor (foreach)
-kernels run once per pass, on the last hook call, a handful of launches whatever the number of parameters.
+kernels run once per pass, when its backward ends (an autograd end-of-task callback), a handful of launches
+whatever the number of parameters. A pass is one backward call, nested backwards included (see `_join`).
 
 In a single process the step's first pass costs nothing. Its hooks only note which parameters got a
 gradient: they hold no reference to it, so autograd can move the gradient into `.grad` instead of copying it
@@ -17,6 +18,7 @@ the all-reduced gradient, not h_k, so every pass is held and accumulated.
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import torch
@@ -38,7 +40,7 @@ class GradCapture:
         self.first_in_grad: list[int] | None = None
         """Lazy mode: the parameters whose `.grad` still holds the first pass, not yet taken into `sq`."""
         self._pass: dict | None = None
-        self._accumulators: list | None = None
+        self._node = None  # the first parameter's gradient accumulator (see _accumulates)
         self._lock = threading.Lock()  # autograd may run hooks of devices on their own threads
         self._handles: list | None = None
         self.active = True
@@ -52,7 +54,7 @@ class GradCapture:
         # Unhook while paused, not just ignore: the probes' torch.autograd.grad must not count as a pass, and
         # a paused monitor should cost nothing.
         if on and self._handles is None:
-            self._accumulators = self._accumulators or _grad_accumulators(self.params)
+            self._node = self._node or _grad_accumulator(self.params[0])
             self._handles = [p.register_hook(self._hook(i)) for i, p in enumerate(self.params)]
         elif not on and self._handles is not None:
             for h in self._handles:
@@ -67,30 +69,50 @@ class GradCapture:
     def _on_grad(self, i: int, grad: torch.Tensor) -> None:
         task = torch._C._current_graph_task_id()
         with self._lock:
-            if self._pass is None or self._pass["task"] != task:  # this backward's first gradient
-                # Nothing of this pass is in .grad yet: the previous pass's h_1 can still be read there.
-                self._take_first()
-                self._pass = {"task": task, "expected": _expected_hooks(self._accumulators), "seen": 0,
-                              "have": [], "grads": []}
             ps = self._pass
-            if ps["expected"] is None:  # torch.autograd.grad: nothing is accumulated, not a micro-batch
-                return
-            ps["seen"] += 1
-            ps["have"].append(i)
-            if not (self.lazy and self.micro_batches == 0):  # holding the first pass would force a copy
-                ps["grads"].append(grad.detach())
-            if ps["seen"] == ps["expected"]:
+            if ps is None or task not in ps["tasks"]:
+                if not _accumulates(self._node):  # torch.autograd.grad: not a micro-batch
+                    return
+                ps = self._join(task)
+            # The first pass is not held: a reference would make autograd copy it into .grad. Later passes
+            # hold the gradient itself (not an alias): autograd then never moves it into a .grad that DDP
+            # overwrites with the all-reduced gradient at the end of the backward.
+            held = None if ps["first"] else grad
+            if held is not None and ps["grads"].get(i) is not None:  # reached twice in one pass: h_k is the sum
+                held = ps["grads"][i] + held
+            ps["grads"][i] = held
+
+    def _join(self, task: int) -> dict:
+        """The pass a backward task's gradients belong to. A task that starts while the pass has one running
+        is nested in it (reentrant activation checkpointing runs a backward inside the backward); a task
+        older than the pass's newest one was running all along (the pass began inside a nested task)."""
+        ps = self._pass
+        if ps is None or not (ps["open"] or task < max(ps["tasks"])):
+            self._take_first()  # nothing of this backward is in .grad yet
+            ps = self._pass = {"tasks": set(), "open": set(), "grads": {}, "counted": False,
+                               "first": self.lazy and self.micro_batches == 0}
+        ps["tasks"].add(task)
+        ps["open"].add(task)
+        # runs once the task's every gradient is accumulated
+        torch.autograd.Variable._execution_engine.queue_callback(functools.partial(self._task_done, ps, task))
+        return ps
+
+    def _task_done(self, ps: dict, task: int) -> None:
+        with self._lock:
+            ps["open"].discard(task)
+            if not ps["open"]:
                 self._end_pass(ps)
 
     def _end_pass(self, ps: dict) -> None:
-        order = sorted(range(len(ps["have"])), key=ps["have"].__getitem__)  # parameter order, for stable layouts
-        have = [ps["have"][j] for j in order]
-        if self.lazy and self.micro_batches == 0:
-            self.first_in_grad = have
+        have = sorted(ps["grads"])  # parameter order, for stable layouts
+        if ps["first"]:
+            self.first_in_grad = sorted(set(self.first_in_grad or ()) | set(have))
         else:
-            self._accumulate(have, [ps["grads"][j] for j in order])
-        ps["grads"] = []
-        self.micro_batches += 1
+            self._accumulate(have, [ps["grads"][i] for i in have])
+        ps["grads"] = {}
+        if not ps["counted"]:  # a pass that resumes (see _join) is still the same micro-batch
+            ps["counted"] = True
+            self.micro_batches += 1
 
     def _take_first(self) -> None:
         """Move the first pass, still alone in `.grad`, into the moments (lazy mode, K >= 2)."""
@@ -140,17 +162,17 @@ class GradCapture:
         self.active = False
 
 
-def _grad_accumulators(params: list[torch.Tensor]) -> list:
-    """The autograd node each parameter's gradient flows into (to count the hooks a backward will call).
-    Holding them keeps them alive: autograd would otherwise make new ones, unknown to us."""
+def _grad_accumulator(param: torch.Tensor):
+    """The autograd node a parameter's gradient flows into (held, so that autograd keeps this one)."""
     with torch.enable_grad():
-        return [p.view_as(p).grad_fn.next_functions[0][0] for p in params]
+        return param.view_as(param).grad_fn.next_functions[0][0]
 
 
-def _expected_hooks(accumulators: list) -> int | None:
-    """How many parameters this backward reaches; None inside torch.autograd.grad (which does not say, and
-    does not accumulate into .grad either)."""
+def _accumulates(node) -> bool:
+    """False inside torch.autograd.grad, which accumulates nothing into .grad (and says so by refusing to
+    tell whether it will run a parameter's accumulator)."""
     try:
-        return sum(map(torch._C._will_engine_execute_node, accumulators))
+        torch._C._will_engine_execute_node(node)
+        return True
     except RuntimeError:
-        return None
+        return False

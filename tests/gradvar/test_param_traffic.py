@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -87,43 +86,3 @@ def test_monitor_clip_equals_torch_clip(tmp_path):
     (norm_ref, g_ref), (norm, g) = out
     assert norm == pytest.approx(norm_ref, rel=1e-6) and norm > 0.01
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-12)
-
-
-class TwoBranches(torch.nn.Module):
-    """A model whose first micro-batch reaches only branch `a`: the lazy first pass then covers part of the
-    parameters, and the second pass reaches them all."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.a, self.b = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
-
-    def forward(self, x, use_b: bool):
-        y = self.a(x)
-        return (y + self.b(x) if use_b else y).square().mean()
-
-
-def test_lazy_first_pass_with_part_of_the_parameters(tmp_path):
-    model = TwoBranches()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    qs = [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance()]
-    mon = gradvar.Monitor(model, opt, tmp_path, qs, infer_inputs=False)
-    xs = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(1))
-    params = list(model.parameters())
-    naive = []  # per micro-batch gradient, zeros where the pass does not reach
-    for k, use_b in enumerate((False, True)):
-        loss = model(xs[k], use_b)
-        # the monitor stays active: autograd.grad calls reach its hooks but are no micro-batch
-        gs = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
-        naive.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, params)]))
-        (loss / 2).backward()
-    opt.step()
-    mon.step(batch_size=2)
-    mon.close()
-    g = torch.stack(naive).double()  # (K, n_params)
-    row = gradvar.read_records(tmp_path)["steps"].iloc[0]
-    assert row["micro_batches"] == 2
-    assert row["grad_sq_micro"] == pytest.approx((g**2).sum(1).mean().item(), rel=1e-5)
-    assert row["grad_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
-    assert row["grad_var_max"] == pytest.approx(g.var(0, unbiased=False).max().item(), rel=1e-4)
-    assert np.isfinite(row["grad_trace_sigma"])

@@ -235,7 +235,7 @@ class Monitor:
         if buffer:
             raw = combine([stats for _, stats in buffer], self.world_size, self.rank)
             metas = [m for m, _ in buffer]
-            side = [(t, {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in r.items()}) for t, r in side]
+            side = _to_host(side)
             if self.rank == 0:
                 tables = self.rows.build(metas, raw, self.quantities, side, self.layers_every)
                 for table, rows in tables.items():
@@ -296,6 +296,20 @@ class Monitor:
         elif prev in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
+
+
+def _to_host(rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The rows with their device scalars as Python floats, copied to the host in one transfer."""
+    slots = [(j, k) for j, (_, r) in enumerate(rows) for k, v in r.items() if isinstance(v, torch.Tensor)]
+    if not slots:
+        return rows
+    dev = rows[slots[0][0]][1][slots[0][1]].device
+    dtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
+    values = torch.stack([rows[j][1][k].detach().reshape(()).to(dev, dtype) for j, k in slots]).tolist()
+    out = [(t, dict(r)) for t, r in rows]
+    for (j, k), v in zip(slots, values):
+        out[j][1][k] = v
+    return out
 
 
 def _flush_at_exit(ref) -> None:

@@ -71,7 +71,11 @@ class Traffic(TorchDispatchMode):
         if func.is_view or name.startswith(("aten.empty", "aten.detach", "aten.alias")):
             return out  # allocation and aliasing move no data
         read = _bytes(args[1:] if name.startswith(NO_READ) else args) + _bytes(kwargs)
-        moved = read + _bytes(out)
+        written = _bytes(out)
+        if not written and func._schema.is_mutable:  # in-place foreach ops return nothing: count what they write
+            written = sum(_bytes(a) for a, spec in zip(args, func._schema.arguments)
+                          if spec.alias_info is not None and spec.alias_info.is_write)
+        moved = read + written
         self.bytes += moved
         self.ops += 1
         if self.attribute:

@@ -137,12 +137,15 @@ class Monitor:
 
     # ----------------------------------------------------------------- public API
     def clip_grad_norm_(self, max_norm: float, foreach: bool | None = None) -> torch.Tensor:
-        """Clip like torch.nn.utils.clip_grad_norm_, after recording the gradient before clipping."""
+        """Clip like torch.nn.utils.clip_grad_norm_, after recording the gradient before clipping.
+        max_norm=inf only measures: the gradients are left as they are (torch's would multiply them by 1)."""
         self._read_grads()
         # torch's rule (coefficient max_norm / (norm + 1e-6), clamped to 1, always applied) on the norms the
         # monitor already has: one pass over the gradients fewer than torch's function. `foreach` is accepted
         # for torch's signature; the multiply is always one multi-tensor kernel.
         norm = self._ctx().grad_sq().sum().sqrt()
+        if math.isinf(max_norm):
+            return norm
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads:

@@ -20,12 +20,12 @@ from gv_helpers import accumulate, tiny_gpt2
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from param_traffic import Traffic  # noqa: E402
 
-PASSES = {("paper", 1): 7, ("paper", 2): 19, ("full", 1): 13, ("full", 2): 25}
+PASSES = {("paper", 1): 7, ("paper", 2): 21, ("full", 1): 14, ("full", 2): 28}
 """Parameter passes per step added by the monitor, as counted for gpt2-117m (python benchmarks/param_traffic.py):
 paper, one micro-batch: Adam's state 4 (v's max, L1 and min, m's norm) + non-finite gradient count 3; the
-gradient norm is free (Monitor.clip_grad_norm_ reuses it) and so is the capture. Two micro-batches add the
-element-wise moment (h_1^2, then h_2^2 accumulated), both norms of h_k and the variance formed in place.
-full adds the parameter snapshot and the update size."""
+gradient norm is free (Monitor.clip_grad_norm_ reuses it) and so is the capture. Two micro-batches add 14: the
+element-wise moment (h_1^2 written, h_2^2 accumulated), the norms of h_1 and h_2, the variance formed in
+place and its maximum. full adds the parameter snapshot and the update size."""
 ACTIVATIONS = {"paper": 0.0, "full": 1.5}
 """full's output-logit maximum reads the logits: nothing next to gpt2-117m's parameters, about one pass on the
 tiny model here (its 64-token vocabulary x 2 x 16 positions x 4 sequences against 7k parameters)."""
@@ -86,3 +86,28 @@ def test_monitor_clip_equals_torch_clip(tmp_path):
     (norm_ref, g_ref), (norm, g) = out
     assert norm == pytest.approx(norm_ref, rel=1e-6) and norm > 0.01
     torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-12)
+
+
+def clip_once(tmp_path, max_norm: float):
+    """(gradients before, after, returned norm, bytes moved by the clip call, parameter count, steps row)."""
+    model = tiny_gpt2()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    mon = gradvar.Monitor(model, opt, tmp_path / str(max_norm), "paper")
+    accumulate(model, torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(4)).split(2))
+    before = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).clone()
+    with Traffic() as t:
+        norm = mon.clip_grad_norm_(max_norm)
+    after = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    opt.step(), mon.step(), mon.close()
+    row = gradvar.read_records(tmp_path / str(max_norm))["steps"].iloc[0]
+    return before, after, norm.item(), t.bytes, before.numel(), row
+
+
+def test_monitor_clip_without_a_limit_leaves_the_gradients(tmp_path):
+    """The trainer passes max_norm=inf when clipping is off: the norm is measured, nothing is multiplied (torch's
+    function would multiply by 1, and by NaN once the norm is not finite)."""
+    before, after, norm, moved, n, row = clip_once(tmp_path, float("inf"))
+    assert torch.equal(before, after) and norm == pytest.approx(before.norm().item(), rel=1e-5)
+    assert row["grad_norm_clipped"] == pytest.approx(row["grad_norm"])
+    *_, moved_limited, _, _ = clip_once(tmp_path, 1e9)  # a limit never reached: the multiply by 1 happens
+    assert moved_limited - moved > 1.5 * 4 * n  # its read and write of every gradient

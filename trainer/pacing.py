@@ -77,4 +77,4 @@ def adam_v_max(optimizer) -> float:
     vs = [s["exp_avg_sq"] for s in optimizer.state.values() if "exp_avg_sq" in s]
     if not vs:
         return math.nan
-    return float(torch.stack(torch._foreach_norm(vs, math.inf)).max())  # sync: the pacing decision
+    return float(torch.stack(torch._foreach_max(vs)).max())  # sync: the pacing decision

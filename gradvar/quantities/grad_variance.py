@@ -59,10 +59,10 @@ class GradVariance(Quantity):
         if m2 is not None:
             grads = [p.grad.float() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32) for p in ctx.params]
             # var_j = mean_k g_kj^2 - G_j^2 with g_k = K_local h_k, i.e. K_local * (sum_k h_kj^2 - G_j^2 / K_local),
-            # >= 0 up to rounding, so its inf-norm is its maximum. Formed in place in the capture's buffer
-            # (reset after the step anyway): one pass, no parameter-sized temporary.
+            # formed in place in the capture's buffer (reset after the step anyway): one pass, no
+            # parameter-sized temporary.
             torch._foreach_addcmul_(m2, grads, grads, value=-1.0 / k_local)
-            maxes = torch.stack(torch._foreach_norm(m2, float("inf"))) * float(k_local)
+            maxes = torch.stack(torch._foreach_max(m2)) * float(k_local)
             out["var_max_group"] = Stat(group_max(maxes, ctx.group_index, ctx.n_groups), MAX)
         return out
 

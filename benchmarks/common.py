@@ -34,6 +34,13 @@ def bare_step(model, opt, batch, micro: int, clip: float):
     opt.zero_grad(set_to_none=True)
 
 
+def adamw(cfg, model) -> torch.optim.AdamW:
+    """The trainer's optimizer settings (the GPU presets use the fused kernel)."""
+    o = cfg.optim
+    kw = {"fused": True} if o.fused else {}
+    return torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
+
+
 def timed(fn, n: int, device="cpu") -> float:
     sync(device)
     t = time.perf_counter()

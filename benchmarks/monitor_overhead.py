@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import autocast, bare_step, peak_memory_mb, timed  # noqa: E402
+from common import adamw, autocast, bare_step, peak_memory_mb, timed  # noqa: E402
 
 import gradvar  # noqa: E402
 from trainer.data import WindowSampler, fixed_windows, prepare  # noqa: E402
@@ -37,8 +37,7 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
     torch.manual_seed(0)
     model = build_model(cfg.model, data.vocab_size).to(device)
     o = cfg.optim
-    kw = {"fused": True} if o.fused else {}  # as the trainer: the GPU presets use the fused kernel
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
+    opt = adamw(cfg, model)
     sampler = WindowSampler(data.train, o.seq_len, 0)
     batches = [sampler.next_batch(o.batch_size).to(device) for _ in range(4)]
     mon = None

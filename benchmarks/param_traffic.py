@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,12 +29,12 @@ from torch.utils._pytree import tree_leaves
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bare_step  # noqa: E402
+from common import adamw, timed  # noqa: E402
+from monitor_overhead import stepper  # noqa: E402
 
 import gradvar  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 from trainer.recipes import preset  # noqa: E402
-from trainer.train import next_token_loss  # noqa: E402
 
 GRADVAR = str(ROOT / "gradvar") + "/"
 NO_READ = ("aten.copy_.", "aten.zero_.", "aten.fill_.", "aten._foreach_copy_.", "aten._foreach_zero_.")
@@ -96,37 +95,26 @@ def gpt2_like(preset_name: str, narrow: bool):
 
 
 def make_step(preset_name: str, mode: str, micro_batches: int, run_dir: Path, narrow: bool = False, seq: int = 16):
-    """A step function over fixed random batches of `micro_batches` x 2 sequences."""
+    """monitor_overhead's step (bare or monitored) over fixed random batches of `micro_batches` x 2 sequences."""
     cfg, model = gpt2_like(preset_name, narrow)
     o = cfg.optim
-    kw = {"fused": True} if o.fused else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
-    vocab = model.config.vocab_size
-    batches = [torch.randint(0, vocab, (2 * micro_batches, seq + 1), generator=torch.Generator().manual_seed(i))
-               for i in range(2)]
-    if mode == "none":
-        return lambda i: bare_step(model, opt, batches[i % 2], 2, o.clip), model
-    mon = gradvar.Monitor(model, opt, run_dir / mode, mode, flush_every=10**9, handle_sigterm=False)
-
-    def step(i):
-        for mb in batches[i % 2].split(2):
-            loss = next_token_loss(model, mb)
-            (loss / micro_batches).backward()
-        mon.clip_grad_norm_(o.clip)
-        opt.step()
-        mon.step(loss=loss.detach(), seqlen=seq, batch_size=2 * micro_batches)
-        opt.zero_grad(set_to_none=True)
-    return step, model
+    o.seq_len, o.micro_batch_size, o.batch_size = seq, 2, 2 * micro_batches
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, model.config.vocab_size, (o.batch_size, seq + 1), generator=g) for _ in range(4)]
+    opt = adamw(cfg, model)
+    mon = None if mode == "none" else gradvar.Monitor(model, opt, run_dir / mode, mode, flush_every=10**9,
+                                                      handle_sigterm=False)
+    return stepper(cfg, model, opt, batches, mon)
 
 
 def traffic_per_step(preset_name: str, mode: str, micro_batches: int, steps: int, attribute=False) -> Traffic:
     """Traffic of `steps` steps after two untimed ones (Adam's state and the monitor's layouts exist then)."""
     with tempfile.TemporaryDirectory() as out:
-        step, _ = make_step(preset_name, mode, micro_batches, Path(out))
-        step(0), step(1)
+        step = make_step(preset_name, mode, micro_batches, Path(out))
+        step(), step()
         with Traffic(attribute) as t:
-            for i in range(steps):
-                step(i)
+            for _ in range(steps):
+                step()
     return t
 
 
@@ -141,17 +129,13 @@ def added_passes(preset_name: str, mode: str, micro_batches: int, steps: int = 1
 def host_ms_added(preset_name: str, mode: str, micro_batches: int, rounds: int, steps: int) -> tuple[float, float]:
     """(bare ms/step, monitored ms/step) on the narrow model, interleaved."""
     with tempfile.TemporaryDirectory() as out:
-        fns = {m: make_step(preset_name, m, micro_batches, Path(out), narrow=True)[0] for m in ("none", mode)}
+        fns = {m: make_step(preset_name, m, micro_batches, Path(out), narrow=True) for m in ("none", mode)}
         total = dict.fromkeys(fns, 0.0)
-        for m, fn in fns.items():
-            for i in range(3):
-                fn(i)
+        for fn in fns.values():
+            timed(fn, 3)
         for _ in range(rounds):
             for m, fn in fns.items():
-                t = time.perf_counter()
-                for i in range(steps):
-                    fn(i)
-                total[m] += time.perf_counter() - t
+                total[m] += timed(fn, steps)
     n = rounds * steps
     return 1000 * total["none"] / n, 1000 * total[mode] / n
 

@@ -54,8 +54,7 @@ def main(argv=None) -> int:
     ref = trainers["paper"]
     o = ref.cfg.optim
     model = copy.deepcopy(ref.model)
-    kw = {"fused": True} if o.fused else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, **kw)
+    opt = adamw(ref.cfg, model)
     batches = [ref.sampler.next_batch(o.batch_size) for _ in range(4)]
     i = [0]
 

@@ -55,16 +55,11 @@ class GradCapture:
         # a paused monitor should cost nothing.
         if on and self._handles is None:
             self._node = self._node or _grad_accumulator(self.params[0])
-            self._handles = [p.register_hook(self._hook(i)) for i, p in enumerate(self.params)]
+            self._handles = [p.register_hook(functools.partial(self._on_grad, i)) for i, p in enumerate(self.params)]
         elif not on and self._handles is not None:
             for h in self._handles:
                 h.remove()
             self._handles = None
-
-    def _hook(self, i: int):
-        def on_grad(grad: torch.Tensor) -> None:
-            self._on_grad(i, grad)
-        return on_grad
 
     def _on_grad(self, i: int, grad: torch.Tensor) -> None:
         task = torch._C._current_graph_task_id()

@@ -14,8 +14,9 @@ import torch.distributed as dist
 from .quantities.base import MAX, RANK, SAME, SUM
 
 
-def combine(rows: list[dict], world_size: int, rank: int) -> dict[str, np.ndarray]:
-    """rows: per step {name: Stat}. Returns {name: (n_steps, width) float64 array}, NaN where absent."""
+def combine(rows: list[dict], world_size: int, rank: int, extra=()) -> tuple[dict[str, np.ndarray], list[float]]:
+    """rows: per step {name: Stat}. Returns {name: (n_steps, width) float64 array}, NaN where absent, and the
+    `extra` device scalars of this rank (side rows, such as the probes') as floats, from the same copy."""
     layout = {SUM: [], MAX: [], SAME: []}  # (row index, name, width)
     parts = {SUM: [], MAX: [], SAME: []}
     for i, row in enumerate(rows):
@@ -30,13 +31,15 @@ def combine(rows: list[dict], world_size: int, rank: int) -> dict[str, np.ndarra
                 op = stat.op
             layout[op].append((i, name, v.numel()))
             parts[op].append(v)
+    if extra:  # rank-local like SAME values, after them: _unpack never reads past the rows' entries
+        parts[SAME].append(torch.stack([v.detach().reshape(()).to(torch.float64) for v in extra]))
     flat = {op: torch.cat(p) if p else None for op, p in parts.items()}
     if world_size > 1:
         for op, red in ((SUM, dist.ReduceOp.SUM), (MAX, dist.ReduceOp.MAX)):
             if flat[op] is not None:
                 dist.all_reduce(flat[op], op=red)
     host = _to_host(flat)
-    return _unpack(layout, host, len(rows))
+    return _unpack(layout, host, len(rows)), (host[SAME][-len(extra):].tolist() if extra else [])
 
 
 def _to_host(flat: dict) -> dict:

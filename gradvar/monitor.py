@@ -58,7 +58,7 @@ class Monitor:
         self.capture = GradCapture(self.params, elementwise=any(q.needs_elementwise for q in self.quantities),
                                    lazy=self.world_size == 1)
         self.flush_every, self.layers_every = flush_every, layers_every
-        self.grad_scaler = grad_scaler
+        self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
         """A torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the micro-batch gradients
         are then S times the true ones, and the statistics divide S back out."""
         self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
@@ -116,7 +116,7 @@ class Monitor:
             return
         self._grads_read = True
         self._extras["k_local"] = self.capture.micro_batches
-        if self.grad_scaler is not None and self.grad_scaler.is_enabled():
+        if self.grad_scaler is not None:
             # the scale of this step's backward passes (it changes in scaler.update(), after the step)
             self._extras["grad_scale"] = self.grad_scaler._get_scale_async()
         ctx = self._ctx()
@@ -242,9 +242,12 @@ class Monitor:
         buffer, self._buffer = self._buffer, []
         side, self._side_rows[:] = list(self._side_rows), []
         if buffer:
-            raw = combine([stats for _, stats in buffer], self.world_size, self.rank)
+            slots = [(r, k) for _, r in side for k, v in r.items() if isinstance(v, torch.Tensor)]
+            raw, values = combine([stats for _, stats in buffer], self.world_size, self.rank,
+                                  extra=[r[k] for r, k in slots])
+            for (r, k), v in zip(slots, values):
+                r[k] = v
             metas = [m for m, _ in buffer]
-            side = _to_host(side)
             if self.rank == 0:
                 tables = self.rows.build(metas, raw, self.quantities, side, self.layers_every)
                 for table, rows in tables.items():
@@ -305,20 +308,6 @@ class Monitor:
         elif prev in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
-
-
-def _to_host(rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
-    """The rows with their device scalars as Python floats, copied to the host in one transfer."""
-    slots = [(j, k) for j, (_, r) in enumerate(rows) for k, v in r.items() if isinstance(v, torch.Tensor)]
-    if not slots:
-        return rows
-    dev = rows[slots[0][0]][1][slots[0][1]].device
-    dtype = torch.float32 if dev.type == "mps" else torch.float64  # MPS has no float64
-    values = torch.stack([rows[j][1][k].detach().reshape(()).to(dev, dtype) for j, k in slots]).tolist()
-    out = [(t, dict(r)) for t, r in rows]
-    for (j, k), v in zip(slots, values):
-        out[j][1][k] = v
-    return out
 
 
 def _flush_at_exit(ref) -> None:

@@ -20,21 +20,20 @@ class GradvarCallback(TrainerCallback):
         self.run_dir, self.quantities, self.kwargs = run_dir, quantities, monitor_kwargs
         self.monitor: Monitor | None = None
         self.max_norm = 0.0
-        self.scaler = None
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if model is None or inner is None:
             raise RuntimeError("GradvarCallback needs the model and optimizer (transformers >= 4.40)")
-        self.scaler = getattr(optimizer, "scaler", None)  # accelerate's GradScaler under fp16
-        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=self.scaler, **self.kwargs)
+        scaler = getattr(optimizer, "scaler", None)  # accelerate's GradScaler under fp16
+        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=scaler, **self.kwargs)
         if args.max_grad_norm and args.max_grad_norm > 0:
             self.max_norm, args.max_grad_norm = float(args.max_grad_norm), 0.0
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if self.monitor is not None and self.max_norm > 0:
-            if self.scaler is not None and self.scaler.is_enabled():  # clip true gradients, not scaled ones
-                self.scaler.unscale_(self.monitor.optimizer)
+            if self.monitor.grad_scaler is not None:  # clip true gradients, not scaled ones
+                self.monitor.grad_scaler.unscale_(self.monitor.optimizer)
             self.monitor.clip_grad_norm_(self.max_norm)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bare_step, timed  # noqa: E402
+from common import adamw, bare_step, timed  # noqa: E402
 
 from trainer.recipes import preset  # noqa: E402
 from trainer.train import Trainer  # noqa: E402

@@ -9,7 +9,6 @@ most 15%.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys

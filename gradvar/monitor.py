@@ -22,7 +22,6 @@ import time
 import weakref
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 

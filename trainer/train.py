@@ -28,7 +28,7 @@ from gradvar.spikes import SpikeRule
 from . import checkpoint as ckpt
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
-from .distributed import Dist, all_reduce_sum, any_rank, barrier, setup, teardown
+from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
 from .lr import lr_at
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
 from .model import build_model, count_params, flops_per_token, param_groups

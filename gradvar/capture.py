@@ -23,19 +23,18 @@ import threading
 
 import torch
 
+from .groups import Subsets
+
 
 class GradCapture:
     """Accumulates micro-batch gradient moments between optimizer steps."""
 
-    def __init__(self, params: list[torch.Tensor], elementwise: bool = False, lazy: bool = True):
-        self.params = params
+    def __init__(self, params: list[torch.Tensor], subsets: Subsets, elementwise: bool = False, lazy: bool = True):
+        self.params, self._subsets = params, subsets
         self.elementwise, self.lazy = elementwise, lazy
-        dev = params[0].device
-        self.sq = torch.zeros(len(params), device=dev, dtype=torch.float32)
+        self.sq = torch.zeros(len(params), device=params[0].device, dtype=torch.float32)
         """(n_params,): sum over this step's taken passes of |h_k|^2 per parameter (see `first_in_grad`)."""
         self._m2: list[torch.Tensor] | None = None
-        self._all = torch.arange(len(params), device=dev)
-        self._index_cache: dict[tuple, torch.Tensor] = {}
         self.micro_batches = 0  # a Python int: counting backward passes needs no device value
         self.first_in_grad: list[int] | None = None
         """Lazy mode: the parameters whose `.grad` still holds the first pass, not yet taken into `sq`."""
@@ -115,19 +114,9 @@ class GradCapture:
             have, self.first_in_grad = self.first_in_grad, None
             self._accumulate(have, [self.params[i].grad for i in have])
 
-    def _index(self, have: list[int]) -> torch.Tensor:
-        """Device index of the parameters that got a gradient, built once per pattern: a tensor made from
-        host data is a host-to-device copy, which synchronises on CUDA."""
-        if len(have) == len(self.params):
-            return self._all
-        key = tuple(have)
-        if key not in self._index_cache:
-            self._index_cache[key] = torch.tensor(have, device=self._all.device)
-        return self._index_cache[key]
-
     def _accumulate(self, have: list[int], gs: list[torch.Tensor]) -> None:
         gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
-        self.sq.index_add_(0, self._index(have), torch.stack(torch._foreach_norm(gs)).square())
+        self.sq.index_add_(0, self._subsets(have).index, torch.stack(torch._foreach_norm(gs)).square())
         if not self.elementwise:
             return
         if self._m2 is None:  # the step's first contribution: write h^2, no zeroing pass

@@ -4,6 +4,7 @@ layer norms, final norm, head. A tied head shares its tensor with the token embe
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -54,3 +55,39 @@ def build_groups(names: list[str]) -> tuple[list[str], list[int]]:
         g = group_name(n)
         index.append(order.setdefault(g, len(order)))
     return list(order), index
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Device facts about one subset of the trainable parameters (in parameter order)."""
+
+    index: torch.Tensor
+    """(n,) long: the members' parameter indices."""
+    groups: torch.Tensor
+    """(n,) long: each member's group."""
+    group_numel: torch.Tensor
+    """(n_groups,) float32: the members' element count per group."""
+
+
+class Subsets:
+    """`Subset`s of the parameters (those a backward reached, those with optimizer state), each built once and
+    kept: a tensor made from host data is a host-to-device copy, which synchronises on CUDA. A run meets few
+    distinct subsets (all parameters, frozen or unused ones aside)."""
+
+    def __init__(self, params: list[torch.Tensor], group_of: list[int], n_groups: int):
+        self._numel = [float(p.numel()) for p in params]
+        self._group_of = group_of
+        self.n_groups = n_groups
+        self._device = params[0].device
+        self._cache: dict[tuple, Subset] = {}
+        self.all = self(range(len(params)))
+
+    def __call__(self, members) -> Subset:
+        key = tuple(members)
+        got = self._cache.get(key)
+        if got is None:
+            groups = torch.tensor([self._group_of[i] for i in key], dtype=torch.long)
+            numel = torch.zeros(self.n_groups).index_add_(0, groups, torch.tensor([self._numel[i] for i in key]))
+            got = self._cache[key] = Subset(torch.tensor(key, dtype=torch.long).to(self._device),
+                                            groups.to(self._device), numel.to(self._device))
+        return got

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from . import quantities as Q
 from .capture import GradCapture
 from .combine import combine
-from .groups import build_groups, trainable_params
+from .groups import Subsets, build_groups, trainable_params
 from .records import RecordWriter
 from .rows import RowBuilder
 from .spikes import SpikeRule
@@ -53,8 +53,9 @@ class Monitor:
         self.quantities = list(quantities)
         names, self.params = trainable_params(self.module)
         self.groups, gidx = build_groups(names)
-        self.group_index = torch.tensor(gidx, device=self.params[0].device)
-        self.capture = GradCapture(self.params, elementwise=any(q.needs_elementwise for q in self.quantities),
+        self.subsets = Subsets(self.params, gidx, len(self.groups))
+        self.group_index = self.subsets.all.groups
+        self.capture = GradCapture(self.params, self.subsets, elementwise=any(q.needs_elementwise for q in self.quantities),
                                    lazy=self.world_size == 1)
         self.flush_every, self.layers_every = flush_every, layers_every
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
@@ -107,7 +108,7 @@ class Monitor:
 
     def _ctx(self) -> Q.StepContext:
         return Q.StepContext(self.step_num + 1, self.module, self.optimizer, tuple(self.params), self.group_index,
-                             len(self.groups), self.capture, self.world_size, self._extras)
+                             len(self.groups), self.capture, self.subsets, self.world_size, self._extras)
 
     def _read_grads(self):
         """Run the quantities that need the step's gradient before clipping (once per step)."""

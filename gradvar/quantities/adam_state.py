@@ -14,21 +14,6 @@ from .base import SAME, Quantity, Stat, group_max, group_min, group_sum
 class AdamState(Quantity):
     name = "adam_state"
 
-    def __init__(self, schedule=None):
-        super().__init__(schedule)
-        self._layout: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _group_layout(self, ctx, have: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(group of each state tensor, element count per group), made once per set of parameters with
-        state: tensors built from host data are host-to-device copies, which synchronise on CUDA."""
-        key = tuple(have)
-        if key not in self._layout:
-            gidx = ctx.group_index.cpu()[have]
-            numel = group_sum(torch.tensor([float(ctx.params[i].numel()) for i in have]), gidx, ctx.n_groups)
-            dev = ctx.group_index.device
-            self._layout[key] = (gidx.to(dev), numel.to(dev))
-        return self._layout[key]
-
     def on_after_step(self, ctx):
         state = ctx.optimizer.state
         have = [i for i, p in enumerate(ctx.params) if "exp_avg_sq" in state.get(p, {})]
@@ -36,7 +21,7 @@ class AdamState(Quantity):
             return {}
         vs = [state[ctx.params[i]]["exp_avg_sq"] for i in have]
         ms = [state[ctx.params[i]]["exp_avg"] for i in have]
-        idx, numel = self._group_layout(ctx, have)
+        sub = ctx.subsets(have)
         vmax = torch.stack(torch._foreach_max(vs)).float()
         vl1 = torch.stack(torch._foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
         # No multi-tensor min exists, and _foreach_norm's -inf order is one kernel per tensor too on CUDA
@@ -44,10 +29,10 @@ class AdamState(Quantity):
         vmin = torch.stack([v.amin() for v in vs]).float()
         g = ctx.n_groups
         return {
-            "v_max_group": Stat(group_max(vmax, idx, g), SAME),
-            "v_l1_group": Stat(group_sum(vl1, idx, g), SAME),
-            "v_min_group": Stat(group_min(vmin, idx, g), SAME),
-            "v_numel_group": Stat(numel, SAME),
+            "v_max_group": Stat(group_max(vmax, sub.groups, g), SAME),
+            "v_l1_group": Stat(group_sum(vl1, sub.groups, g), SAME),
+            "v_min_group": Stat(group_min(vmin, sub.groups, g), SAME),
+            "v_numel_group": Stat(sub.group_numel, SAME),
             "m_sq": Stat(torch.stack(torch._foreach_norm(ms)).float().square().sum(), SAME),
         }
 

@@ -58,6 +58,8 @@ class StepContext:
     n_groups: int
     capture: object
     """The GradCapture holding this step's micro-batch moments."""
+    subsets: Callable
+    """gradvar.groups.Subsets: device index, groups and sizes of a subset of `params`, made once per subset."""
     world_size: int = 1
     extras: dict = field(default_factory=dict)
     """Per-step inputs the monitor collected (losses, snapshots, clip coefficient)."""

@@ -57,11 +57,12 @@ class GradVariance(Quantity):
                # this rank's mean |g_k|^2 = K_local * sum_k |h_k|^2
                "rank_micro_sq": Stat(sq.sum() * k_local, RANK)}
         if m2 is not None:
-            grads = [p.grad.float() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32) for p in ctx.params]
             # var_j = mean_k g_kj^2 - G_j^2 with g_k = K_local h_k, i.e. K_local * (sum_k h_kj^2 - G_j^2 / K_local),
             # formed in place in the capture's buffer (reset after the step anyway): one pass, no
-            # parameter-sized temporary.
-            torch._foreach_addcmul_(m2, grads, grads, value=-1.0 / k_local)
+            # parameter-sized temporary. Where there is no gradient, G = 0 and the moment is the variance.
+            have = [i for i, p in enumerate(ctx.params) if p.grad is not None]
+            grads = [ctx.params[i].grad.float() for i in have]
+            torch._foreach_addcmul_([m2[i] for i in have], grads, grads, value=-1.0 / k_local)
             maxes = torch.stack(torch._foreach_max(m2)) * float(k_local)
             out["var_max_group"] = Stat(group_max(maxes, ctx.group_index, ctx.n_groups), MAX)
         return out

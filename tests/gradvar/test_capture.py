@@ -71,12 +71,12 @@ def test_parameter_reached_twice_in_one_pass(tmp_path):
 
 class TwoBranches(torch.nn.Module):
     """A model whose first micro-batch reaches only branch `a`: the lazy first pass then covers part of the
-    parameters, and the second pass reaches them all."""
+    parameters, and the second pass reaches them all but `unused`, which never gets a gradient."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
-        self.a, self.b = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3)
+        self.a, self.b, self.unused = torch.nn.Linear(6, 3), torch.nn.Linear(6, 3), torch.nn.Linear(6, 5)
 
     def forward(self, x, use_b: bool):
         y = self.a(x)
@@ -102,11 +102,36 @@ def test_lazy_first_pass_with_part_of_the_parameters(tmp_path):
     mon.close()
     g = torch.stack(naive).double()  # (K, n_params)
     row = gradvar.read_records(tmp_path)["steps"].iloc[0]
+    assert model.unused.weight.grad is None
     assert row["micro_batches"] == 2
     assert row["grad_sq_micro"] == pytest.approx((g**2).sum(1).mean().item(), rel=1e-5)
     assert row["grad_norm"] == pytest.approx(g.mean(0).norm().item(), rel=1e-5)
     assert row["grad_var_max"] == pytest.approx(g.var(0, unbiased=False).max().item(), rel=1e-4)
     assert np.isfinite(row["grad_trace_sigma"])
+
+
+def test_adam_state_of_the_parameters_that_have_it(tmp_path):
+    """A parameter that never gets a gradient has no Adam state: the statistics cover the others, over
+    steps whose micro-batches reach different subsets."""
+    model = TwoBranches()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", infer_inputs=False)
+    xs = torch.randn(3, 5, 6, generator=torch.Generator().manual_seed(2))
+    want = []
+    for step, use_b in enumerate((False, True, True)):
+        (model(xs[step], use_b)).backward()
+        opt.step()
+        vs = [opt.state[p]["exp_avg_sq"] for p in model.parameters() if p in opt.state]
+        want.append({"adam_v_max": max(v.max().item() for v in vs), "adam_v_min": min(v.min().item() for v in vs),
+                     "adam_v_mean": torch.cat([v.reshape(-1) for v in vs]).double().mean().item()})
+        opt.zero_grad()
+        mon.step(loss=torch.tensor(1.0))
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    assert len(opt.state) == 4  # a and b: weight and bias
+    for i, w in enumerate(want):
+        for col, value in w.items():
+            assert steps[col][i] == pytest.approx(value, rel=1e-5), (i, col)
 
 
 @pytest.mark.parametrize("micro", [2, 4], ids=["K2", "K1"])

@@ -17,7 +17,8 @@ import numpy as np
 
 from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD, SpikeRule
 
-from .diagnose import DEFAULT_HORIZON, HF_SNIPPET, SNIPPET, Diagnosis, diagnose
+from .diagnose import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
+from .diagnose_advice import HF_SNIPPET
 from .logs import LogError, load_log
 
 PROG = "gradvar diagnose"

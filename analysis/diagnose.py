@@ -23,7 +23,6 @@ import pandas as pd
 from gradvar.spikes import SpikeRule, loss_ratio, ratio_spikes, running_min_before, spike_events, z_spikes
 
 from .diagnose_advice import SNIPPET, build_advice, build_summary
-from .diagnose_advice import HF_SNIPPET, PAPER  # noqa: F401  (re-exported: importers take them from here)
 from .diagnose_signals import _relative_to_recent, rank_signals, signal_variants
 from .logs import LogData, LogError, from_frame, load_log
 

@@ -15,9 +15,9 @@ import pandas as pd
 from gradvar.spikes import SpikeRule
 
 from .logs import LogData
-# A signal 'fires' above its rolling QUANTILE over the previous BASE_WINDOW entries: the early-warning rule
-# of the correlation study, quoted in the advice.
-from .warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW
+# A signal 'fires' above its rolling QUANTILE of the previous entries: the early-warning rule of the
+# correlation study, quoted in the advice.
+from .warning import ALARM_Q as QUANTILE
 
 
 PAPER = ('Li, Zhang & He 2022, "The Stability-Efficiency Dilemma: Investigating Sequence Length Warmup for '

@@ -17,7 +17,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .diagnose import HF_SNIPPET, SNIPPET, Diagnosis
+from .diagnose import SNIPPET, Diagnosis
+from .diagnose_advice import HF_SNIPPET
 from .logs import LogData
 from .report import md_table
 

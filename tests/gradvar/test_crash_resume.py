@@ -1,6 +1,5 @@
 """SIGKILL a recording process: every flushed row reads back. Resume: no duplicated or missing steps and
 the spike detector continues where it was."""
-import os
 import signal
 import subprocess
 import sys

@@ -1,6 +1,4 @@
 """Records: column contract frozen, crash-safe parts, compaction, truncation on resume, corrupt parts."""
-import numpy as np
-import pandas as pd
 import pytest
 
 import gradvar

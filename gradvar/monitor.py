@@ -19,6 +19,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 import weakref
 from pathlib import Path
 
@@ -74,6 +75,7 @@ class Monitor:
         self._last_time = time.perf_counter()
         self._closed = False
         self._stop_requested = False
+        self._told_single_micro_batch = False
         self._handles = self._install_hooks(infer_inputs)
         self._prev_sigterm = self._install_sigterm() if handle_sigterm else None
         if self.world_size == 1:  # an uncaught exception or a plain exit still writes what was measured
@@ -192,10 +194,23 @@ class Monitor:
         for name, value in (extra or {}).items():
             self._pending[f"extra:{name}"] = Q.Stat(torch.as_tensor(value).detach().float().reshape(()), "same")
         self.step_num += 1
+        self._say_why_variance_is_nan()
         self._buffer.append((self._meta(seqlen, tokens, lr, batch_size), self._pending))
         self._reset_step()
         if self.step_num % self.flush_every == 0 or self._stop_requested:
             self.flush()
+
+    def _say_why_variance_is_nan(self) -> None:
+        """Once per monitor: a step of one micro-batch in all has no between-micro-batch variance."""
+        if self._told_single_micro_batch or self._extras.get("k_local", 0) * self.world_size != 1:
+            return
+        if any(isinstance(q, Q.GradVariance) for q in self.quantities):
+            self._told_single_micro_batch = True
+            msg = (f"step {self.step_num} had one micro-batch (one backward, one process): the gradient-variance "
+                   "columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) are NaN for such steps; "
+                   "they need K >= 2 micro-batches per step (gradient accumulation or DDP ranks)")
+            warnings.warn(f"gradvar: {msg}", stacklevel=3)
+            self.log_event("note", msg, value=1.0)
 
     def _losses(self, loss):
         if loss is None:

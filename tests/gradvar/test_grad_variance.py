@@ -80,18 +80,26 @@ def test_monitor_clip_records_before_and_after(tmp_path):
     assert row["grad_trace_sigma"] == pytest.approx(ref["grad_trace_sigma"], rel=1e-4)
 
 
-def test_single_microbatch_gives_nan_not_garbage(tmp_path):
+def test_single_microbatch_gives_nan_and_says_why_once(tmp_path):
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     mon = gradvar.Monitor(model, opt, tmp_path, "paper")
     x = torch.randint(0, 64, (2, 16))
-    accumulate(model, [x])
-    opt.step()
-    mon.step()
+    with pytest.warns(UserWarning, match="one micro-batch") as caught:
+        for chunks in ([x], x.split(1), [x]):
+            accumulate(model, chunks)
+            opt.step()
+            opt.zero_grad()
+            mon.step()
     mon.close()
-    row = gradvar.read_records(tmp_path)["steps"].iloc[0]
-    assert np.isnan(row["grad_trace_sigma"]) and np.isnan(row["grad_var_max"])
-    assert row["grad_norm"] > 0
+    assert len([w for w in caught if "micro-batch" in str(w.message)]) == 1
+    t = gradvar.read_records(tmp_path)
+    steps = t["steps"]
+    assert np.isnan(steps["grad_trace_sigma"][0]) and np.isnan(steps["grad_var_max"][0])
+    assert np.isfinite(steps["grad_trace_sigma"][1]) and np.isnan(steps["grad_trace_sigma"][2])
+    assert (steps["grad_norm"] > 0).all()
+    notes = t["events"][t["events"].kind == "note"]
+    assert notes.step.tolist() == [1] and "grad_trace_sigma" in notes.message.iloc[0]
 
 
 def test_estimators_recover_closed_form_moments(tmp_path):

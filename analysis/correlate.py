@@ -105,8 +105,9 @@ def _boot_interval(za, zb, starts, n_boot, ci, seed) -> tuple[float, float]:
         return np.nan, np.nan
     sizes = np.diff(np.append(starts, len(za))).astype(np.float64)
     sums = np.stack([sizes] + [np.add.reduceat(w, starts) for w in (za, zb, za * za, zb * zb, za * zb)], axis=1)
-    # einsum, not BLAS: OpenBLAS threads spin and crawl on a busy 2-core machine (3x slower measured).
-    s = np.einsum("bk,kj->bj", _block_counts(len(starts), n_boot, seed), sums)  # (n_boot, 6): resampled sums
+    # BLAS here (unlike the dot products of _lags): on 1000 x 2000 @ 2000 x 6 it took 2 ms against einsum's
+    # 23 ms, and 7 ms against 33 ms with both cores of the 2-core machine busy with other work.
+    s = _block_counts(len(starts), n_boot, seed) @ sums  # (n_boot, 6): resampled sums
     n, sa, sb, saa, sbb, sab = s.T
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (n * sab - sa * sb) / np.sqrt((n * saa - sa * sa) * (n * sbb - sb * sb))
@@ -191,7 +192,7 @@ def _lags(x, y, max_lag: int, y_side: dict | None = None) -> dict[str, np.ndarra
         sxx = pre["xx"][hi] - pre["xx"][lo] - (cx[only_y] ** 2).sum()
         sy = pre["y"][hi + lag] - pre["y"][lo + lag] - cy[only_x + lag].sum()
         syy = pre["yy"][hi + lag] - pre["yy"][lo + lag] - (cy[only_x + lag] ** 2).sum()
-        sxy = np.einsum("i,i->", cx[lo:hi], cy[lo + lag : hi + lag])  # not BLAS (see _boot_interval)
+        sxy = np.einsum("i,i->", cx[lo:hi], cy[lo + lag : hi + lag])  # not BLAS: its threads spin on a busy machine (3x slower)
         den = (n * sxx - sx * sx) * (n * syy - sy * sy)
         count[i] = int(round(n))
         if n >= 3 and den > 0:

@@ -25,9 +25,12 @@ DEFAULT_RULE = SpikeRule()
 RECOVER_FACTOR = 1.05
 """Recovered = back within 5% of the pre-spike minimum (the ratio rule's 1.2 would end the event, not heal it)."""
 
-STEP_SIGNALS = ("adam_v_max", "adam_v_l1", "grad_trace_sigma", "grad_noise_scale", "grad_norm", "update_rms",
-                "grad_var_max")
-"""The whole-model gradient-variance signals of the correlation study (columns of the steps table)."""
+STEP_SIGNALS = ("adam_v_max", "adam_v_l1", "grad_trace_sigma", "grad_noise_scale", "grad_noise_scale_ema", "grad_norm",
+                "update_rms", "grad_var_max")
+"""The whole-model gradient-variance signals of the correlation study (columns of the steps table, and
+grad_noise_scale_ema derived from two of them)."""
+NOISE_SPAN = 20
+"""Steps (EMA span) over which grad_noise_scale_ema averages tr(Sigma) and |G|^2 before dividing."""
 
 
 def train_series(run) -> tuple[np.ndarray, np.ndarray]:
@@ -195,13 +198,40 @@ class Signal:
     x: np.ndarray
 
 
+def smoothed_noise_scale(trace, true_sq, span: int = NOISE_SPAN) -> np.ndarray:
+    """B_simple = tr(Sigma) / |G|^2 with numerator and denominator averaged separately first (exponential
+    averages over the steps where each is defined), as McCandlish et al. do and design.md asks. Per-step
+    |G|^2 estimates are noisy and often negative, so the per-step ratio (grad_noise_scale) swings wildly and
+    changes sign. NaN where a step has no estimate, before `span // 4` estimates, and where the averaged
+    |G|^2 is not positive."""
+    t = pd.Series(np.asarray(trace, dtype=np.float64))
+    g = pd.Series(np.asarray(true_sq, dtype=np.float64))
+    ok = np.isfinite(t) & np.isfinite(g)
+    n_before = np.cumsum(ok.to_numpy())
+    ema = lambda v: v.where(ok).ewm(span=span, ignore_na=True).mean().to_numpy()  # noqa: E731
+    mt, mg = ema(t), ema(g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = mt / mg
+    return np.where(ok & (n_before >= max(1, span // 4)) & (mg > 0), out, np.nan)
+
+
+def step_column(steps: pd.DataFrame, name: str) -> np.ndarray | None:
+    """A column of the steps table as float64, or the signal derived from its columns; None when absent."""
+    if name == "grad_noise_scale_ema":
+        if not {"grad_trace_sigma", "grad_true_sq"} <= set(steps.columns):
+            return None
+        return smoothed_noise_scale(steps["grad_trace_sigma"], steps["grad_true_sq"])
+    return steps[name].to_numpy(np.float64) if name in steps else None
+
+
 def run_signals(run, signals=STEP_SIGNALS, groups: bool = True) -> list[Signal]:
-    """Step-level signals present in run.steps, plus `stat[group]` series from run.layers."""
+    """Step-level signals of run.steps, plus `stat[group]` series from run.layers."""
     out = []
     s = run.steps
     for name in signals:
-        if name in s and s[name].notna().any():
-            out.append(Signal(name, name, "all", s["step"].to_numpy(np.int64), s[name].to_numpy(np.float64)))
+        x = step_column(s, name)
+        if x is not None and not np.isnan(x).all():
+            out.append(Signal(name, name, "all", s["step"].to_numpy(np.int64), x))
     lay = run.layers
     if groups and len(lay) and {"group", "stat", "value"} <= set(lay.columns):
         for (group, stat), g in lay.groupby(["group", "stat"], sort=True, observed=True):

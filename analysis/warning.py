@@ -32,6 +32,11 @@ def rolling_prev(x, window: int = WINDOW, q=0.5) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     qs = np.atleast_1d(np.asarray(q, dtype=np.float64))
     n, min_periods = len(x), max(2, window // 4)
+    lead = int(np.argmax(~np.isnan(x))) if n else 0
+    if lead and n > EXACT_MAX:  # a NaN prefix (a smoothed signal's start) holds no values: roll over the rest
+        out = np.full((len(qs), n), np.nan)
+        out[:, lead:] = rolling_prev(x[lead:], window, qs)
+        return out[0] if np.ndim(q) == 0 else out
     if n <= EXACT_MAX or not np.isfinite(x).all():
         roll = pd.Series(x).shift(1).rolling(window, min_periods=min_periods)
         out = np.stack([(roll.median() if v == 0.5 else roll.quantile(v)).to_numpy() for v in qs])

@@ -80,6 +80,19 @@ def test_strided_rolling_quantile_matches_exact_at_refresh_points(monkeypatch):
     assert np.allclose(fast[:, refresh], exact[:, refresh])
 
 
+def test_strided_rolling_quantile_takes_a_nan_prefix(monkeypatch):
+    """A smoothed signal starts with NaN: the long-series path rolls over the rest (exact pandas would
+    take over for any NaN at all), and its first values equal the exact ones."""
+    x = np.random.default_rng(4).random(5000)
+    x[:7] = np.nan
+    exact = C.rolling_prev(x, 50, 0.5)
+    monkeypatch.setattr("analysis.warning.EXACT_MAX", 1000)
+    fast = C.rolling_prev(x, 50, 0.5)
+    assert np.isnan(fast[:7 + 12]).all() and np.isnan(exact[:7 + 12]).all()  # min_periods = 50 // 4
+    assert np.allclose(fast[7 + 12 : 7 + 51], exact[7 + 12 : 7 + 51])
+    assert np.allclose(fast[7 + 50 :: 20], exact[7 + 50 :: 20])  # refreshed exactly every 20 steps
+
+
 def perfect_predictor(n=1000, starts=(200, 500, 800)):
     step = np.arange(1, n + 1)
     x = np.ones(n)  # flat between warnings: the rolling quantile is 1 and nothing else alarms

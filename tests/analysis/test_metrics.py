@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from analysis.load import NotARunDirError, Run, concat, load_run, load_runs, method_of
-from analysis.metrics import instability, probe_series, run_metrics, spike_table
+from analysis.metrics import (NOISE_SPAN, instability, probe_series, run_metrics, run_signals, smoothed_noise_scale,
+                              spike_table)
 from gradvar.records import RecordWriter
 
 
@@ -127,3 +128,45 @@ def test_not_a_run_dir(tmp_path):
     with pytest.raises(NotARunDirError):
         load_runs([tmp_path / "missing"])
     assert method_of({}) == "baseline" and method_of({"slw": {"enabled": True}}) == "slw"
+
+
+def naive_ema_ratio(trace, true_sq, span):
+    """Direct reference: at each step, the alpha-weighted means (pandas' adjusted EMA) of the estimates so far."""
+    a = 2.0 / (span + 1)
+    ok = np.isfinite(trace) & np.isfinite(true_sq)
+    out = np.full(len(trace), np.nan)
+    for t in np.flatnonzero(ok):
+        idx = np.flatnonzero(ok[: t + 1])
+        if len(idx) < span // 4:
+            continue
+        w = (1 - a) ** np.arange(len(idx) - 1, -1, -1)
+        mg = (w * true_sq[idx]).sum() / w.sum()
+        out[t] = (w * trace[idx]).sum() / w.sum() / mg if mg > 0 else np.nan
+    return out
+
+
+def test_smoothed_noise_scale_divides_averages_not_noisy_ratios():
+    """tr(Sigma) = 100 and |G|^2 = 1 on average, each estimate noisy (|G|^2 often negative), K=1 steps NaN."""
+    rng = np.random.default_rng(0)
+    n = 400
+    trace = 100 + 20 * rng.standard_normal(n)
+    true_sq = 1 + 2 * rng.standard_normal(n)
+    trace[::7] = true_sq[::7] = np.nan
+    got = smoothed_noise_scale(trace, true_sq)
+    np.testing.assert_allclose(got, naive_ema_ratio(trace, true_sq, NOISE_SPAN), rtol=1e-9, equal_nan=True)
+    late = got[100:][np.isfinite(got[100:])]
+    per_step = (trace / true_sq)[100:]
+    assert np.median(np.abs(np.log(late / 100))) < 0.35
+    assert (per_step < 0).mean() > 0.25 and (late > 0).all()
+    assert np.isnan(got[::7]).all()
+
+
+def test_run_signals_derive_the_smoothed_noise_scale():
+    n = 40
+    steps = pd.DataFrame({"step": np.arange(1, n + 1), "grad_trace_sigma": np.full(n, 6.0),
+                          "grad_true_sq": np.full(n, 2.0), "grad_noise_scale": np.full(n, 3.0)})
+    sig = {s.name: s for s in run_signals(_run(steps), groups=False)}
+    assert np.nanmax(np.abs(sig["grad_noise_scale_ema"].x - 3.0)) < 1e-12
+    assert np.isnan(sig["grad_noise_scale_ema"].x[: NOISE_SPAN // 4 - 1]).all()
+    no_variance = steps.drop(columns=["grad_trace_sigma", "grad_true_sq"])
+    assert "grad_noise_scale_ema" not in {s.name for s in run_signals(_run(no_variance), groups=False)}

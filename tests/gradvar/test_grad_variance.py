@@ -130,3 +130,34 @@ def test_noise_estimates_pure_function():
     # |G|^2 = (2*1 - 3)/1 = -1 ; tr = 4*2*(3-1)/1 = 16
     assert est["grad_true_sq"][0] == -1.0 and est["grad_trace_sigma"][0] == 16.0
     assert np.isnan(noise_estimates(np.array([3.0]), np.array([1.0]), np.array([1.0]), np.array([4.0]))["grad_true_sq"][0])
+
+
+@pytest.mark.parametrize("mode", ["autocast", "bf16-params"])
+def test_bf16_matches_reference_of_the_same_gradients(tmp_path, mode):
+    """bf16 autocast (fp32 parameters, bf16 matmuls) and bf16 parameters (bf16 gradients and Adam state):
+    the statistics equal the reference computed in float64 from the same micro-batch gradients."""
+    model = tiny_gpt2()
+    if mode == "bf16-params":
+        model = model.to(torch.bfloat16)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper")
+    ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast")  # noqa: E731
+    refs = []
+    for step in range(2):
+        x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(step))
+        with mon.paused(), ctx():
+            g = micro_grads(model, x.split(2))
+        refs.append(reference(g.double(), 2))
+        with ctx():
+            accumulate(model, x.split(2))
+        opt.step()
+        v = [opt.state[p]["exp_avg_sq"].double() for p in model.parameters()]
+        refs[-1]["adam_v_max"] = max(t.max().item() for t in v)
+        opt.zero_grad()
+        mon.step()
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    tol = 1e-5 if mode == "autocast" else 2e-2  # bf16 .grad holds the sum of two bf16 micro-batch gradients
+    for i, ref in enumerate(refs):
+        for col, want in ref.items():
+            assert steps[col][i] == pytest.approx(want, rel=tol, abs=1e-9), (i, col)

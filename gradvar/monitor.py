@@ -76,6 +76,7 @@ class Monitor:
         self._closed = False
         self._stop_requested = False
         self._told_single_micro_batch = False
+        self._loss_share = None
         self._handles = self._install_hooks(infer_inputs)
         self._prev_sigterm = self._install_sigterm() if handle_sigterm else None
         if self.world_size == 1:  # an uncaught exception or a plain exit still writes what was measured
@@ -98,15 +99,21 @@ class Monitor:
 
     def _on_forward_pre(self, mod, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
+        self._loss_share = None
         if self._training_forward() and isinstance(ids, torch.Tensor) and ids.dim() >= 2:
             self._inputs["tokens"] += ids.numel()  # shapes are host values: no sync
             self._inputs["sequences"] += ids.shape[0]
             self._inputs["seqlen"] = ids.shape[1]
+            self._loss_share = _loss_share(kwargs)
 
     def _on_forward(self, mod, args, out):
         loss = getattr(out, "loss", None)
         if self._training_forward() and isinstance(loss, torch.Tensor):
-            self._inputs["losses"].append(loss.detach().float().reshape(()))
+            loss = loss.detach().float().reshape(())
+            if self._loss_share is not None:  # the micro-batch's share of the step loss: back to its mean
+                total, count = self._loss_share
+                loss = loss * total / count
+            self._inputs["losses"].append(loss)
 
     def _ctx(self) -> Q.StepContext:
         return Q.StepContext(self.step_num + 1, self.module, self.optimizer, tuple(self.params), self.group_index,
@@ -323,6 +330,18 @@ class Monitor:
         elif prev in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
+
+
+def _loss_share(kwargs) -> tuple | None:
+    """(N, n): a Hugging Face causal LM given `num_items_in_batch` (Trainer passes it under gradient
+    accumulation) returns sum of its n label tokens' losses / N, the tokens of the whole step, instead of its
+    mean. Device values: no sync."""
+    total, labels = kwargs.get("num_items_in_batch"), kwargs.get("labels")
+    if total is None or not isinstance(labels, torch.Tensor):
+        return None
+    if isinstance(total, torch.Tensor):
+        total = total.detach().float().reshape(())
+    return total, (labels[..., 1:] != -100).sum().clamp(min=1)  # the shifted labels the loss counts
 
 
 def _flush_at_exit(ref) -> None:

@@ -13,3 +13,4 @@ timeout 120 python3 benchmarks/monitor_overhead.py --preset gpt2-117m --batch 16
 timeout 150 python3 benchmarks/monitor_overhead.py --preset gpt2-117m --batch 32 --rounds 4 --steps 8 2>&1 | tee "$OUT/overhead-k2.txt"
 timeout 60 python3 benchmarks/foreach_paths.py 2>&1 | tee "$OUT/foreach.txt"
 timeout 90 python3 benchmarks/trainer_throughput.py --preset gpt2-117m --batch 32 --rounds 3 --steps 6 2>&1 | tee "$OUT/throughput.txt"
+timeout 120 python3 scripts/gpu_hf_fp16.py 2>&1 | tee "$OUT/hf-fp16.txt"

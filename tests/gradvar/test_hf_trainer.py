@@ -24,11 +24,19 @@ class Tokens(torch.utils.data.Dataset):
         return {"input_ids": self.x[i], "labels": self.x[i]}
 
 
+def mean_loss(logits, labels) -> float:
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten()).item()
+
+
 def test_trainer_callback_writes_records(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
                              max_steps=4, learning_rate=1e-3, max_grad_norm=0.5, logging_steps=1, report_to=[],
                              save_strategy="no", use_cpu=True, disable_tqdm=True)
-    trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
+    model = tiny_gpt2()
+    micro_means = []  # the naive reference: each training forward's mean next-token loss, from its logits
+    model.register_forward_hook(lambda m, a, kw, out: micro_means.append(mean_loss(out.logits, kw["labels"])),
+                                with_kwargs=True)
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens())
     trainer.add_callback(GradvarCallback(tmp_path / "gv", flush_every=2))
     trainer.train()
     steps = gradvar.read_records(tmp_path / "gv")["steps"]
@@ -39,6 +47,11 @@ def test_trainer_callback_writes_records(tmp_path):
     assert (steps.grad_norm_clipped <= 0.5 + 1e-4).all()
     hf_norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
     assert np.allclose(steps.grad_norm, hf_norms, rtol=1e-4), "pre-clip norm as the Trainer logs it"
+    # The Trainer passes num_items_in_batch, and each micro-batch's .loss is then its share of the step's loss
+    # (about half of its mean here); the records hold the micro-batches' mean losses.
+    means = np.array(micro_means).reshape(4, 2)  # (step, micro-batch)
+    assert np.allclose(steps.loss, means.mean(1), rtol=1e-5)
+    assert np.allclose(steps.loss_max, means.max(1), rtol=1e-5)
     assert args.max_grad_norm == 0.5, "clipping handed back after training"
 
 

@@ -134,6 +134,8 @@ class Monitor:
 
     def _pre_step(self, optimizer, args, kwargs):
         self._read_grads()
+        # the LR this update applies: loops (HF Trainer too) step their scheduler before Monitor.step
+        self._extras["lr_applied"] = optimizer.param_groups[0].get("lr", math.nan)
         if any(q.needs_snapshot for q in self._scheduled()):
             if self._snapshot is None:
                 self._snapshot = [torch.empty_like(p) for p in self.params]
@@ -233,8 +235,8 @@ class Monitor:
         step_tokens = inp["tokens"] * self.world_size
         if tokens is None:
             tokens = self.rows.tokens + step_tokens
-        if lr is None:
-            lr = self.optimizer.param_groups[0].get("lr", math.nan)
+        if lr is None:  # no update this step (a GradScaler skipped it): the current LR
+            lr = self._extras.get("lr_applied", self.optimizer.param_groups[0].get("lr", math.nan))
         meta = {
             "step": self.step_num, "tokens": int(tokens), "seqlen": seqlen if seqlen is not None else inp["seqlen"],
             "batch_size": batch_size if batch_size is not None else (inp["sequences"] * self.world_size or None),

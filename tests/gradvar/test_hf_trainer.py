@@ -52,6 +52,8 @@ def test_trainer_callback_writes_records(tmp_path):
     means = np.array(micro_means).reshape(4, 2)  # (step, micro-batch)
     assert np.allclose(steps.loss, means.mean(1), rtol=1e-5)
     assert np.allclose(steps.loss_max, means.max(1), rtol=1e-5)
+    # the LR each update applied (linear decay from 1e-3 over 4 steps), not the one the scheduler set after it
+    assert np.allclose(steps.lr, 1e-3 * (1 - np.arange(4) / 4))
     assert args.max_grad_norm == 0.5, "clipping handed back after training"
 
 

@@ -105,8 +105,9 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
     else:
         out.append("  (no other numeric signal in this log)")
     out += ["", "Advice:"] + [wrap(f"- {a}") for a in diag.advice]
-    out += ["", "Record next time (import gradvar):"] + [f"    {ln}" for ln in SNIPPET.splitlines()]
-    out += ["  Hugging Face Trainer:", f"    {HF_SNIPPET}"]
+    if diag.record_more:
+        out += ["", "Record next time (import gradvar):"] + [f"    {ln}" for ln in SNIPPET.splitlines()]
+        out += ["  Hugging Face Trainer:", f"    {HF_SNIPPET}"]
     if diag.notes:
         out += ["", "Notes:"] + [wrap(f"- {n}") for n in diag.notes]
     if report:

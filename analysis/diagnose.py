@@ -61,6 +61,12 @@ class Diagnosis:
     interval: float = 1.0
     horizon: int = DEFAULT_HORIZON
 
+    @property
+    def record_more(self) -> bool:
+        """Whether the log lacks signals gradvar records and is no gradvar run (then the output shows how to
+        record them)."""
+        return bool(self.facts.get("missing_signals", True)) and self.facts.get("fmt") != "gradvar"
+
     def to_dict(self) -> dict:
         """JSON-ready: NaN and inf become None."""
         return _jsonable({

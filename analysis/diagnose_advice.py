@@ -279,8 +279,14 @@ def _adv_stable(f, sp, diag, rule):
 
 def _adv_record(f, sp, diag, rule):
     miss = f["missing_signals"]
-    what = f" ({', '.join(miss)} are not in this log)" if miss else ""
-    return [f"Record more next time{what}: log grad_norm before clipping, every step. The paper's instability "
+    if f.get("fmt") == "gradvar":  # recorded by gradvar: only the variance columns can be empty
+        if "grad_noise_scale" not in miss:
+            return []
+        return ["The gradient-noise columns (grad_trace_sigma, grad_true_sq, grad_noise_scale) are empty: they need "
+                "K >= 2 micro-batches per optimizer step (gradient accumulation, or DDP ranks)."]
+    if not miss:
+        return []
+    return [f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, every step. The paper's instability "
             "measure is Adam's variance state (max and L1 norm of exp_avg_sq), alongside the gradient variance and "
             "the sequence length; gradvar records all of them with the three lines below (HF Trainer: one callback)."]
 

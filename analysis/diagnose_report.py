@@ -159,8 +159,9 @@ def _markdown(diag: Diagnosis, log: LogData, figs: dict) -> str:
     for title, table in _tables(diag):
         out += [f"## {title}\n", _md_table(table)]
     out += ["## Advice\n"] + [f"- {a}" for a in diag.advice] + [""]
-    out += ["## Record next time\n", "```python", "import gradvar", SNIPPET, "```\n",
-            "Hugging Face Trainer:\n", "```python", HF_SNIPPET, "```\n"]
+    if diag.record_more:
+        out += ["## Record next time\n", "```python", "import gradvar", SNIPPET, "```\n",
+                "Hugging Face Trainer:\n", "```python", HF_SNIPPET, "```\n"]
     if diag.notes:
         out += ["## Notes\n"] + [f"- {n}" for n in diag.notes] + [""]
     out += ["## Figures\n"] + [f"![{k}]({k})\n" for k in figs]
@@ -175,8 +176,9 @@ def _html(diag: Diagnosis, log: LogData, pngs: dict) -> str:
     for title, table in _tables(diag):
         parts += [f"<h2>{e(title)}</h2>", _html_table(table)]
     parts += ["<h2>Advice</h2><ul>"] + [f"<li>{e(a)}</li>" for a in diag.advice] + ["</ul>"]
-    parts += ["<h2>Record next time</h2>", f"<pre>import gradvar\n{e(SNIPPET)}</pre>",
-              "<p>Hugging Face Trainer:</p>", f"<pre>{e(HF_SNIPPET)}</pre>"]
+    if diag.record_more:
+        parts += ["<h2>Record next time</h2>", f"<pre>import gradvar\n{e(SNIPPET)}</pre>",
+                  "<p>Hugging Face Trainer:</p>", f"<pre>{e(HF_SNIPPET)}</pre>"]
     if diag.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{e(n)}</li>" for n in diag.notes] + ["</ul>"]
     parts += ["<h2>Figures</h2>"] + [f'<p><img alt="{e(k)}" src="data:image/png;base64,'

@@ -233,3 +233,33 @@ def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, need
 def test_log_error_from_diagnose_for_bad_objects():
     with pytest.raises(LogError):
         diagnose(42)
+
+
+def test_record_more_only_when_the_log_lacks_signals(tmp_path, capsys):
+    """A log without gradvar's signals is told how to record them; a gradvar run is not, only why its
+    gradient-noise columns are empty when it had one micro-batch per step."""
+    import torch
+
+    import gradvar
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    sparse = tmp_path / "sparse.csv"
+    planted().to_csv(sparse, index=False)
+    assert main_diagnose(args(str(sparse))) == 0
+    out = capsys.readouterr().out
+    assert "Record more next time" in out and "Record next time (import gradvar):" in out
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=16, vocab_size=32))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for micro in (2, 4):  # K=2, then K=1
+        with gradvar.Monitor(model, opt, tmp_path / f"run{micro}", "paper") as mon:
+            for _ in range(12):
+                for x in torch.randint(0, 32, (4, 16)).split(micro):
+                    (model(input_ids=x, labels=x).loss * micro / 4).backward()
+                opt.step()
+                opt.zero_grad()
+                mon.step()
+        assert main_diagnose(args(str(tmp_path / f"run{micro}"))) == 0
+        out = capsys.readouterr().out
+        assert "Record more next time" not in out and "Record next time" not in out
+        assert ("need K >= 2 micro-batches" in out) == (micro == 4)

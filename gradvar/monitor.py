@@ -75,7 +75,7 @@ class Monitor:
         self._last_time = time.perf_counter()
         self._closed = False
         self._stop_requested = False
-        self._told_single_micro_batch = False
+        self._told: set[str] = set()
         self._loss_share = None
         self._handles = self._install_hooks(infer_inputs)
         self._prev_sigterm = self._install_sigterm() if handle_sigterm else None
@@ -203,22 +203,29 @@ class Monitor:
         for name, value in (extra or {}).items():
             self._pending[f"extra:{name}"] = Q.Stat(torch.as_tensor(value).detach().float().reshape(()), "same")
         self.step_num += 1
-        self._say_why_variance_is_nan()
+        self._notes()
         self._buffer.append((self._meta(seqlen, tokens, lr, batch_size), self._pending))
         self._reset_step()
         if self.step_num % self.flush_every == 0 or self._stop_requested:
             self.flush()
 
-    def _say_why_variance_is_nan(self) -> None:
-        """Once per monitor: a step of one micro-batch in all has no between-micro-batch variance."""
-        if self._told_single_micro_batch or self._extras.get("k_local", 0) * self.world_size != 1:
-            return
-        if any(isinstance(q, Q.GradVariance) for q in self.quantities):
-            self._told_single_micro_batch = True
-            msg = (f"step {self.step_num} had one micro-batch (one backward, one process): the gradient-variance "
-                   "columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) are NaN for such steps; "
-                   "they need K >= 2 micro-batches per step (gradient accumulation or DDP ranks)")
-            warnings.warn(f"gradvar: {msg}", stacklevel=3)
+    def _notes(self) -> None:
+        """Say why a column of the step just closed stays empty (once per monitor and reason)."""
+        k, n = self._extras.get("k_local", 0), self.step_num
+        if k * self.world_size == 1 and any(isinstance(q, Q.GradVariance) for q in self.quantities):
+            self._note_once("single_micro_batch", f"step {n} had one micro-batch (one backward, one process): the "
+                            "gradient-variance columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) "
+                            "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
+                            "or DDP ranks)")
+        if k and self._extras.get("losses") is None and any(isinstance(q, Q.Loss) for q in self.quantities):
+            self._note_once("no_loss", f"step {n} had a backward but no loss: the model's forward returned no `.loss`, "
+                            "so pass it, mon.step(loss=...); loss, loss_ratio and the spike columns are NaN without it")
+
+    def _note_once(self, reason: str, msg: str) -> None:
+        if reason not in self._told:
+            self._told.add(reason)
+            if self.rank == 0:
+                warnings.warn(f"gradvar: {msg}", stacklevel=4)
             self.log_event("note", msg, value=1.0)
 
     def _losses(self, loss):

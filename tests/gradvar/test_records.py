@@ -80,3 +80,22 @@ def test_monitor_writes_every_row_with_key_columns(tmp_path):
     for name, df in t.items():
         assert {"step", "tokens", "seqlen"} <= set(df.columns), name
     assert set(FROZEN_STEPS) <= set(t["steps"].columns)
+
+
+def test_a_loop_that_gives_no_loss_is_told_once(tmp_path):
+    import torch
+
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = gradvar.Monitor(model, opt, tmp_path, "minimal")
+    with pytest.warns(UserWarning, match="no loss") as caught:
+        for _ in range(3):
+            model(torch.randn(2, 4)).mean().backward()  # a plain module: its output has no .loss
+            opt.step()
+            opt.zero_grad()
+            mon.step()
+    mon.close()
+    assert len([w for w in caught if "no loss" in str(w.message)]) == 1
+    t = read_records(tmp_path)
+    assert t["steps"]["loss"].isna().all() and len(t["steps"]) == 3
+    assert t["events"].loc[t["events"].kind == "note", "step"].tolist() == [1]

@@ -42,8 +42,11 @@ class Monitor:
                  probe_batch: torch.Tensor | None = None, probe_every: int = 100, probe_loss_every: int = 10,
                  probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=Q.causal_lm_loss,
                  layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(), resume_step: int | None = None,
-                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None):
+                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None, warn: bool = True):
         self.model, self.optimizer = model, optimizer
+        self.warn = warn
+        """Issue a Python warning with each once-per-run note (why a column stays empty); the `note` event is
+        written either way. A program that says it in its own words passes False."""
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.run_dir = Path(run_dir)
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -224,7 +227,7 @@ class Monitor:
     def _note_once(self, reason: str, msg: str) -> None:
         if reason not in self._told:
             self._told.add(reason)
-            if self.rank == 0:
+            if self.warn and self.rank == 0:
                 warnings.warn(f"gradvar: {msg}", stacklevel=4)
             self.log_event("note", msg, value=1.0)
 

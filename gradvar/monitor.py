@@ -59,8 +59,8 @@ class Monitor:
         self.groups, gidx = build_groups(names)
         self.subsets = Subsets(self.params, gidx, len(self.groups))
         self.group_index = self.subsets.all.groups
-        self.capture = GradCapture(self.params, self.subsets, elementwise=any(q.needs_elementwise for q in self.quantities),
-                                   lazy=self.world_size == 1)
+        elementwise = any(q.needs_elementwise for q in self.quantities)
+        self.capture = GradCapture(self.params, self.subsets, elementwise=elementwise, lazy=self.world_size == 1)
         self.flush_every, self.layers_every = flush_every, layers_every
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
         """A torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the micro-batch gradients
@@ -352,6 +352,8 @@ def _loss_share(kwargs) -> tuple | None:
     if total is None or not isinstance(labels, torch.Tensor):
         return None
     if isinstance(total, torch.Tensor):
+        if total.numel() != 1:  # DataParallel's per-replica counts: leave the loss as the model gives it
+            return None
         total = total.detach().float().reshape(())
     return total, (labels[..., 1:] != -100).sum().clamp(min=1)  # the shifted labels the loss counts
 

@@ -221,8 +221,9 @@ class Monitor:
                             "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
                             "or DDP ranks)")
         if k and self._extras.get("losses") is None and any(isinstance(q, Q.Loss) for q in self.quantities):
-            self._note_once("no_loss", f"step {n} had a backward but no loss: the model's forward returned no `.loss`, "
-                            "so pass it, mon.step(loss=...); loss, loss_ratio and the spike columns are NaN without it")
+            self._note_once("no_loss", f"step {n} had a backward but no loss reached the monitor (the model's forward "
+                            "returned no `.loss`, or infer_inputs=False): pass it, mon.step(loss=...); loss, "
+                            "loss_ratio and the spike columns are NaN without it")
 
     def _note_once(self, reason: str, msg: str) -> None:
         if reason not in self._told:

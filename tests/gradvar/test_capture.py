@@ -19,7 +19,7 @@ def one_step(model, tmp_path, step_fn, quantities="paper") -> dict:
     mon = gradvar.Monitor(model, opt, tmp_path, quantities, infer_inputs=False)
     step_fn(model)
     opt.step()
-    mon.step(batch_size=4)
+    mon.step(loss=torch.tensor(1.0), batch_size=4)
     mon.close()
     row = gradvar.read_records(tmp_path)["steps"].iloc[0]
     return {c: float(row[c]) for c in COLS}

@@ -22,7 +22,7 @@ import pandas as pd
 
 from gradvar.spikes import SpikeRule, loss_ratio, ratio_spikes, running_min_before, spike_events, z_spikes
 
-from .diagnose_advice import SNIPPET, build_advice, build_summary
+from .diagnose_advice import SNIPPET, build_advice, build_summary, needs_recording
 from .diagnose_signals import _relative_to_recent, rank_signals, signal_variants
 from .logs import LogData, LogError, from_frame, load_log
 
@@ -63,9 +63,8 @@ class Diagnosis:
 
     @property
     def record_more(self) -> bool:
-        """Whether the log lacks signals gradvar records and is no gradvar run (then the output shows how to
-        record them)."""
-        return bool(self.facts.get("missing_signals", True)) and self.facts.get("fmt") != "gradvar"
+        """Whether the output shows how to record the signals the log lacks (diagnose_advice.needs_recording)."""
+        return needs_recording(self.facts)
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN and inf become None."""

@@ -277,18 +277,22 @@ def _adv_stable(f, sp, diag, rule):
             f"{rule.min_rise} nats{worst}. Nothing to fix."]
 
 
+def needs_recording(f: dict) -> bool:
+    """The log lacks signals gradvar records and is no gradvar run: say how to record them."""
+    return bool(f.get("missing_signals", True)) and f.get("fmt") != "gradvar"
+
+
 def _adv_record(f, sp, diag, rule):
     miss = f["missing_signals"]
-    if f.get("fmt") == "gradvar":  # recorded by gradvar: only the variance columns can be empty
-        if "grad_noise_scale" not in miss:
-            return []
+    if needs_recording(f):
+        return [f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, "
+                "every step. The paper's instability measure is Adam's variance state (max and L1 norm of "
+                "exp_avg_sq), alongside the gradient variance and the sequence length; gradvar records all of them "
+                "with the three lines below (HF Trainer: one callback)."]
+    if f.get("fmt") == "gradvar" and "grad_noise_scale" in miss:  # a gradvar run: only these can be empty
         return ["The gradient-noise columns (grad_trace_sigma, grad_true_sq, grad_noise_scale) are empty: they need "
                 "K >= 2 micro-batches per optimizer step (gradient accumulation, or DDP ranks)."]
-    if not miss:
-        return []
-    return [f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, every step. The paper's instability "
-            "measure is Adam's variance state (max and L1 norm of exp_avg_sq), alongside the gradient variance and "
-            "the sequence length; gradvar records all of them with the three lines below (HF Trainer: one callback)."]
+    return []
 
 
 def build_summary(diag, log: LogData) -> str:

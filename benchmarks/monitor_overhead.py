@@ -48,7 +48,7 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
                 return next_token_loss(m, x)
         mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, probe_batch=probe if mode == "full" else None,
                               probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn, flush_every=50,
-                              handle_sigterm=False, warn=False)
+                              handle_sigterm=False, notify=lambda *a: None)
     return cfg, model, opt, batches, mon
 
 

@@ -103,7 +103,7 @@ def make_step(preset_name: str, mode: str, micro_batches: int, run_dir: Path, na
     batches = [torch.randint(0, model.config.vocab_size, (o.batch_size, seq + 1), generator=g) for _ in range(4)]
     opt = adamw(cfg, model)
     mon = None if mode == "none" else gradvar.Monitor(model, opt, run_dir / mode, mode, flush_every=10**9,
-                                                      handle_sigterm=False)
+                                                      handle_sigterm=False, notify=lambda *a: None)
     return stepper(cfg, model, opt, batches, mon)
 
 

@@ -42,11 +42,12 @@ class Monitor:
                  probe_batch: torch.Tensor | None = None, probe_every: int = 100, probe_loss_every: int = 10,
                  probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=Q.causal_lm_loss,
                  layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(), resume_step: int | None = None,
-                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None, warn: bool = True):
+                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None, notify=None):
         self.model, self.optimizer = model, optimizer
-        self.warn = warn
-        """Issue a Python warning with each once-per-run note (why a column stays empty); the `note` event is
-        written either way. A program that says it in its own words passes False."""
+        self.notify = notify or _warn
+        """Called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty;
+        reasons "single_micro_batch", "no_loss"): a UserWarning by default. The `note` event is written either
+        way."""
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.run_dir = Path(run_dir)
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -55,6 +56,7 @@ class Monitor:
             quantities = Q.build(quantities, probe_batch, probe_every, probe_loss_every, probe_micro_batch,
                                  probe_seqlens, loss_fn)
         self.quantities = list(quantities)
+        self._has = {cls: any(isinstance(q, cls) for q in self.quantities) for cls in (Q.GradVariance, Q.Loss)}
         names, self.params = trainable_params(self.module)
         self.groups, gidx = build_groups(names)
         self.subsets = Subsets(self.params, gidx, len(self.groups))
@@ -215,12 +217,12 @@ class Monitor:
     def _notes(self) -> None:
         """Say why a column of the step just closed stays empty (once per monitor and reason)."""
         k, n = self._extras.get("k_local", 0), self.step_num
-        if k * self.world_size == 1 and any(isinstance(q, Q.GradVariance) for q in self.quantities):
+        if k * self.world_size == 1 and self._has[Q.GradVariance]:
             self._note_once("single_micro_batch", f"step {n} had one micro-batch (one backward, one process): the "
                             "gradient-variance columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) "
                             "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
                             "or DDP ranks)")
-        if k and self._extras.get("losses") is None and any(isinstance(q, Q.Loss) for q in self.quantities):
+        if k and self._extras.get("losses") is None and self._has[Q.Loss]:
             self._note_once("no_loss", f"step {n} had a backward but no loss reached the monitor (the model's forward "
                             "returned no `.loss`, or infer_inputs=False): pass it, mon.step(loss=...); loss, "
                             "loss_ratio and the spike columns are NaN without it")
@@ -228,8 +230,8 @@ class Monitor:
     def _note_once(self, reason: str, msg: str) -> None:
         if reason not in self._told:
             self._told.add(reason)
-            if self.warn and self.rank == 0:
-                warnings.warn(f"gradvar: {msg}", stacklevel=4)
+            if self.rank == 0:
+                self.notify(reason, msg)
             self.log_event("note", msg, value=1.0)
 
     def _losses(self, loss):
@@ -343,6 +345,10 @@ class Monitor:
         elif prev in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
+
+
+def _warn(reason: str, msg: str) -> None:
+    warnings.warn(f"gradvar: {msg}", stacklevel=5)  # the user's Monitor.step call
 
 
 def _loss_share(kwargs) -> tuple | None:

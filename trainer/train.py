@@ -134,14 +134,18 @@ class Trainer:
             if isinstance(q, gradvar.quantities.SeqlenProbe):
                 q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
         self.monitor = gradvar.Monitor(self.ddp, self.opt, self.run_dir, qs, flush_every=m.flush_every,
-                                       resume_step=resume_step, handle_sigterm=False, infer_inputs=False, warn=False)
-        o = self.cfg.optim
-        if o.batch_size == o.micro_batch_size * self.d.world_size and any(
-                isinstance(q, gradvar.quantities.GradVariance) for q in qs):
-            self.log(f"note: one micro-batch per step (optim.batch_size {o.batch_size} = micro_batch_size x ranks), so "
-                     "the gradient-variance columns stay NaN; --optim.micro_batch_size "
-                     f"{max(1, o.micro_batch_size // 2)} measures them")
+                                       resume_step=resume_step, handle_sigterm=False, infer_inputs=False,
+                                       notify=self._monitor_note)
         self.guard = NonFiniteGuard(self.cfg.intervention.nonfinite, self.opt, self.monitor)
+
+    def _monitor_note(self, reason: str, msg: str) -> None:
+        """The monitor's once-per-run notes, in the log; the one-micro-batch note names the flag to set."""
+        o = self.cfg.optim
+        if reason == "single_micro_batch":
+            msg = (f"one micro-batch per step (optim.batch_size {o.batch_size} = micro_batch_size x ranks), so the "
+                   f"gradient-variance columns stay NaN; --optim.micro_batch_size {max(1, o.micro_batch_size // 2)} "
+                   "measures them")
+        self.log(f"note: {msg}")
 
     def _probe_loss(self, model, x):
         with self.autocast():

@@ -27,7 +27,7 @@ def bare_step(model, opt, batch, micro: int, clip: float, loss_fn=next_token_los
     """The reference: no framework, just HF GPT-2 + AdamW with accumulation and clipping (`loss_fn` the
     trainer's compiled loss when the trainer compiles)."""
     dev = next(model.parameters()).device
-    chunks = batch.to(dev).split(micro)
+    chunks = batch.to(dev, non_blocking=True).split(micro)  # from pinned memory: the host does not wait
     for mb in chunks:
         with autocast(dev):  # the same loss code and precision as the trainer
             loss = loss_fn(model, mb)

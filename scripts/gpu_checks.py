@@ -32,10 +32,12 @@ class Step:
     argv: list
     """Arguments after the interpreter: a script path or ['-m', module], then its options."""
     cap_s: int
-    """Time cap; the study's is whatever the budget has left."""
+    """Time cap; 0 for the study: whatever the budget has left."""
+    cuda_only: bool = False
+    """Skipped, with a printed line, on a dry run."""
 
 
-def plan(dry: bool, numbers: Path) -> list[Step]:
+def plan(dry: bool, numbers: Path, study_overrides=()) -> list[Step]:
     """The steps in order, most wanted first: the monitor's cost, then speed, then the study."""
     js = ["--json", str(numbers)]
     if dry:  # the smoke model (2 x 64, context 128), one round of two steps, aot_eager for the compiled sides
@@ -52,8 +54,9 @@ def plan(dry: bool, numbers: Path) -> list[Step]:
         Step("monitor cost, K = 4", [str(BENCH / "monitor_overhead.py"), *model, *big, "--micro", "4", *short, *js], 140),
         Step("throughput and MFU", [str(BENCH / "mfu.py"), *model, *big, *short[:4], *mfu_extra, *js]
              + (["--warmup", "31"] if not dry else ["--warmup", "1"]), 200),
+        Step("HF fp16 records", [str(ROOT / "scripts" / "gpu_hf_fp16.py")], 90, cuda_only=True),
         Step(f"study {study}", ["-m", "trainer.study", "--preset", study, "--runs-dir", f"runs/study-{study}",
-                                "-o", f"reports/{study}"], 0),
+                                "-o", f"reports/{study}", *(f"--override={o}" for o in study_overrides)], 0),
     ]
 
 
@@ -167,11 +170,13 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", default=os.environ.get("GRADVAR_DRY_RUN") == "1",
                    help="CPU rehearsal: smoke sizes, CUDA-only parts skipped (also GRADVAR_DRY_RUN=1)")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
+    p.add_argument("--study-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config field for every study run (e.g. model.compile=off); repeatable")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only the steps whose names start so (e.g. 'study')")
     args = p.parse_args(argv)
     out, work = Path(args.out).resolve(), dry_work(args)
     numbers = out / "numbers.jsonl"
-    steps = plan(args.dry_run, numbers)
+    steps = plan(args.dry_run, numbers, args.study_override)
     if args.dry_run:  # a loaded CPU is slower than the GPU the caps are sized for; the budget still binds
         for s in steps:
             s.cap_s *= 3
@@ -199,6 +204,9 @@ def main(argv=None) -> int:
     for step in steps:
         left = args.budget - (time.monotonic() - start) - 15  # 15 s kept for packing and the summary
         cap = min(step.cap_s, left) if step.cap_s else left
+        if step.cuda_only and args.dry_run:
+            log(f"\n=== {step.name}: skipped on a dry run (needs CUDA)")
+            continue
         if cap < 30:
             log(f"\n=== {step.name}: skipped, {left:.0f} s of the budget left; run the script again to continue")
             continue

@@ -30,12 +30,13 @@ def test_every_planned_step_parses(dry, tmp_path):
     steps = checks.plan(dry, tmp_path / "numbers.jsonl")
     assert [s.name.split(",")[0] for s in steps][:4] == ["syncs per step", "monitor cost", "monitor cost",
                                                          "throughput and MFU"]
-    for step in steps[:-1]:
+    for step in steps[:4]:
         args = load(Path(step.argv[0])).build_parser().parse_args(step.argv[1:])
         assert args.json == str(tmp_path / "numbers.jsonl")
         assert args.preset == ("smoke" if dry else "gpt2-117m")
     k = [load(Path(s.argv[0])).build_parser().parse_args(s.argv[1:]).micro for s in steps[1:3]]
     assert k == [1, 4]
+    assert steps[4].cuda_only and Path(steps[4].argv[0]).exists()  # the HF fp16 check
     study = steps[-1].argv
     assert study[:4] == ["-m", "trainer.study", "--preset", "smoke" if dry else "gpu-117m"]
     from trainer.study_presets import STUDIES

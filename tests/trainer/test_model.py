@@ -82,8 +82,8 @@ def test_flops_and_mfu_closed_form():
     assert n == 124_439_808  # GPT-2 small with a tied head
     per_token = flops_per_token(cfg, n, 1024)
     assert per_token == 6 * n + 12 * 12 * 768 * 1024
-    # 199,000 tokens/s on an H200: 6N + 12LdT = 859.9 MFLOP per token, over 989 TFLOP/s
-    assert mfu(199_000, cfg, n, 1024, "NVIDIA H200") == pytest.approx(199_000 * per_token / 989e12)
+    assert per_token == 859_885_056  # 6 x 124,439,808 + 113,246,208
+    assert mfu(200_000, cfg, n, 1024, "NVIDIA H200") == pytest.approx(200_000 * 859_885_056 / 989e12)
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("NVIDIA GH200 480GB") == 989e12

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,13 +23,14 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def bare_step(model, opt, batch, micro: int, clip: float):
-    """The reference: no framework, just HF GPT-2 + AdamW with accumulation and clipping."""
+def bare_step(model, opt, batch, micro: int, clip: float, loss_fn=next_token_loss):
+    """The reference: no framework, just HF GPT-2 + AdamW with accumulation and clipping (`loss_fn` the
+    trainer's compiled loss when the trainer compiles)."""
     dev = next(model.parameters()).device
-    chunks = batch.to(dev).split(micro)
+    chunks = batch.to(dev, non_blocking=True).split(micro)  # from pinned memory: the host does not wait
     for mb in chunks:
         with autocast(dev):  # the same loss code and precision as the trainer
-            loss = next_token_loss(model, mb)
+            loss = loss_fn(model, mb)
         (loss / len(chunks)).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
@@ -55,3 +58,11 @@ def peak_memory_mb(device="cpu") -> float:
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_json(path, record: dict) -> None:
+    """Append one result as a JSON line (the GPU checks collect every number in one file); no-op without a path."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")

@@ -20,15 +20,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import adamw, bare_step, timed  # noqa: E402
 
+from trainer.config import apply_overrides  # noqa: E402
 from trainer.recipes import preset  # noqa: E402
 from trainer.train import Trainer  # noqa: E402
 
 
-def make_trainer(name, quantities, out, batch=0):
-    cfg = preset(name)
+def make_trainer(name, quantities, out, batch=0, overrides=None):
+    """A Trainer of preset `name` for timing: no evaluation, no checkpoints, an endless token budget."""
+    cfg = apply_overrides(preset(name), overrides or {})
     if batch:
         cfg.optim.batch_size, cfg.optim.micro_batch_size = batch, min(cfg.optim.micro_batch_size, batch)
-    cfg.name, cfg.out_dir = f"bench-{quantities}", out
+    cfg.name, cfg.out_dir = f"bench-{quantities}-{len(list(Path(out).glob('bench-*')))}", out
     cfg.monitor.quantities = quantities
     cfg.eval.every, cfg.checkpoint.every = 0, 0
     cfg.optim.train_tokens = 10**12

@@ -27,6 +27,10 @@ class ModelConfig:
     """Dropout on embeddings, attention and residuals (the paper's GPT-2 used 0.1; 0 on CPU)."""
     tie_embeddings: bool = True
     """Share the token embedding with the output head, as GPT-2 does."""
+    attn: str = "sdpa"
+    """Attention kernel: 'sdpa' (torch's fused scaled_dot_product_attention, flash kernels on a GPU) or 'eager'."""
+    compile: str = "off"
+    """torch.compile the training forward and loss: 'off', 'inductor' (fused GPU kernels) or another backend."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ def gpt2_117m() -> TrainConfig:
     o.batch_size, o.micro_batch_size, o.train_tokens = 512, 16, 157_000_000_000
     cfg.eval.every, cfg.checkpoint.every, cfg.monitor.flush_every = 1000, 1000, 100
     o.fused = True  # one kernel for the update, and the non-finite skip stays on the device
+    cfg.model.compile = "inductor"  # fused kernels for the model and its loss (training forward only)
     cfg.monitor.probe_every = 1000
     return cfg
 

@@ -31,7 +31,7 @@ from .data import WindowSampler, fixed_windows, prepare
 from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
 from .lr import lr_at
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
-from .model import build_model, count_params, flops_per_token, param_groups
+from .model import build_model, compiled, count_params, mfu, param_groups
 from .nonfinite import STOP, NonFiniteGuard
 from .pacing import VariancePacer, adam_v_max
 
@@ -122,6 +122,7 @@ class Trainer:
         if d.world_size > 1:
             ids = [d.local_rank] if d.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.train_loss = compiled(next_token_loss, cfg.model.compile)  # the training forward only
         bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -218,13 +219,15 @@ class Trainer:
             g["lr"] = lr
         batch = self.sampler.next_batch(o.batch_size)  # (B, T + 1), the same on every rank
         per_rank = o.batch_size // d.world_size
-        local = gradvar.truncate(batch[d.rank * per_rank : (d.rank + 1) * per_rank], seqlen + 1)
-        micro = local.split(o.micro_batch_size)
+        local = gradvar.truncate(batch[d.rank * per_rank : (d.rank + 1) * per_rank], seqlen + 1).contiguous()
+        if d.device.type == "cuda":  # pinned: the copy is queued behind the GPU's work, the host never waits
+            local = local.pin_memory()
+        micro = local.to(d.device, non_blocking=True).split(o.micro_batch_size)
         losses = []
         for i, mb in enumerate(micro):
             sync = d.world_size == 1 or i == len(micro) - 1
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self.autocast():
-                loss = next_token_loss(self.ddp, mb.to(d.device, non_blocking=True))
+                loss = self.train_loss(self.ddp, mb)
             (loss / len(micro)).backward()
             losses.append(loss.detach())
         norm = self.monitor.clip_grad_norm_(o.clip if o.clip > 0 else math.inf)
@@ -335,12 +338,13 @@ class Trainer:
         o = self.cfg.optim
         loss = float(torch.stack(losses).mean())  # sync: progress line only
         eta = max(o.train_tokens - self.tokens, 0) / max(tok_per_s, 1e-9)
-        mfu = ""
-        if self.d.device.type == "cuda":
-            peak = 989e12 * self.d.world_size  # H100/H200 dense bf16
-            mfu = f" | MFU {tok_per_s * flops_per_token(self.cfg.model, self.n_params, self.seqlen_at(self.step)) / peak:.1%}"
+        util = math.nan
+        if self.d.device.type == "cuda":  # NaN for a chip without a known peak: then no MFU is printed
+            util = mfu(tok_per_s, self.cfg.model, self.n_params, self.seqlen_at(self.step),
+                       torch.cuda.get_device_name(self.d.device), self.d.world_size)
+        mfu_text = f" | MFU {util:.1%}" if math.isfinite(util) else ""
         self.log(f"step {self.step:>6} | loss {loss:.4f} | lr {self.opt.param_groups[0]['lr']:.2e} | seqlen "
-                 f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu} | ETA {eta / 60:.1f} min")
+                 f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu_text} | ETA {eta / 60:.1f} min")
 
     def _install_sigterm(self):
         def handler(signum, frame):

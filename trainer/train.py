@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import gradvar
-from gradvar.records import atomic_write_text
+from gradvar.io import atomic_write_text
 from gradvar.spikes import SpikeRule
 
 from . import checkpoint as ckpt

@@ -20,7 +20,10 @@ _EXPORTS = {
 }
 _SUBMODULES = ("integrations", "io", "quantities")
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Monitor", "RecordsWriteError", "SCHEMA_VERSION", "SLWSchedule", "SpikeRule", "classify_run", "loss_ratio",
+    "ratio_spikes", "read_records", "spike_events", "truncate", "z_spikes",
+]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ binds the same names
     from .monitor import Monitor

@@ -76,7 +76,7 @@ class SLWSchedule:
         return asdict(self)
 
     @classmethod
-    def from_deepspeed(cls, block: dict) -> "SLWSchedule":
+    def from_deepspeed(cls, block: dict) -> SLWSchedule:
         """Build from DeepSpeed's `curriculum_learning` JSON block, taken as is."""
         if block.get("curriculum_type", "seqlen") != "seqlen":
             raise ValueError(f"only curriculum_type 'seqlen' is supported, got {block.get('curriculum_type')!r}")

@@ -107,7 +107,8 @@ def paper() -> Study:
     runs = (_runs("gpt2-117m-base-b512", c, [0], method="baseline", lr=6e-4, batch=512)
             + _runs("gpt2-117m-base-b4096", big, [0], method="baseline", lr=2.4e-3, batch=4096)
             + _runs("gpt2-117m-slw-b4096", {**big, **_slw(8, 45_000)}, [0], method="slw", lr=2.4e-3, batch=4096))
-    return Study("paper", "gpt2-117m", runs, 1, "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)",
+    return Study("paper", "gpt2-117m", runs, 1,
+                 "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)",
                  {"baseline": "gpt2-117m-base-b4096", "slw": "gpt2-117m-slw-b4096"})
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS_ONLY = ("scipy", "matplotlib", "seaborn", "transformers", "tokenizers", "accelerate", "markdown_it",

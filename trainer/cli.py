@@ -42,9 +42,11 @@ def resolve_config(args) -> TrainConfig:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.usage = USAGE
-    p.add_argument("--preset", default="tiny", metavar="NAME", help=f"named recipe: {', '.join(PRESETS)} (default tiny)")
+    p.add_argument("--preset", default="tiny", metavar="NAME",
+                   help=f"named recipe: {', '.join(PRESETS)} (default tiny)")
     p.add_argument("--config", metavar="FILE", help="JSON config (full or partial; dotted or nested keys)")
-    p.add_argument("--deepspeed-config", metavar="FILE", help="a DeepSpeed JSON config whose curriculum_learning block sets SLW")
+    p.add_argument("--deepspeed-config", metavar="FILE",
+                   help="a DeepSpeed JSON config whose curriculum_learning block sets SLW")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_config_options(p)
@@ -124,7 +126,8 @@ def register_tune(sub) -> None:
                        usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] "
                              "[--SECTION.FIELD VALUE ...]",
                        epilog="Config options (--optim.lr 0.1) are set in every trial run.")
-    p.add_argument("--preset", default="tiny", metavar="NAME", help="trainer preset the trials start from (default tiny)")
+    p.add_argument("--preset", default="tiny", metavar="NAME",
+                   help="trainer preset the trials start from (default tiny)")
     p.add_argument("-o", "--output", default="runs/tune-slw", metavar="DIR", help="trial runs, tune.json and slw.json")
     p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup (default 3)")
     p.add_argument("--tol", type=float, default=0.05,

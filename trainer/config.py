@@ -186,10 +186,11 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def validate(self, world_size: int = 1) -> "TrainConfig":
+    def validate(self, world_size: int = 1) -> TrainConfig:
         o, s = self.optim, self.slw
-        for name, value in (("optim.lr", o.lr), ("optim.train_tokens", o.train_tokens), ("optim.batch_size", o.batch_size),
-                            ("optim.micro_batch_size", o.micro_batch_size), ("optim.seq_len", o.seq_len)):
+        for name, value in (("optim.lr", o.lr), ("optim.train_tokens", o.train_tokens),
+                            ("optim.batch_size", o.batch_size), ("optim.micro_batch_size", o.micro_batch_size),
+                            ("optim.seq_len", o.seq_len)):
             if not value > 0:  # first: the checks below divide by these
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if o.batch_size % (world_size * o.micro_batch_size):
@@ -211,7 +212,8 @@ class TrainConfig:
         if s.schedule not in ("fixed", "variance"):
             raise ConfigError(f"slw.schedule must be fixed or variance, got {s.schedule!r}")
         if self.intervention.nonfinite not in ("skip", "stop", "record"):
-            raise ConfigError(f"intervention.nonfinite must be skip, stop or record, got {self.intervention.nonfinite!r}")
+            raise ConfigError("intervention.nonfinite must be skip, stop or record, "
+                              f"got {self.intervention.nonfinite!r}")
         if self.monitor.quantities not in ("paper", "full", "minimal"):
             raise ConfigError(f"monitor.quantities must be paper, full or minimal, got {self.monitor.quantities!r}")
         return self

@@ -91,7 +91,8 @@ def add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
             continue
         section, _, leaf = opt.key.rpartition(".")
         flag = f"--{opt.key}"
-        kwargs = dict(dest=opt.key, action=_Override, default=argparse.SUPPRESS, metavar=TYPE_NAMES.get(opt.type, "VALUE"))
+        kwargs = {"dest": opt.key, "action": _Override, "default": argparse.SUPPRESS,
+                  "metavar": TYPE_NAMES.get(opt.type, "VALUE")}
         if opt.type is bool:  # `--slw.enabled` alone means true
             kwargs.update(nargs="?", const="true")
         doc = opt.doc.replace("%", "%%")  # argparse %-formats help strings

@@ -29,8 +29,8 @@ from . import checkpoint as ckpt
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
 from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
-from .lr import lr_at
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
+from .lr import lr_at
 from .model import build_model, count_params, flops_per_token, param_groups
 from .nonfinite import STOP, NonFiniteGuard
 from .pacing import VariancePacer, adam_v_max

@@ -89,7 +89,8 @@ def main_tune(args) -> int:
         return 2
     out = Path(args.output)
     large = cfg.model.n_layer * cfg.model.n_embd ** 2 * 12 > 1e9
-    result = tune(args.preset, overrides, out, cfg.optim.warmup_steps, large, args.multiples, tol=args.tol, jobs=args.jobs)
+    result = tune(args.preset, overrides, out, cfg.optim.warmup_steps, large, args.multiples, tol=args.tol,
+                  jobs=args.jobs)
     for ev in result["evidence"]:
         print(f"start {ev['start']}: " + ", ".join(f"T={t}: {f:+.1%}" if math.isfinite(f) else f"T={t}: diverged"
                                                 for t, f in ev["fluctuation"].items()))

@@ -9,7 +9,6 @@ uses timing instead (the kill follows the progress line of step 13, while step 1
 """
 from __future__ import annotations
 
-import os
 import signal
 
 import numpy as np

@@ -81,7 +81,8 @@ def test_presets_validate(name):
 def test_batch_not_divisible_by_ranks_times_micro():
     cfg = apply_overrides(preset("smoke"), {"optim.batch_size": 6, "optim.micro_batch_size": 2})
     cfg.validate(world_size=1)  # 6 = 3 micro-batches of 2 on one rank
-    with pytest.raises(ConfigError, match=r"optim.batch_size 6 is not divisible by ranks \(2\) x optim.micro_batch_size \(2\)"):
+    message = r"optim.batch_size 6 is not divisible by ranks \(2\) x optim.micro_batch_size \(2\)"
+    with pytest.raises(ConfigError, match=message):
         cfg.validate(world_size=2)
 
 
@@ -170,7 +171,8 @@ def test_deepspeed_config_file_is_taken_as_is(tmp_path):
     path.write_text(json.dumps(ds))
     cfg = resolve("--preset", "smoke", "--deepspeed-config", str(path))
     s = cfg.slw
-    assert (s.enabled, s.schedule_type, s.min_seqlen, s.total_steps, s.difficulty_step) == (True, "fixed_linear", 8, 100, 8)
+    got = (s.enabled, s.schedule_type, s.min_seqlen, s.total_steps, s.difficulty_step)
+    assert got == (True, "fixed_linear", 8, 100, 8)
     assert cfg.optim.seq_len == 128 and cfg.optim.batch_size == 4  # DeepSpeed's other keys are not ours
     cfg.validate()
     sched = slw_schedule(cfg)
@@ -188,9 +190,11 @@ def test_deepspeed_block_inside_our_config(tmp_path):
 
 
 def test_deepspeed_block_disabled_and_malformed():
-    assert apply_overrides(preset("smoke"), {"curriculum_learning": {**DS_BLOCK, "enabled": False}}).slw.enabled is False
+    off = {"curriculum_learning": {**DS_BLOCK, "enabled": False}}
+    assert apply_overrides(preset("smoke"), off).slw.enabled is False
     with pytest.raises(ConfigError, match="curriculum_learning: .*lacks 'schedule_config'"):
-        apply_overrides(preset("smoke"), {"curriculum_learning": {k: v for k, v in DS_BLOCK.items() if k != "schedule_config"}})
+        block = {k: v for k, v in DS_BLOCK.items() if k != "schedule_config"}
+        apply_overrides(preset("smoke"), {"curriculum_learning": block})
     with pytest.raises(ConfigError, match="curriculum_learning must be a JSON object"):
         apply_overrides(preset("smoke"), {"curriculum_learning": "on"})
 

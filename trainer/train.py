@@ -287,7 +287,7 @@ class Trainer:
         self._install_sigterm()
         self.model.train()
         t_last, tok_last = time.perf_counter(), self.tokens
-        val = None  # None: no evaluation at the current step in this session (a resumed finished run too)
+        val = None  # None: no evaluation at the current step in this process (a resumed finished run too)
         while not self.done():
             losses = self.train_step()
             cfg = self.cfg

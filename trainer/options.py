@@ -33,13 +33,13 @@ class Option:
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The first line of the string literal written under each field of a dataclass (its attribute docstring)."""
+    """The string literal written under each field of a dataclass (its attribute docstring), on one line."""
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
                 and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-            docs[node.target.id] = inspect.cleandoc(after.value.value).split("\n")[0]
+            docs[node.target.id] = " ".join(after.value.value.split())  # a docstring wrapped over lines reads as one
     return docs
 
 

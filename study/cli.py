@@ -89,14 +89,17 @@ def _command_line() -> str:
 
 
 def register(sub) -> None:
+    add_arguments(sub.add_parser("study", help="run the baseline/SLW study grid and write its report"))
+
+
+def add_arguments(p) -> None:
     from trainer.options import add_config_options
 
     from .presets import STUDIES
 
-    p = sub.add_parser("study", help="run the baseline/SLW study grid and write its report",
-                       usage="%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
-                             "       [--SECTION.FIELD VALUE ...]",
-                       epilog="Config options (--data.source my_corpus.txt) are set in every run of the study.")
+    p.usage = ("%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
+               "       [--SECTION.FIELD VALUE ...]")
+    p.epilog = "Config options (--data.source my_corpus.txt) are set in every run of the study."
     p.add_argument("--preset", default="quick", metavar="NAME", help=f"study preset: {', '.join(STUDIES)}")
     p.add_argument("-o", "--output", metavar="DIR", help="report folder (default reports/<preset>)")
     p.add_argument("--runs-dir", metavar="DIR", help="where the runs go (default runs/study-<preset>)")
@@ -112,8 +115,8 @@ def main(argv=None) -> int:
     from gradvar.cli import Parser
 
     parser = Parser(prog="python -m study")
-    register(parser.add_subparsers())
-    return main_study(parser.parse_args(["study", *(sys.argv[1:] if argv is None else argv)]))
+    add_arguments(parser)
+    return main_study(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -146,3 +146,11 @@ def test_diagnose_needs_no_torch(tmp_path):
     log.write_text("step,loss\n" + "".join(f"{s},{3 - s / 100 + (2.0 if s == 60 else 0)}\n" for s in range(1, 121)))
     _, imported, out = started("diagnose", str(log), heavy=TORCH)
     assert imported == [] and re.search(r"spike", out, re.I), out
+
+
+def test_python_m_study_takes_the_same_arguments(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "study", "--preset", "smoke", "--runs-dir", str(tmp_path), "--list",
+                          "--optim.lr", "0.02"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert [line.split()[0] for line in res.stdout.splitlines()] == ["base-s0", "slw-s0"]
+    assert "--optim.lr 0.02" in res.stdout

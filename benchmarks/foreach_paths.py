@@ -7,7 +7,7 @@ falls back to one kernel per tensor (148 for GPT-2), and on CPU the inf and -inf
 than a max or min reduction. The monitor's maxima use torch._foreach_max; Adam's v minimum (no multi-tensor
 min exists) and the non-finite gradient count (the L0 "norm" of g * 0) still launch one kernel per tensor
 on CUDA. benchmarks/param_traffic.py counts their bytes, not their launches. This script times each
-reduction beside its alternatives, so that a GPU session can choose with numbers.
+reduction beside its alternatives, so that the choice on a GPU rests on measured times.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 
     python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25] [--micro K] [--json FILE]
 
-Goals: "paper" adds at most 5% step time on the CPU tiny preset; "full" with probes every 100 steps at
+Budgets: "paper" adds at most 5% step time on the CPU tiny preset; "full" with probes every 100 steps at
 most 15%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%), "full" at most 10%.
 """
 from __future__ import annotations
@@ -127,8 +127,8 @@ def main(argv=None) -> int:
           f"{n} steps per mode interleaved in {args.rounds} rounds, torch {torch.__version__}")
     for m in modes:
         print(f"  {m:<6} {1000 * totals[m] / n:8.1f} ms/step")
-    print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (goal <= +5%)")
-    print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (goal <= +15%)")
+    print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (budget +5%)")
+    print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (budget +15%)")
     mem = {}
     for m in modes:
         res = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--device", args.device, "--batch",

@@ -1,31 +1,83 @@
 """The `gradvar` command. Subcommands are registered by the packages that own them through the
 `gradvar.commands` entry-point group (see pyproject.toml), so this module imports neither trainer nor
 analysis: each entry point is `register(subparsers)`, which adds a parser whose `func(args) -> int` runs it.
+
+Registration must stay cheap (argparse only; torch, transformers and matplotlib are imported inside `func`),
+and only the chosen command's entry point is loaded, so `gradvar --help` and `gradvar CMD --help` take a
+fraction of a second.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from importlib.metadata import entry_points
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gradvar", description="Training-instability diagnostics and a GPT trainer with SLW.")
+class Parser(argparse.ArgumentParser):
+    """Errors are one line (`gradvar train: error: ...`), without the usage block above them, and an unknown
+    option names the closest known one."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self._subparser(getattr(args, "command", None)) or self
+            near = difflib.get_close_matches(extra[0].split("=")[0], list(command._option_string_actions), n=1)
+            hint = f"; did you mean {near[0]}?" if near and extra[0].startswith("-") else ""
+            command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return args
+
+    def _subparser(self, name):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(name)
+        return None
+
+
+def lazy(target: str):
+    """A command function that imports "package.module:function" when the command runs, not when it is
+    registered: `p.set_defaults(func=lazy("analysis.report:main_report"))`."""
+    module, _, name = target.partition(":")
+
+    def run(args):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(args)
+
+    return run
+
+
+def _commands() -> dict:
+    return {ep.name: ep for ep in sorted(entry_points(group="gradvar.commands"), key=lambda e: e.name)}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `gradvar` parser with every command, or with the command `only` (the one being run)."""
+    parser = Parser(prog="gradvar", description="Training-instability diagnostics and a GPT trainer with SLW.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group="gradvar.commands"), key=lambda e: e.name):
+    for name, ep in _commands().items():
+        if only is not None and name != only:
+            continue
         try:
             ep.load()(sub)
         except Exception as exc:  # one broken command must not take the others down
-            print(f"gradvar: command {ep.name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
+            print(f"gradvar: command {name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
     return parser
 
 
+def _chosen(argv: list[str], names) -> str | None:
+    """The command named in argv: its first word, as argparse reads it (the top level takes no values)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in names else None
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chosen(argv, _commands()))
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -306,6 +306,12 @@ class Monitor:
         self.step_num = int(state["step"])
         self.rows.load_state_dict(state["rows"])
 
+    def truncate_after(self, step: int) -> None:
+        """Drop the recorded rows after `step` (a rewind to a checkpoint redoes them); flush first. Rank 0 only
+        writes, so the other ranks have nothing to drop."""
+        if self.writer is not None:
+            self.writer.truncate_after(step)
+
     def close(self) -> None:
         if self._closed:
             return

@@ -10,7 +10,8 @@ STEPS = (
     "adam_v_max", "adam_v_l1", "adam_v_min", "adam_m_norm", "update_rms", "nonfinite_loss", "nonfinite_grad",
     "time_s", "tokens_per_s",
 )
-"""The contract of the design notes; the monitor writes these and may add more (see STEPS_EXTRA)."""
+"""The column contract (docs/records.md defines each column); the monitor writes these and may add more (see
+STEPS_EXTRA)."""
 
 STEPS_EXTRA = (
     "loss_z", "grad_norm_clipped", "grad_sq_micro", "micro_batches", "adam_v_mean", "probe_loss",

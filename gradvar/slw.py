@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the schedules are pure Python: importing them (analysis, the CLI) needs no torch
+    import torch
 
 SCHEDULE_TYPES = ("fixed_linear", "fixed_root", "fixed_discrete")
 
@@ -74,7 +76,7 @@ class SLWSchedule:
         return asdict(self)
 
     @classmethod
-    def from_deepspeed(cls, block: dict) -> "SLWSchedule":
+    def from_deepspeed(cls, block: dict) -> SLWSchedule:
         """Build from DeepSpeed's `curriculum_learning` JSON block, taken as is."""
         if block.get("curriculum_type", "seqlen") != "seqlen":
             raise ValueError(f"only curriculum_type 'seqlen' is supported, got {block.get('curriculum_type')!r}")

@@ -1,6 +1,6 @@
 """Loss-ratio and spike rules: the pure functions shared by the live monitor and the offline analysis.
 
-Definitions (design notes):
+Definitions (docs/records.md):
   loss ratio      r_t = L_t / min_{s<t} L_s, r_1 = 1 (the paper's instability measure)
   ratio spike     r_t > threshold and L_t - min_{s<t} L_s >= min_rise (the absolute floor stops the
                   rule firing on rounding noise of near-zero fine-tuning losses)

@@ -55,8 +55,8 @@ def plan(dry: bool, numbers: Path, study_overrides=()) -> list[Step]:
         Step("throughput and MFU", [str(BENCH / "mfu.py"), *model, *big, *short[:4], *mfu_extra, *js]
              + (["--warmup", "31"] if not dry else ["--warmup", "1"]), 200),
         Step("HF fp16 records", [str(ROOT / "scripts" / "gpu_hf_fp16.py")], 90, cuda_only=True),
-        Step(f"study {study}", ["-m", "trainer.study", "--preset", study, "--runs-dir", f"runs/study-{study}",
-                                "-o", f"reports/{study}", *(f"--override={o}" for o in study_overrides)], 0),
+        Step(f"study {study}", ["-m", "study", "--preset", study, "--runs-dir", f"runs/study-{study}",
+                                "-o", f"reports/{study}", *(f"--{o}" for o in study_overrides)], 0),
     ]
 
 
@@ -139,7 +139,7 @@ def summary(numbers: Path, took: dict, out: Path, log) -> None:
     for rec in (json.loads(line) for line in numbers.read_text().splitlines()) if numbers.exists() else ():
         if rec["check"] == "monitor_overhead":
             o, m = rec["overhead"], rec["peak_mb_added"]
-            rows.append(f"monitor K={rec['k']} batch {rec['batch']}: paper {o['paper']:+.1%} (goal <= 2%), "
+            rows.append(f"monitor K={rec['k']} batch {rec['batch']}: paper {o['paper']:+.1%} (budget 2%), "
                         f"full {o['full']:+.1%} (goal <= 10%); peak MB added paper {m['paper']:+.0f}, full {m['full']:+.0f}")
         elif rec["check"] == "mfu":
             rows += [f"{side:<24} {v['tokens_per_s']:10,.0f} tok/s  MFU {v['mfu']:.1%}" for side, v in rec["sides"].items()]

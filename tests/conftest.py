@@ -1,4 +1,4 @@
-"""Shared fixtures: one tokenized data cache per test session, a helper that runs the `smoke` preset (in
+"""Shared fixtures: one tokenized data cache per pytest run, a helper that runs the `smoke` preset (in
 this process or as a `python -m trainer.cli` subprocess), and one uninterrupted 20-step reference run that
 the resume, DDP, golden and fault tests compare against.
 
@@ -25,7 +25,7 @@ SMOKE_STEPS = 20
 
 
 class Smoke:
-    """Builds and runs `smoke` configs against the session's data cache."""
+    """Builds and runs `smoke` configs against the shared data cache."""
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = Path(cache_dir)
@@ -118,9 +118,9 @@ class Reference:
 
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory) -> Path:
-    """The smoke preset's tokenized Shakespeare (bpe2k), built once per session.
+    """The smoke preset's tokenized Shakespeare (bpe2k), built once per pytest run.
 
-    Set GRADVAR_TEST_DATA_CACHE to a folder to reuse a cache across sessions (its keys are content hashes)."""
+    Set GRADVAR_TEST_DATA_CACHE to a folder to reuse a cache across pytest runs (its keys are content hashes)."""
     from trainer.data import prepare
     from trainer.recipes import preset
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gradvar.records import fault_point
+from gradvar.io import fault_point
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 

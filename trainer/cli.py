@@ -1,5 +1,10 @@
-"""`gradvar train`: presets, JSON configs and dotted overrides (`--optim.lr 6e-4`); also runnable as
-`python -m trainer.cli` (that is what torchrun launches)."""
+"""`gradvar train`: presets, JSON configs and one option per config field (`--optim.lr 6e-4`, listed with
+its default in `gradvar train --help`); also runnable as `python -m trainer.cli` (what torchrun launches).
+
+    gradvar train --preset smoke --print-config
+    gradvar train --preset tiny --slw.enabled --slw.total_steps 60 --name slw
+    torchrun --standalone --nproc_per_node 2 -m trainer.cli --preset tiny --optim.micro-batch-size 4
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,29 +12,15 @@ import json
 import sys
 
 from .config import ConfigError, TrainConfig, apply_overrides, load_json
+from .options import add_config_options
 from .recipes import PRESETS, preset
 
-
-def parse_overrides(tokens: list[str]) -> dict:
-    """['--optim.lr', '6e-4', '--slw.enabled=true'] -> {'optim.lr': '6e-4', 'slw.enabled': 'true'}"""
-    out, i = {}, 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--"):
-            raise ConfigError(f"unexpected argument {tok!r} (overrides look like --optim.lr 6e-4)")
-        key = tok[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(tokens):
-            value, i = tokens[i + 1], i + 2
-        else:
-            raise ConfigError(f"{tok} needs a value")
-        out[key.replace("-", "_") if "." not in key else key] = value
-    return out
+USAGE = "%(prog)s [--preset NAME] [--config FILE] [--deepspeed-config FILE] [--resume RUN_DIR] [--print-config]\n" \
+        "       [--SECTION.FIELD VALUE ...]"
 
 
-def resolve_config(args, overrides: list[str]) -> TrainConfig:
+def resolve_config(args) -> TrainConfig:
+    """The preset (or the resumed run's config.json), then --config, --deepspeed-config and the options."""
     if args.resume:
         from pathlib import Path
 
@@ -46,20 +37,21 @@ def resolve_config(args, overrides: list[str]) -> TrainConfig:
         if block is None:
             raise ConfigError(f"{args.deepspeed_config}: no curriculum_learning block")
         cfg = apply_overrides(cfg, {"curriculum_learning": block})
-    cfg = apply_overrides(cfg, parse_overrides(overrides))
-    if args.name:
-        cfg.name = args.name
-    return cfg
+    return apply_overrides(cfg, args.overrides)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", help=f"named recipe: {', '.join(PRESETS)} (default tiny)")
-    p.add_argument("--config", help="JSON config (full or partial; dotted or nested keys)")
-    p.add_argument("--deepspeed-config", help="a DeepSpeed JSON config whose curriculum_learning block sets SLW")
-    p.add_argument("--name", help="run name (the run directory is out_dir/name)")
+    p.usage = USAGE
+    p.add_argument("--preset", default="tiny", metavar="NAME",
+                   help=f"named recipe: {', '.join(PRESETS)} (default tiny)")
+    p.add_argument("--config", metavar="FILE", help="JSON config (full or partial; dotted or nested keys)")
+    p.add_argument("--deepspeed-config", metavar="FILE",
+                   help="a DeepSpeed JSON config whose curriculum_learning block sets SLW")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.epilog = "Any config field can be overridden: --optim.lr 6e-4 --slw.enabled true --model.n_layer 6"
+    add_config_options(p)
+    p.epilog = ("Each config field is an option (--optim.lr 6e-4, --optim.micro-batch-size 4, --slw.enabled); the "
+                "defaults shown are the dataclasses', which a --preset changes: see --print-config.")
 
 
 def restarted_by_torchrun() -> bool:
@@ -70,39 +62,48 @@ def restarted_by_torchrun() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
+def _error(exc, code: int) -> int:
+    print(f"gradvar train: error: {exc}", file=sys.stderr)
+    return code
+
+
 def run(args) -> int:
-    from gradvar.records import RecordsWriteError
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as exc:
+        return _error(exc, 2)
+    if args.resume:
+        from pathlib import Path
+
+        resume_dir = Path(args.resume)
+        cfg.out_dir, cfg.name = str(resume_dir.parent), resume_dir.name
+    if args.print_config:  # before torch is imported: printing a config takes a fraction of a second
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    return train(cfg, resume=bool(args.resume) or restarted_by_torchrun())
+
+
+def train(cfg: TrainConfig, resume: bool) -> int:
+    """Build the Trainer and run it; every expected failure is one line on stderr and an exit code."""
+    from gradvar import RecordsWriteError
 
     from .checkpoint import CheckpointError
     from .data import DataError
     from .train import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteError, Trainer
 
     try:
-        cfg = resolve_config(args, args.overrides)
-        if args.resume:
-            from pathlib import Path
-
-            resume_dir = Path(args.resume)
-            cfg.out_dir, cfg.name = str(resume_dir.parent), resume_dir.name
-        if args.print_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
-            return 0
-        resume = bool(args.resume) or restarted_by_torchrun()
         trainer = Trainer(cfg, resume=resume)
     except (ConfigError, DataError) as exc:
-        print(f"gradvar train: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc, 2)
     except CheckpointError as exc:
-        print(f"gradvar train: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc, 1)
     try:
         summary = trainer.run()
     except NonFiniteError as exc:
         print(f"gradvar train: stopped: {exc}", file=sys.stderr)
         return EXIT_NONFINITE
     except (CheckpointError, RecordsWriteError) as exc:  # full disk, permissions: say so, no traceback
-        print(f"gradvar train: error: {exc}", file=sys.stderr)
-        return 1
+        return _error(exc, 1)
     finally:
         trainer.close()
     if summary.get("preempted"):
@@ -114,15 +115,34 @@ def run(args) -> int:
 def register_train(sub) -> None:
     p = sub.add_parser("train", help="train a GPT-2 with gradvar records (and optional SLW)")
     add_arguments(p)
-    p.set_defaults(func=run, accepts_overrides=True)
+    p.set_defaults(func=run)
+
+
+def register_tune(sub) -> None:
+    """`gradvar tune-slw` (trainer/tune.py), registered from here so that its --help imports no numpy."""
+    from gradvar.cli import lazy
+
+    p = sub.add_parser("tune-slw", help="choose SLW's start length and duration T by the paper's low-cost rule",
+                       usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] "
+                             "[--SECTION.FIELD VALUE ...]",
+                       epilog="Config options (--optim.lr 0.1) are set in every trial run.")
+    p.add_argument("--preset", default="tiny", metavar="NAME",
+                   help="trainer preset the trials start from (default tiny)")
+    p.add_argument("-o", "--output", default="runs/tune-slw", metavar="DIR", help="trial runs, tune.json and slw.json")
+    p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup (default 3)")
+    p.add_argument("--tol", type=float, default=0.05,
+                   help="significant perplexity rise between evaluations (default 0.05)")
+    p.add_argument("--jobs", type=int, default=2, help="trials side by side (default 2)")
+    add_config_options(p, exclude=("name", "out_dir", "seed"))
+    p.set_defaults(func=lazy("trainer.tune:main_tune"))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.cli")
+    from gradvar.cli import Parser
+
+    parser = Parser(prog="python -m trainer.cli")
     add_arguments(parser)
-    args, extra = parser.parse_known_args(argv)
-    args.overrides = extra
-    return run(args)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -111,8 +111,7 @@ def rewind(trainer, spike_step: int, loss: float) -> bool:
     n = trainer.cfg.intervention.rewind_skip_batches
     trainer.sampler.skip(n, trainer.cfg.optim.batch_size)
     mon = trainer.monitor
-    if mon.writer is not None:
-        mon.writer.truncate_after(trainer.step)  # the steps table keeps one row per step; the event keeps the spike
+    mon.truncate_after(trainer.step)  # the steps table keeps one row per step; the event keeps the spike
     mon.load_state_dict(state["monitor"])
     mon.log_event("rewind", f"loss spike {loss:.4g} at step {spike_step}: rewound to {path.name}, skipped {n} batches",
                   value=loss, step=spike_step)

@@ -22,15 +22,15 @@ import torch
 import torch.nn.functional as F
 
 import gradvar
-from gradvar.records import atomic_write_text
+from gradvar.io import atomic_write_text
 from gradvar.spikes import SpikeRule
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
 from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
-from .lr import lr_at
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
+from .lr import lr_at
 from .model import build_model, compiled, count_params, mfu, param_groups
 from .nonfinite import STOP, NonFiniteGuard
 from .pacing import VariancePacer, adam_v_max
@@ -290,7 +290,7 @@ class Trainer:
         self._install_sigterm()
         self.model.train()
         t_last, tok_last = time.perf_counter(), self.tokens
-        val = None  # None: no evaluation at the current step in this session (a resumed finished run too)
+        val = None  # None: no evaluation at the current step in this process (a resumed finished run too)
         while not self.done():
             losses = self.train_step()
             cfg = self.cfg

@@ -21,7 +21,7 @@ import numpy as np
 
 import gradvar
 
-from .study import RunSpec, Study, run_all
+from .grid import Grid, RunSpec, run_all
 
 
 def fluctuation(val_loss: np.ndarray) -> float:
@@ -65,7 +65,7 @@ def tune(preset: str, overrides: dict, out_root: Path, warmup: int, n_params_lar
     evidence = []
     while True:
         specs = trial_specs(start, ts, horizon, eval_every, overrides)
-        run_all(Study(f"tune-start{start}", preset, specs, jobs), out_root, jobs, log=log)
+        run_all(Grid(f"tune-start{start}", preset, specs, jobs), out_root, jobs, log=log)
         results = evaluate_trials(out_root, specs)
         evidence.append({"start": start, "fluctuation": results})
         if math.isinf(results[min(ts)]) and start < 64:
@@ -78,24 +78,25 @@ def tune(preset: str, overrides: dict, out_root: Path, warmup: int, n_params_lar
 
 
 def main_tune(args) -> int:
-    from .cli import parse_overrides
     from .config import ConfigError, apply_overrides
     from .recipes import preset
 
     try:
-        overrides = parse_overrides(args.overrides)
-        cfg = apply_overrides(preset(args.preset), overrides)
+        overrides = args.overrides
+        cfg = apply_overrides(preset(args.preset), dict(overrides)).validate()
     except ConfigError as exc:
         print(f"gradvar tune-slw: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output)
     large = cfg.model.n_layer * cfg.model.n_embd ** 2 * 12 > 1e9
-    result = tune(args.preset, overrides, out, cfg.optim.warmup_steps, large, args.multiples, tol=args.tol, jobs=args.jobs)
+    result = tune(args.preset, overrides, out, cfg.optim.warmup_steps, large, args.multiples, tol=args.tol,
+                  jobs=args.jobs)
     for ev in result["evidence"]:
         print(f"start {ev['start']}: " + ", ".join(f"T={t}: {f:+.1%}" if math.isfinite(f) else f"T={t}: diverged"
                                                 for t, f in ev["fluctuation"].items()))
     (out / "tune.json").write_text(json.dumps(result, indent=2, default=str))
     if result["T"] is None:
+        (out / "slw.json").unlink(missing_ok=True)  # an earlier tuning's choice would no longer be this one's
         print(f"every T fluctuated by more than {args.tol:.0%}: lower the peak LR or lengthen the LR warmup")
         return 1
     cfg_out = {"slw": {"enabled": True, "schedule_type": "fixed_linear", "min_seqlen": result["start"],
@@ -106,13 +107,3 @@ def main_tune(args) -> int:
           f"{result['horizon_steps']} steps); cost {result['trial_steps']} trial steps")
     print(f"use it: gradvar train --preset {args.preset} --config {out / 'slw.json'}")
     return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("tune-slw", help="choose SLW's start length and duration T by the paper's low-cost rule")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("-o", "--output", default="runs/tune-slw")
-    p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup")
-    p.add_argument("--tol", type=float, default=0.05, help="significant perplexity rise between evaluations")
-    p.add_argument("--jobs", type=int, default=2)
-    p.set_defaults(func=main_tune, accepts_overrides=True)

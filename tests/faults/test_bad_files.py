@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import gradvar
-from gradvar.records import RecordWriter, RecordsWriteError
+from gradvar.records import RecordsWriteError, RecordWriter
 from trainer import checkpoint as ckpt
 from trainer import cli
 
@@ -49,7 +49,8 @@ def flip_bytes(path, where: float = 0.6):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-@pytest.mark.parametrize("damage", [truncate, flip_bytes, lambda p: p.write_bytes(b""), lambda p: p.write_bytes(b"PK\x03\x04junk")],
+@pytest.mark.parametrize("damage", [truncate, flip_bytes, lambda p: p.write_bytes(b""),
+                                    lambda p: p.write_bytes(b"PK\x03\x04junk")],
                          ids=["truncated", "flipped-bytes", "empty", "garbage"])
 def test_damaged_newest_checkpoint_falls_back(ref_copy, damage):
     damage(newest(ref_copy))
@@ -88,7 +89,8 @@ def test_checkpoints_without_a_checksum_still_load(ref_copy):
 
 
 # ------------------------------------------------------------------------------------------ records
-@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_bytes(b"PAR1 not really")], ids=["truncated", "garbage"])
+@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_bytes(b"PAR1 not really")],
+                         ids=["truncated", "garbage"])
 def test_damaged_records_part_is_reported_and_the_rest_returned(ref_copy, damage):
     parts = sorted((ref_copy / "records" / "steps").glob("L*.parquet"))
     good = gradvar.read_records(ref_copy, ["steps"])["steps"]
@@ -137,8 +139,10 @@ def test_full_disk_checkpoint_keeps_the_previous_one(tmp_path):
     with file_size_limit(200_000), pytest.raises(ckpt.CheckpointError) as info:
         ckpt.save(tmp_path, 2, {"w": torch.randn(200_000)})  # 800 kB of float32
     msg = str(info.value)
-    assert "could not write checkpoint" in msg and "step-000000002.pt" in msg and "the previous checkpoints are intact" in msg
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000000001.pt", "step-000000001.pt.sha256"]
+    assert "could not write checkpoint" in msg and "step-000000002.pt" in msg
+    assert "the previous checkpoints are intact" in msg
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert kept == ["step-000000001.pt", "step-000000001.pt.sha256"]
     assert good.read_bytes() == before and ckpt.load_latest(tmp_path, log=print)[0]["w"].sum() == 10
     with file_size_limit(200_000), pytest.raises(ckpt.CheckpointError):  # same name: the good file stays
         ckpt.save(tmp_path, 1, {"w": torch.randn(200_000)})
@@ -151,7 +155,8 @@ def test_full_disk_records_keep_rows_buffered(tmp_path):
     w.flush()
     rng = np.random.default_rng(0)
     w.append("steps", [{"step": i, "loss": float(rng.random())} for i in range(6, 50_006)])  # ~400 kB of noise
-    with file_size_limit(100_000), pytest.raises(RecordsWriteError, match=r"could not write .*steps/L0-\d+\.parquet: .*File too large"):
+    too_large = r"could not write .*steps/L0-\d+\.parquet: .*File too large"
+    with file_size_limit(100_000), pytest.raises(RecordsWriteError, match=too_large):
         w.flush()
     assert w.pending() == 50_000  # nothing lost: the rows wait for the next flush
     assert [p.name for p in (tmp_path / "records" / "steps").iterdir()] == ["L0-0000000001.parquet"]  # no partial part
@@ -172,7 +177,8 @@ def test_trainer_on_a_full_disk_exits_clearly(smoke, tmp_path):
     smoke.train(cfg)
     good = newest(cfg.run_dir)
     before = good.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "--resume", str(cfg.run_dir), "--optim.max_steps", "20"],
+    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "--resume", str(cfg.run_dir),
+                           "--optim.max_steps", "20"],
                           env=smoke.env(), capture_output=True, text=True, timeout=300, preexec_fn=_limit_fsize)
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]

@@ -30,7 +30,8 @@ def worker_pid(tag: str, rank: int) -> int:
         if not entry.name.isdigit():
             continue
         try:
-            env = dict(kv.split("=", 1) for kv in (entry / "environ").read_bytes().decode(errors="replace").split("\0") if "=" in kv)
+            entries = (entry / "environ").read_bytes().decode(errors="replace").split("\0")
+            env = dict(kv.split("=", 1) for kv in entries if "=" in kv)
         except OSError:
             continue
         if env.get("GRADVAR_TEST_TAG") == tag and env.get("RANK") == str(rank) and "TORCHELASTIC_RUN_ID" in env:

@@ -4,12 +4,11 @@ uninterrupted reference run: per-step losses and final parameters equal exactly,
 step once, and a checkpoint write cut short never replaces the previous good checkpoint.
 
 The kill points are exact: GRADVAR_FAULT="<point>@<n>" makes the n-th arrival at a point print a marker and
-sleep (see gradvar.records.fault_point), and the test sends SIGKILL when it sees the marker. "Inside a step"
+sleep (see gradvar.io.fault_point), and the test sends SIGKILL when it sees the marker. "Inside a step"
 uses timing instead (the kill follows the progress line of step 13, while step 14 computes).
 """
 from __future__ import annotations
 
-import os
 import signal
 
 import numpy as np
@@ -101,11 +100,30 @@ def test_kill_during_a_checkpoint_write(smoke, smoke_reference, tmp_path):
     resume_and_compare(smoke, smoke_reference, run_dir, expect_resume_step=10)
 
 
-def test_fault_hook_is_inert_without_the_variable(monkeypatch):
-    from gradvar.records import fault_point
+def test_fault_hook_is_inert_without_the_variable(monkeypatch, capsys):
+    """Unset, or naming another point, the hook neither sleeps nor prints nor counts; set, it stops at the
+    n-th hit of its point only."""
+    import time
+
+    from gradvar import io, records
+
+    monkeypatch.setattr(records, "_FAULT_HITS", {})
+    monkeypatch.setenv("GRADVAR_FAULT_SLEEP", "30")  # a hit would hang the test for 30 s
+
+    def timed_hit(point: str) -> float:
+        t = time.perf_counter()
+        io.fault_point(point)
+        return time.perf_counter() - t
 
     monkeypatch.delenv("GRADVAR_FAULT", raising=False)
-    fault_point("records_write")  # returns at once
+    assert max(timed_hit("records_write") for _ in range(100)) < 0.1
     monkeypatch.setenv("GRADVAR_FAULT", "checkpoint_write@1")
-    fault_point("records_write")  # another point: returns at once
-    assert os.environ["GRADVAR_FAULT"] == "checkpoint_write@1"
+    assert max(timed_hit("records_write") for _ in range(100)) < 0.1
+    assert capsys.readouterr().err == "" and records._FAULT_HITS == {}
+
+    monkeypatch.setenv("GRADVAR_FAULT", "checkpoint_write@2")
+    monkeypatch.setenv("GRADVAR_FAULT_SLEEP", "0.3")
+    assert timed_hit("checkpoint_write") < 0.1 and capsys.readouterr().err == ""  # the first hit passes
+    assert timed_hit("checkpoint_write") >= 0.3  # the second stops, and says so
+    assert capsys.readouterr().err.startswith("GRADVAR_FAULT checkpoint_write reached (checkpoint_write@2, pid ")
+    assert timed_hit("checkpoint_write") < 0.1  # once only

@@ -64,7 +64,8 @@ def cfg_for(smoke, tmp_path, name, policy, steps=6, variant=None):
 
 def same_state(a: dict, b: dict) -> bool:
     model = all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    opt = all(torch.equal(v, b["optimizer"]["state"][i][k]) for i, s in a["optimizer"]["state"].items() for k, v in s.items())
+    opt = all(torch.equal(v, b["optimizer"]["state"][i][k])
+              for i, s in a["optimizer"]["state"].items() for k, v in s.items())
     return model and opt
 
 
@@ -127,7 +128,8 @@ def test_stop_from_the_command_line_exits_3(smoke, tmp_path, inject, capsys):
     argv = smoke.cli_args(tmp_path, "cli", "--intervention.nonfinite", "stop", "--eval.every", "0")
     assert cli.main(argv) == EXIT_NONFINITE == 3
     err = capsys.readouterr().err
-    assert err.startswith(f"gradvar train: stopped: non-finite loss or gradient at step {BAD}") and "Traceback" not in err
+    assert err.startswith(f"gradvar train: stopped: non-finite loss or gradient at step {BAD}")
+    assert "Traceback" not in err
 
 
 def test_record_only_applies_the_update(smoke, tmp_path, inject):

@@ -4,6 +4,7 @@ ever raise ConfigError (property tests)."""
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 
 import pytest
@@ -40,7 +41,7 @@ def test_malicious_newest_checkpoint_is_refused(smoke_reference, tmp_path):
     assert not marker.exists(), "the pickle ran"
     assert state["step"] == 20 and path.name == "step-000000020.pt"
     assert "step-000000030.pt is unreadable" in said[0] and "UnpicklingError" in said[0]
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.UnpicklingError):  # the safe loader refuses the pickle's callable
         torch.load(evil, weights_only=True)
     assert not marker.exists()
 
@@ -58,10 +59,12 @@ EDGE = ["", "1", "-1", "0", "1e400", "-inf", "inf", "nan", "1.5", "true", "[]", 
         "[8, 16", "9" * 30, "0x10"]
 json_scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.integers() | st.sampled_from([1e400, -1e400, 0.5])
                 | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(EDGE) | st.text(max_size=8))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+json_values = st.recursive(json_scalars,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=3),
                            max_leaves=6)
-keys = (st.sampled_from(KEYS) | st.sampled_from(KEYS) | st.sampled_from(["curriculum_learning", "optim", "optim.", ".lr", "optim..lr",
-                                                                           "x.y.z", "meta", "model.n_layer.x", ""]) | st.text(max_size=12))
+ODD_KEYS = ["curriculum_learning", "optim", "optim.", ".lr", "optim..lr", "x.y.z", "meta", "model.n_layer.x", ""]
+keys = st.sampled_from(KEYS) | st.sampled_from(KEYS) | st.sampled_from(ODD_KEYS) | st.text(max_size=12)
 ds_blocks = st.fixed_dictionaries({}, optional={
     "enabled": json_values, "curriculum_type": st.sampled_from(["seqlen", "vocab"]) | json_values,
     "min_difficulty": json_values, "max_difficulty": json_values,
@@ -72,8 +75,10 @@ ds_blocks = st.fixed_dictionaries({}, optional={
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KNOWN = [  # found by these tests once (each escaped as another exception); kept as explicit examples
     {"optim.batch_size": "inf"}, {"optim.micro_batch_size": 0}, {"slw.difficulties": "5"},
-    {"slw.enabled": True, "slw.schedule_type": "fixed_discrete", "slw.difficulties": '["a", "b"]', "slw.max_steps": "[1]"},
-    {"curriculum_learning": {"min_difficulty": 1, "max_difficulty": 2, "schedule_type": "fixed_linear", "schedule_config": [1]}},
+    {"slw.enabled": True, "slw.schedule_type": "fixed_discrete", "slw.difficulties": '["a", "b"]',
+     "slw.max_steps": "[1]"},
+    {"curriculum_learning": {"min_difficulty": 1, "max_difficulty": 2, "schedule_type": "fixed_linear",
+                             "schedule_config": [1]}},
     {"curriculum_learning": {"min_difficulty": 1e400, "max_difficulty": 2, "schedule_type": "fixed_linear",
                              "schedule_config": {"total_step": 1}}},
 ]

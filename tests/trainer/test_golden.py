@@ -66,11 +66,10 @@ def update() -> None:
     """Rerun the golden configuration (as `golden_steps` does) and rewrite the file."""
     import torch
 
+    import gradvar
     from trainer.config import apply_overrides
     from trainer.recipes import preset
     from trainer.train import Trainer
-
-    import gradvar
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

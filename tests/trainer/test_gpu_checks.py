@@ -38,8 +38,8 @@ def test_every_planned_step_parses(dry, tmp_path):
     assert k == [1, 4]
     assert steps[4].cuda_only and Path(steps[4].argv[0]).exists()  # the HF fp16 check
     study = steps[-1].argv
-    assert study[:4] == ["-m", "trainer.study", "--preset", "smoke" if dry else "gpu-117m"]
-    from trainer.study_presets import STUDIES
+    assert study[:4] == ["-m", "study", "--preset", "smoke" if dry else "gpu-117m"]
+    from study.presets import STUDIES
 
     assert study[3] in STUDIES
 
@@ -53,7 +53,7 @@ def test_summary_reads_the_benchmarks_records(tmp_path):
     numbers.write_text("".join(json.dumps(r) + "\n" for r in recs))
     checks.summary(numbers, {"study gpu-117m": (0, 100.0)}, tmp_path, lambda line: None)
     text = (tmp_path / "summary.txt").read_text()
-    assert "paper +1.2% (goal <= 2%), full +8.0%" in text
+    assert "paper +1.2% (budget 2%), full +8.0%" in text
     assert "410,000 tok/s  MFU 41.0%" in text
     assert "trainer (paper, compile inductor) 0.0" in text
 

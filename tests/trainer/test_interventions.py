@@ -65,10 +65,12 @@ def test_spike_keep_combines_gates():
     rule = SpikeRule(z_window=16, z_min_history=4)
     gates = [DeviceZGate(rule, "cpu"), DeviceZGate(rule, "cpu")]
     for i in range(10):
-        assert spike_keep([(gates[0], torch.tensor(3.0 + 0.01 * (i % 3))), (gates[1], torch.tensor(1.0 + 0.01 * (i % 2)))]) == 1
+        values = [torch.tensor(3.0 + 0.01 * (i % 3)), torch.tensor(1.0 + 0.01 * (i % 2))]
+        assert spike_keep(list(zip(gates, values))) == 1
     assert spike_keep([(gates[0], torch.tensor(3.0)), (gates[1], torch.tensor(50.0))]) == 0
 
 
-@pytest.mark.parametrize("loss,best,want", [(5.0, 4.0, True), (4.1, 4.0, False), (math.nan, 4.0, True), (9.0, math.inf, False)])
+@pytest.mark.parametrize("loss,best,want", [(5.0, 4.0, True), (4.1, 4.0, False), (math.nan, 4.0, True),
+                                            (9.0, math.inf, False)])
 def test_rewind_rule(loss, best, want):
     assert rewind_needed(loss, best, SpikeRule()) is want

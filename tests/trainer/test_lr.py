@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from trainer.lr import lr_at
 from trainer.config import slw_schedule
+from trainer.lr import lr_at
 
 LR, MIN_LR, WARMUP, BUDGET = 6e-4, 6e-5, 10, 1_000_000
 
@@ -59,7 +59,8 @@ def test_trainer_follows_the_schedule_and_ends_at_the_budget(smoke, tmp_path):
     steps = smoke.steps(cfg.run_dir)
     o = cfg.optim
     before = np.concatenate([[0], steps["tokens"].to_numpy()[:-1]])
-    expected = [lr_at(int(s), int(t), o.lr, o.min_lr, o.warmup_steps, o.train_tokens) for s, t in zip(steps["step"], before)]
+    expected = [lr_at(int(s), int(t), o.lr, o.min_lr, o.warmup_steps, o.train_tokens)
+                for s, t in zip(steps["step"], before)]
     assert steps["lr"].to_numpy() == pytest.approx(expected, rel=1e-9)
     assert steps["tokens"].iloc[-1] >= budget > steps["tokens"].iloc[-2]
     assert summary["tokens"] == steps["tokens"].iloc[-1] and summary["steps"] == len(steps) > 6

@@ -1,9 +1,22 @@
-"""Study grids as plain functions. The CPU regime follows the lead in shared/cpu-regime.md (tiny GPT-2,
-context 512, batch 8): LR 3e-2 is the stable reference, LR 1e-1 with a 5-step warmup spikes early, a
-20-step warmup is the control that may beat SLW. Every run of a grid ends at the same token budget."""
+"""Study grids as plain functions. The CPU regime (tiny GPT-2, context 512, batch 8): LR 3e-2 is the stable
+reference, LR 1e-1 with a 5-step warmup spikes early, and a 20-step warmup is the control that may beat SLW.
+Every run of a grid ends at the same token budget."""
 from __future__ import annotations
 
-from .study import RunSpec, Study
+from dataclasses import dataclass, field
+
+from trainer.grid import Grid, RunSpec
+
+
+@dataclass
+class Study(Grid):
+    """A grid whose runs the study report compares."""
+
+    description: str = ""
+    """One line on the model and the budget, for the report."""
+    primary: dict = field(default_factory=dict)
+    """The main comparison: {"baseline": group, "slw": group}; every group at that batch and LR joins it."""
+
 
 HI = {"optim.lr": 0.1, "optim.min_lr": 0.01, "optim.warmup_steps": 5}
 REF = {"optim.lr": 0.03, "optim.min_lr": 0.003, "optim.warmup_steps": 20}
@@ -94,7 +107,8 @@ def paper() -> Study:
     runs = (_runs("gpt2-117m-base-b512", c, [0], method="baseline", lr=6e-4, batch=512)
             + _runs("gpt2-117m-base-b4096", big, [0], method="baseline", lr=2.4e-3, batch=4096)
             + _runs("gpt2-117m-slw-b4096", {**big, **_slw(8, 45_000)}, [0], method="slw", lr=2.4e-3, batch=4096))
-    return Study("paper", "gpt2-117m", runs, 1, "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)",
+    return Study("paper", "gpt2-117m", runs, 1,
+                 "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)",
                  {"baseline": "gpt2-117m-base-b4096", "slw": "gpt2-117m-slw-b4096"})
 
 

@@ -1,0 +1,123 @@
+"""`gradvar study`: run a study preset's grid with gradvar records, then write its report.
+
+    gradvar study --preset quick -o reports/quick
+    gradvar study --preset quick --data.source my_corpus.txt --list     # a config option applies to every run
+    python -m study --preset smoke -o reports/smoke
+
+Rerunning a finished study only rewrites the report; an interrupted one continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+PER_RUN = ("name", "out_dir", "seed")
+"""Config fields the study sets per run, so not options of the study."""
+
+
+def write_manifest(study, out_root: Path) -> None:
+    out_root.mkdir(parents=True, exist_ok=True)
+    manifest = {"study": study.name, "preset": study.preset, "description": study.description,
+                "primary": study.primary,
+                "runs": [{"name": s.name, "group": s.group, "role": s.role, "labels": s.labels,
+                          "overrides": s.overrides} for s in study.runs]}
+    (out_root / "study.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _fail(message: str) -> int:
+    print(f"gradvar study: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _study(args):
+    """The preset's study with the command line's config options set in every run (checked here, once)."""
+    from trainer.config import ConfigError, apply_overrides
+    from trainer.recipes import preset
+
+    from .presets import STUDIES
+
+    if args.preset not in STUDIES:
+        raise ConfigError(f"unknown study preset {args.preset!r}; choose one of {', '.join(STUDIES)}")
+    study = STUDIES[args.preset]()
+    for spec in study.runs:
+        spec.overrides.update(args.overrides)
+    apply_overrides(preset(study.preset), study.runs[0].overrides).validate()
+    return study
+
+
+def main_study(args) -> int:
+    from trainer.config import ConfigError
+    from trainer.grid import command, run_all
+
+    try:
+        study = _study(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    lead = None
+    if args.lead:
+        try:
+            lead = Path(args.lead).read_text().splitlines()
+        except OSError as e:
+            return _fail(f"cannot read --lead {args.lead}: {e.strerror}")
+    out_root = Path(args.runs_dir or f"runs/study-{study.name}")
+    write_manifest(study, out_root)
+    if args.list:
+        for s in study.runs:
+            print(s.name, " ".join(command(study, s, out_root)[3:]))
+        return 0
+    run_dirs = run_all(study, out_root, args.jobs or study.jobs)
+    if not run_dirs:
+        print("gradvar study: error: no run finished", file=sys.stderr)
+        return 1
+    from analysis.study_report import write_study_report
+
+    path = write_study_report(out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(),
+                              extra_lead=lead)
+    print(f"report written: {path}")
+    return 0 if len(run_dirs) == len(study.runs) else 1
+
+
+def _command_line() -> str:
+    """How this study was started, as a user would type it (not the interpreter's path to the script)."""
+    prog = "gradvar" if Path(sys.argv[0]).name == "gradvar" else "python -m study"
+    args = sys.argv[1:]
+    if prog == "python -m study" and args[:1] == ["study"]:
+        args = args[1:]
+    return " ".join([prog, *map(shlex.quote, args)])
+
+
+def register(sub) -> None:
+    add_arguments(sub.add_parser("study", help="run the baseline/SLW study grid and write its report"))
+
+
+def add_arguments(p) -> None:
+    from trainer.options import add_config_options
+
+    from .presets import STUDIES
+
+    p.usage = ("%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
+               "       [--SECTION.FIELD VALUE ...]")
+    p.epilog = "Config options (--data.source my_corpus.txt) are set in every run of the study."
+    p.add_argument("--preset", default="quick", metavar="NAME", help=f"study preset: {', '.join(STUDIES)}")
+    p.add_argument("-o", "--output", metavar="DIR", help="report folder (default reports/<preset>)")
+    p.add_argument("--runs-dir", metavar="DIR", help="where the runs go (default runs/study-<preset>)")
+    p.add_argument("--jobs", type=int, metavar="N", help="runs side by side (default: the preset's, 2 on CPU)")
+    p.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
+    p.add_argument("--lead", metavar="FILE", help="markdown put first in the report: findings written after "
+                   "reading the generated report (rerunning a finished study only rewrites the report)")
+    add_config_options(p, exclude=PER_RUN)
+    p.set_defaults(func=main_study)
+
+
+def main(argv=None) -> int:
+    from gradvar.cli import Parser
+
+    parser = Parser(prog="python -m study")
+    add_arguments(parser)
+    return main_study(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

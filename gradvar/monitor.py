@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from . import quantities as Q
+from . import sharded
 from .capture import GradCapture
 from .combine import combine
 from .groups import Subsets, build_groups, trainable_params
@@ -62,7 +63,13 @@ class Monitor:
         self.subsets = Subsets(self.params, gidx, len(self.groups))
         self.group_index = self.subsets.all.groups
         elementwise = any(q.needs_elementwise for q in self.quantities)
-        self.capture = GradCapture(self.params, self.subsets, elementwise=elementwise, lazy=self.world_size == 1)
+        self.sharded = sharded.is_sharded(self.module)
+        """FSDP2: the capture hooks the unsharded parameters (the per-rank gradient before the reduce-scatter);
+        the element-wise variance would need every rank's micro-batch gradients per element: not kept."""
+        with sharded.unsharded_params(self.module, self.params) if self.sharded else contextlib.nullcontext(
+                self.params) as hooked:
+            self.capture = GradCapture(hooked, self.subsets, elementwise=elementwise and not self.sharded,
+                                       lazy=self.world_size == 1)
         self.flush_every, self.layers_every = flush_every, layers_every
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
         """A torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the micro-batch gradients
@@ -122,7 +129,8 @@ class Monitor:
 
     def _ctx(self) -> Q.StepContext:
         return Q.StepContext(self.step_num + 1, self.module, self.optimizer, tuple(self.params), self.group_index,
-                             len(self.groups), self.capture, self.subsets, self.world_size, self._extras)
+                             len(self.groups), self.capture, self.subsets, self.world_size, self._extras,
+                             self.sharded)
 
     def _read_grads(self):
         """Run the quantities that need the step's gradient before clipping (once per step)."""
@@ -142,9 +150,10 @@ class Monitor:
         # the LR this update applies: loops (HF Trainer too) step their scheduler before Monitor.step
         self._extras["lr_applied"] = optimizer.param_groups[0].get("lr", math.nan)
         if any(q.needs_snapshot for q in self._scheduled()):
+            params = [sharded.local(p.detach()) for p in self.params]
             if self._snapshot is None:
-                self._snapshot = [torch.empty_like(p) for p in self.params]
-            torch._foreach_copy_(self._snapshot, [p.detach() for p in self.params])
+                self._snapshot = [torch.empty_like(p) for p in params]
+            torch._foreach_copy_(self._snapshot, params)
             self._extras["snapshot"] = self._snapshot
 
     def _post_step(self, optimizer, args, kwargs):
@@ -165,11 +174,12 @@ class Monitor:
         # torch's rule (coefficient max_norm / (norm + 1e-6), clamped to 1, always applied) on the norms the
         # monitor already has: one pass over the gradients fewer than torch's function. `foreach` is accepted
         # for torch's signature; the multiply is always one multi-tensor kernel.
-        norm = self._ctx().grad_sq().sum().sqrt()
+        sq = self._ctx().grad_sq().sum()
+        norm = (sharded.global_sq_sum(sq) if self.sharded else sq).sqrt()  # FSDP2: over all shards
         if math.isinf(max_norm):
             return norm
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        grads = [p.grad for p in self.params if p.grad is not None]
+        grads = [sharded.local(p.grad) for p in self.params if p.grad is not None]
         if grads:
             torch._foreach_mul_(grads, coef)
         self._extras["clip_coef"] = coef
@@ -200,7 +210,7 @@ class Monitor:
             self._read_grads()
         self._extras["losses"] = self._losses(loss)
         if grad_norm is not None:
-            self._extras["grad_norm_user"] = torch.as_tensor(grad_norm).detach().float()
+            self._extras["grad_norm_user"] = torch.as_tensor(sharded.replicated(grad_norm)).detach().float()
         self._extras.update(rank=self.rank, module=self.module, side_rows=self._side_rows)
         ctx = self._ctx()
         for q in self._scheduled():
@@ -222,6 +232,8 @@ class Monitor:
                             "gradient-variance columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) "
                             "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
                             "or DDP ranks)")
+        for reason, msg in sharded.notes(self.quantities, n) if self.sharded else ():
+            self._note_once(reason, msg)
         if k and self._extras.get("losses") is None and self._has[Q.Loss]:
             self._note_once("no_loss", f"step {n} had a backward but no loss reached the monitor (the model's forward "
                             "returned no `.loss`, or infer_inputs=False): pass it, mon.step(loss=...); loss, "

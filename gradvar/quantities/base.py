@@ -13,8 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-SUM, MAX, SAME, RANK = "sum", "max", "same", "rank"
-"""SUM/MAX: all-reduced; SAME: identical on every rank (rank 0's is used); RANK: one slot per rank."""
+from ..sharded import local
+
+SUM, MAX, MIN, SAME, RANK = "sum", "max", "min", "same", "rank"
+"""SUM/MAX/MIN: all-reduced; SAME: identical on every rank (rank 0's is used); RANK: one slot per rank."""
 
 Schedule = Callable[[int], bool]
 
@@ -63,10 +65,23 @@ class StepContext:
     world_size: int = 1
     extras: dict = field(default_factory=dict)
     """Per-step inputs the monitor collected (losses, snapshots, clip coefficient)."""
+    sharded: bool = False
+    """FSDP2: params, gradients and optimizer state are DTensor shards; read them through `local`, and
+    combine what is computed from them with `shard_op`."""
+
+    def local(self, t):
+        """This rank's shard of a DTensor, else the tensor itself."""
+        return local(t)
+
+    def shard_op(self, op: str) -> str:
+        """How a statistic of the parameters/gradients/optimizer state combines across ranks: SAME when every
+        rank holds all of it (one process, DDP), `op` (SUM, MAX or MIN) over the shards under FSDP2."""
+        return op if self.sharded else SAME
 
     def grads(self) -> list[torch.Tensor]:
-        """`.grad` of every parameter, a 1-element zero where there is none (foreach lists stay aligned)."""
-        return [p.grad if p.grad is not None else torch.zeros(1, device=p.device) for p in self.params]
+        """`.grad` of every parameter (this rank's shard under FSDP2), a 1-element zero where there is none
+        (foreach lists stay aligned)."""
+        return [local(p.grad) if p.grad is not None else torch.zeros(1, device=p.device) for p in self.params]
 
     def grad_sq(self) -> torch.Tensor:
         """(n_params,) float32 |grad|^2 per parameter, before clipping. Computed once per step (one pass over

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import SAME, Quantity, Stat, group_sum
+from .base import SAME, SUM, Quantity, Stat, group_sum
 
 
 class GradNorm(Quantity):
@@ -16,8 +16,8 @@ class GradNorm(Quantity):
         # g * 0 is NaN exactly where g is non-finite, and the L0 "norm" counts those: two multi-tensor kernels
         bad = torch.stack(torch._foreach_norm(torch._foreach_mul(ctx.grads(), 0.0), 0)).sum().float()
         return {
-            "grad_sq_group": Stat(group_sum(ctx.grad_sq(), ctx.group_index, ctx.n_groups), SAME),
-            "nonfinite_grad": Stat(bad, SAME),
+            "grad_sq_group": Stat(group_sum(ctx.grad_sq(), ctx.group_index, ctx.n_groups), ctx.shard_op(SUM)),
+            "nonfinite_grad": Stat(bad, ctx.shard_op(SUM)),
         }
 
     def on_step(self, ctx):

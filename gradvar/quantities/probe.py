@@ -63,7 +63,7 @@ class ProbeLoss(Quantity):
         self.batch, self.loss_fn, self.attention_logits = batch, loss_fn, attention_logits
 
     def on_step(self, ctx):
-        if ctx.extras.get("rank", 0) != 0:
+        if ctx.extras.get("rank", 0) != 0 and not ctx.sharded:  # an FSDP2 forward is collective: every rank
             return {}
         model = ctx.extras["module"]
         with preserved(model, ctx.capture), torch.no_grad():
@@ -104,7 +104,9 @@ class SeqlenProbe(Quantity):
         """Subtracted from the truncation length in the records (a loss_fn that predicts L tokens from L + 1)."""
 
     def on_step(self, ctx):
-        if ctx.extras.get("rank", 0) != 0:
+        # Under FSDP2 its torch.autograd.grad would fire FSDP's post-backward (a reduce-scatter into .grad):
+        # not run there; the monitor notes it.
+        if ctx.extras.get("rank", 0) != 0 or ctx.sharded:
             return {}
         model = ctx.extras["module"]
         self.batch = self.batch.to(ctx.params[0].device)  # once: a host-to-device copy synchronises on CUDA

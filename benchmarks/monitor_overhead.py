@@ -2,6 +2,7 @@
 100 steps), interleaved in one process; plus the peak memory each adds (separate processes).
 
     python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25]
+    python benchmarks/monitor_overhead.py --fsdp        # FSDP2 on 2 CPU ranks: time and collectives added
 
 Goals: "paper" adds at most 5% step time on the CPU tiny preset; "full" with probes every 100 steps at
 most 15%.
@@ -95,8 +96,13 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
+    p.add_argument("--fsdp", action="store_true", help="FSDP2 on 2 CPU gloo ranks instead (benchmarks/fsdp_overhead.py)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.fsdp:
+        import fsdp_overhead
+
+        return fsdp_overhead.main(args)
     if args.memory_child:
         memory_child(args, args.memory_child)
         return 0

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import adamw, timed  # noqa: E402
+from common import adamw, print_times, timed  # noqa: E402
 
 NAMES = ("all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor", "all_gather", "broadcast", "reduce_scatter")
 COUNTS: collections.Counter = collections.Counter()
@@ -121,8 +121,7 @@ def _report(args, totals, counts, flush) -> None:
     n = args.rounds * args.steps
     print(f"FSDP2, 2 gloo ranks (CPU, 1 thread each), preset {args.preset}, K = 2 micro-batches per rank, {n} steps "
           f"per loop interleaved in {args.rounds} rounds, torch {torch.__version__}")
-    for m in totals:
-        print(f"  {m:<6} {1000 * totals[m] / n:8.1f} ms/step")
+    print_times(totals, n)
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (goal <= +2%, at most +5%)")
     per = {m: {k: v / args.warmup for k, v in c.items()} for m, c in counts.items()}
     extra = {k: per["paper"].get(k, 0) - per["none"].get(k, 0) for k in set(per["paper"]) | set(per["none"])}

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import adamw, autocast, bare_step, peak_memory_mb, timed  # noqa: E402
+from common import adamw, autocast, bare_step, peak_memory_mb, print_times, timed  # noqa: E402
 
 import gradvar  # noqa: E402
 from trainer.data import WindowSampler, fixed_windows, prepare  # noqa: E402
@@ -119,8 +119,7 @@ def main(argv=None) -> int:
     n = args.rounds * args.steps
     print(f"preset {args.preset} on {args.device}, {n} steps per mode interleaved in {args.rounds} rounds, "
           f"torch {torch.__version__}")
-    for m in modes:
-        print(f"  {m:<6} {1000 * totals[m] / n:8.1f} ms/step")
+    print_times(totals, n)
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (goal <= +5%)")
     print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (goal <= +15%)")
     mem = {}

@@ -3,7 +3,6 @@ every steps column of the paper preset (and update_rms, the probe loss) and ever
 single process over the same 4 micro-batches; Monitor.clip_grad_norm_ clips DTensor gradients exactly as
 torch.nn.utils.clip_grad_norm_ does."""
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import torch.multiprocessing as mp
 import gradvar
 from gradvar import quantities as Q
 
-from gv_helpers import accumulate, tiny_gpt2
+from gv_helpers import accumulate, free_port, tiny_gpt2
 
 K, B_S, STEPS, CLIP = 4, 2, 3, 0.3
 COLUMNS = ("loss", "loss_max", "grad_norm", "grad_norm_clipped", "grad_trace_sigma", "grad_true_sq",
@@ -76,12 +75,6 @@ def _worker(rank, world, port, run_dir):
     dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _single(run_dir):
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -98,7 +91,7 @@ def _single(run_dir):
 
 @pytest.mark.slow
 def test_fsdp2_records_equal_single_process(tmp_path):
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "fsdp")), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), str(tmp_path / "fsdp")), nprocs=2, start_method="spawn")
     fsdp, single = gradvar.read_records(tmp_path / "fsdp"), _single(tmp_path / "single")
     f, s = fsdp["steps"], single["steps"]
     assert f.step.tolist() == [1, 2, 3] and f.world_size.tolist() == [2.0] * STEPS

@@ -12,13 +12,13 @@ import weakref
 
 def inert(*args, **kwargs) -> None:
     """What a copy of a monitored model runs in place of the monitor's hooks."""
-    return None
+    return
 
 
 class WeakHook:
     """Calls `getattr(owner, name)(*bound, *args)` while the owner lives."""
 
-    __slots__ = ("_ref", "_name", "_bound")
+    __slots__ = ("_bound", "_name", "_ref")
 
     def __init__(self, owner, name: str, *bound):
         self._ref, self._name, self._bound = weakref.ref(owner), name, bound

@@ -349,6 +349,8 @@ class Monitor:
             metas = [m for m, _ in buffer]
             if self.rank == 0:
                 tables = self.rows.build(metas, raw, self.quantities, side, self.layers_every)
+                for reason, msg in self.rows.notes:
+                    self._note_once(reason, msg)
                 for table, rows in tables.items():
                     self.writer.append(table, rows)
         if self.rank == 0:

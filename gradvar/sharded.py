@@ -58,9 +58,10 @@ def unsharded_params(module: torch.nn.Module, params: list[torch.Tensor]):
 
 
 def local(t):
-    """This rank's shard of a DTensor (an alias, so in-place ops reach the DTensor), else `t` itself."""
-    to_local = getattr(t, "to_local", None)
-    return to_local() if to_local is not None else t
+    """This rank's shard of a DTensor (the same tensor object at every call, so that `.grad` identity and
+    version checks work on it, and in-place ops reach the DTensor), else `t` itself."""
+    inner = getattr(t, "_local_tensor", None)
+    return inner if inner is not None else t
 
 
 def replicated(t):

@@ -32,13 +32,13 @@ def _quantities():
 
 
 def _check_clip_like_torch(model, mon, rank):
-    """Before the monitor clips: torch's clip on a copy of the DTensor gradients gives the same norm and grads."""
+    """torch's clip on DTensor gradients: torch.nn.utils.get_total_norm over copies of them (the norm
+    clip_grad_norm_ takes) and its coefficient max_norm / (norm + 1e-6) clamped to 1. The copies leave .grad
+    untouched, so the monitor's record of this step is the plain one."""
     params = [p for p in model.parameters() if p.grad is not None]
-    saved = [p.grad.to_local().clone() for p in params]
-    torch_norm = torch.nn.utils.clip_grad_norm_(params, CLIP).full_tensor()
-    torch_clipped = [p.grad.to_local().clone() for p in params]
-    for p, g in zip(params, saved):
-        p.grad.to_local().copy_(g)
+    torch_norm = torch.nn.utils.get_total_norm([p.grad.detach().clone() for p in params]).full_tensor()
+    coef = (CLIP / (torch_norm + 1e-6)).clamp(max=1.0)
+    torch_clipped = [p.grad.to_local() * coef for p in params]
     norm = mon.clip_grad_norm_(CLIP)
     assert float(norm) == pytest.approx(float(torch_norm), rel=1e-6), rank
     for p, want in zip(params, torch_clipped):

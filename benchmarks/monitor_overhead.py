@@ -47,9 +47,9 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
         def loss_fn(m, x):
             with autocast(device):
                 return next_token_loss(m, x)
-        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, probe_batch=probe if mode == "full" else None,
-                              probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn, flush_every=50,
-                              handle_sigterm=False, notify=lambda *a: None)
+        probes = {"probe_batch": probe, "probe_every": 100, "probe_seqlens": ladder, "loss_fn": loss_fn}
+        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, flush_every=50, handle_sigterm=False,
+                              notify=lambda *a: None, **(probes if mode == "full" else {}))
     return cfg, model, opt, batches, mon
 
 

@@ -91,3 +91,18 @@ class StepInputs:
             return None, "the model's forward received no tensor with a batch dimension"
         return None, (f"{self.forwards} forwards with gradients enabled for {passes} backward passes, so the "
                       "sequences per micro-batch are ambiguous")
+
+
+def loss_share(kwargs) -> tuple | None:
+    """(N, n): a Hugging Face causal LM given `num_items_in_batch` (Trainer passes it under gradient
+    accumulation) returns sum of its n label tokens' losses / N, the tokens of the whole step, instead of its
+    mean. Device values: no sync."""
+    total, labels = kwargs.get("num_items_in_batch"), kwargs.get("labels")
+    if total is None or not isinstance(labels, torch.Tensor):
+        return None
+    if isinstance(total, torch.Tensor):
+        if total.numel() != 1:  # DataParallel's per-replica counts: leave the loss as the model gives it
+            return None
+        total = total.detach().float().reshape(())
+    return total, (labels[..., 1:] != -100).sum().clamp(min=1)  # the shifted labels the loss counts
+

@@ -34,7 +34,7 @@ from .capture import GradCapture
 from .combine import combine
 from .groups import Subsets, build_groups, trainable_params
 from .hooks import WeakHook
-from .inputs import StepInputs, describe, output_loss
+from .inputs import StepInputs, describe, loss_share, output_loss
 from .pre_clip import pre_clip
 from .records import RecordWriter
 from .rows import RowBuilder
@@ -63,7 +63,7 @@ class Monitor:
         self.rank = dist.get_rank() if self.world_size > 1 else 0
         probe = dict(zip(PROBE_OPTIONS, (probe_batch, probe_every, probe_loss_every, probe_micro_batch,
                                          probe_seqlens, loss_fn)))
-        self.quantities = _quantities(quantities, probe)
+        self.quantities = Q.resolve(quantities, probe)
         self._has = {cls: any(isinstance(q, cls) for q in self.quantities) for cls in (Q.GradVariance, Q.Loss)}
         names, self.params = trainable_params(self.module)
         self.groups, gidx = build_groups(names)
@@ -121,7 +121,7 @@ class Monitor:
         self._loss_share = None
         if self._recording():
             self._inputs.add(describe(args, kwargs))  # shapes are host values: no sync
-            self._loss_share = _loss_share(kwargs)
+            self._loss_share = loss_share(kwargs)
 
     def _on_forward(self, mod, args, out):
         loss = output_loss(out) if self._recording() else None
@@ -427,20 +427,6 @@ def _warn(reason: str, msg: str) -> None:
     warnings.warn(f"gradvar: {msg}", stacklevel=5)  # the user's Monitor.step call
 
 
-def _loss_share(kwargs) -> tuple | None:
-    """(N, n): a Hugging Face causal LM given `num_items_in_batch` (Trainer passes it under gradient
-    accumulation) returns sum of its n label tokens' losses / N, the tokens of the whole step, instead of its
-    mean. Device values: no sync."""
-    total, labels = kwargs.get("num_items_in_batch"), kwargs.get("labels")
-    if total is None or not isinstance(labels, torch.Tensor):
-        return None
-    if isinstance(total, torch.Tensor):
-        if total.numel() != 1:  # DataParallel's per-replica counts: leave the loss as the model gives it
-            return None
-        total = total.detach().float().reshape(())
-    return total, (labels[..., 1:] != -100).sum().clamp(min=1)  # the shifted labels the loss counts
-
-
 def _flush_at_exit(ref) -> None:
     mon = ref()
     if mon is not None and not mon._closed:
@@ -449,24 +435,3 @@ def _flush_at_exit(ref) -> None:
         except Exception:  # the interpreter is going down: never mask the original error
             pass
 
-
-def _quantities(quantities, probe: dict) -> list:
-    """The quantities to run: a preset by name, configured by the probe options, or the caller's list.
-    An option that would configure nothing is an error, never silently ignored."""
-    given = {k: v for k, v in probe.items() if v is not None}
-    if not isinstance(quantities, str):
-        if given:
-            raise TypeError(f"Monitor({', '.join(given)}=...) configures the presets' probes only; with a list of "
-                            "quantities, configure them there: ProbeLoss(batch, schedule, loss_fn), "
-                            "SeqlenProbe(batch, lengths, micro_batch, schedule, loss_fn)")
-        return list(quantities)
-    if probe["probe_batch"] is None and given:
-        raise TypeError(f"Monitor({', '.join(given)}=...) needs probe_batch= (the held-out batch the probes run on)")
-    seqlen_only = [k for k in ("probe_every", "probe_micro_batch", "probe_seqlens") if k in given]
-    if seqlen_only and quantities != "full":
-        raise TypeError(f"Monitor({', '.join(seqlen_only)}=...) configures the sequence-length probe, which only the "
-                        f"'full' preset runs (quantities={quantities!r})")
-    defaults = {"probe_every": 100, "probe_loss_every": 10, "probe_micro_batch": 1, "loss_fn": Q.causal_lm_loss}
-    opts = {**defaults, **given}
-    return Q.build(quantities, probe["probe_batch"], opts["probe_every"], opts["probe_loss_every"],
-                   opts["probe_micro_batch"], probe["probe_seqlens"], opts["loss_fn"])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-
 from client_loops import reference
 from gv_helpers import tiny_gpt2
 
@@ -47,21 +46,22 @@ class Module(L.LightningModule):
 
 
 class Reference(L.Callback):
-    """At each step's first micro-batch, the reference columns from the step's micro-batches, which this
-    rank's and the other ranks' loaders hand out (DistributedSampler order: batch i of rank r holds
-    sequences r, r + W, r + 2W, ...)."""
+    """The reference columns of each step from the micro-batches every rank's loader handed out (gathered
+    over ranks), computed at the step's last micro-batch, before the update."""
 
-    def __init__(self, data: Data, world: int = 1):
-        self.data, self.world, self.refs = data, world, []
+    def __init__(self):
+        self.refs, self._seen = [], []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx % ACCUM:
-            return
-        per_step = B * ACCUM * self.world
-        step = self.data.x[batch_idx // ACCUM * per_step : (batch_idx // ACCUM + 1) * per_step]
-        ranks = [step[r :: self.world] for r in range(self.world)]  # (B * ACCUM, T) each
-        chunks = [x[i * B : (i + 1) * B] for x in ranks for i in range(ACCUM)]
-        self.refs.append(reference(pl_module, [lambda c=c: pl_module.loss(c) for c in chunks], CLIP))
+        if trainer.world_size > 1:
+            got = [torch.empty_like(batch) for _ in range(trainer.world_size)]
+            torch.distributed.all_gather(got, batch)
+            self._seen += got
+        else:
+            self._seen.append(batch)
+        if batch_idx % ACCUM == ACCUM - 1:
+            chunks, self._seen = self._seen, []
+            self.refs.append(reference(pl_module, [lambda c=c: pl_module.loss(c) for c in chunks], CLIP))
 
 
 def fit(module, callbacks, root, manual: bool = False, **trainer_kwargs):

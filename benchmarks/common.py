@@ -53,6 +53,12 @@ def timed(fn, n: int, device="cpu") -> float:
     return time.perf_counter() - t
 
 
+def print_times(totals: dict, n: int) -> None:
+    """One line per loop: its mean step time over n steps."""
+    for m, total in totals.items():
+        print(f"  {m:<6} {1000 * total / n:8.1f} ms/step")
+
+
 def peak_memory_mb(device="cpu") -> float:
     """Peak GPU memory allocated on CUDA, peak resident set size on CPU."""
     if torch.device(device).type == "cuda":

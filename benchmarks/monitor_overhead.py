@@ -2,6 +2,7 @@
 100 steps), interleaved in one process; plus the peak memory each adds (separate processes).
 
     python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25] [--micro K] [--json FILE]
+    python benchmarks/monitor_overhead.py --fsdp        # FSDP2 on 2 CPU ranks: time and collectives added
 
 Budgets: "paper" adds at most 5% step time on the CPU tiny preset; "full" with probes every 100 steps at
 most 15%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%), "full" at most 10%.
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import adamw, autocast, bare_step, peak_memory_mb, timed, write_json  # noqa: E402
+from common import adamw, autocast, bare_step, peak_memory_mb, print_times, timed, write_json  # noqa: E402
 
 import gradvar  # noqa: E402
 from trainer.data import WindowSampler, fixed_windows, prepare  # noqa: E402
@@ -49,9 +50,9 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0, mi
         def loss_fn(m, x):
             with autocast(device):
                 return next_token_loss(m, x)
-        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, probe_batch=probe if mode == "full" else None,
-                              probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn, flush_every=50,
-                              handle_sigterm=False, notify=lambda *a: None)
+        probes = {"probe_batch": probe, "probe_every": 100, "probe_seqlens": ladder, "loss_fn": loss_fn}
+        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, flush_every=50, handle_sigterm=False,
+                              notify=lambda *a: None, **(probes if mode == "full" else {}))
     return cfg, model, opt, batches, mon
 
 
@@ -100,12 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
     p.add_argument("--micro", type=int, default=0, help="micro-batches per step, K (default: the preset's)")
     p.add_argument("--json", help="append the numbers as one JSON line to this file")
+    p.add_argument("--fsdp", action="store_true", help="FSDP2 on 2 CPU gloo ranks instead (benchmarks/fsdp_overhead.py)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fsdp:
+        import fsdp_overhead
+
+        return fsdp_overhead.main(args)
     if args.memory_child:
         memory_child(args, args.memory_child)
         return 0
@@ -125,8 +131,7 @@ def main(argv=None) -> int:
     k = o.batch_size // o.micro_batch_size
     print(f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
           f"{n} steps per mode interleaved in {args.rounds} rounds, torch {torch.__version__}")
-    for m in modes:
-        print(f"  {m:<6} {1000 * totals[m] / n:8.1f} ms/step")
+    print_times(totals, n)
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (budget +5%)")
     print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (budget +15%)")
     mem = {}

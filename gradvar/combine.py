@@ -11,14 +11,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .quantities.base import MAX, RANK, SAME, SUM
+from .quantities.base import MAX, MIN, RANK, SAME, SUM
 
 
 def combine(rows: list[dict], world_size: int, rank: int, extra=()) -> tuple[dict[str, np.ndarray], list[float]]:
     """rows: per step {name: Stat}. Returns {name: (n_steps, width) float64 array}, NaN where absent, and the
     `extra` device scalars of this rank (side rows, such as the probes') as floats, from the same copy."""
-    layout = {SUM: [], MAX: [], SAME: []}  # (row index, name, width)
-    parts = {SUM: [], MAX: [], SAME: []}
+    layout = {SUM: [], MAX: [], MIN: [], SAME: []}  # (row index, name, width)
+    parts = {SUM: [], MAX: [], MIN: [], SAME: []}
     for i, row in enumerate(rows):
         for name in sorted(row):
             stat = row[name]
@@ -27,12 +27,15 @@ def combine(rows: list[dict], world_size: int, rank: int, extra=()) -> tuple[dic
                 slot = torch.zeros(world_size, v.numel(), dtype=torch.float64, device=v.device)
                 slot[rank] = v
                 v, op = slot.reshape(-1), SUM
+            elif stat.op == MIN:  # min = -max(-x): rides in the MAX all-reduce, negated back in _unpack
+                v, op = -v, MIN
             else:
                 op = stat.op
             layout[op].append((i, name, v.numel()))
             parts[op].append(v)
     if extra:  # rank-local like SAME values, after them: _unpack never reads past the rows' entries
         parts[SAME].append(torch.stack([v.detach().reshape(()).to(torch.float64) for v in extra]))
+    parts[MAX] += parts.pop(MIN)  # MIN entries follow MAX's in one tensor (see _unpack)
     flat = {op: torch.cat(p) if p else None for op, p in parts.items()}
     if world_size > 1:
         for op, red in ((SUM, dist.ReduceOp.SUM), (MAX, dist.ReduceOp.MAX)):
@@ -62,9 +65,12 @@ def _unpack(layout: dict, host: dict, n_rows: int) -> dict[str, np.ndarray]:
         for _, name, w in entries:
             widths[name] = max(widths.get(name, 0), w)
     raw = {name: np.full((n_rows, w), np.nan) for name, w in widths.items()}
+    ends = {}
     for op, entries in layout.items():
-        pos, vec = 0, host.get(op)
+        src = MAX if op == MIN else op
+        pos, vec = ends.get(src, 0), host.get(src)
         for i, name, w in entries:
-            raw[name][i, :w] = vec[pos : pos + w]
+            raw[name][i, :w] = -vec[pos : pos + w] if op == MIN else vec[pos : pos + w]
             pos += w
+        ends[src] = pos
     return raw

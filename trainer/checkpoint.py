@@ -18,7 +18,7 @@ import torch
 
 from gradvar.io import fault_point
 
-_NAME = re.compile(r"^step-(\d{9})\.pt$")
+_NAME = re.compile(r"^step-(\d{9})\.(pt|dcp)$")  # .dcp: a sharded (FSDP2) checkpoint folder, see sharded_checkpoint
 
 
 class CheckpointError(RuntimeError):
@@ -112,7 +112,7 @@ def save(run_dir, step: int, state: dict, keep: int = 2) -> Path:
 
 def load_latest(run_dir, map_location="cpu", log=print) -> tuple[dict, Path] | None:
     """The newest readable checkpoint (falling back past corrupted ones), or None if there is none."""
-    candidates = list_checkpoints(run_dir)
+    candidates = [(s, p) for s, p in list_checkpoints(run_dir) if p.suffix == ".pt"]
     for _, path in reversed(candidates):
         try:
             verify(path)

@@ -13,6 +13,7 @@ import sys
 
 from .config import ConfigError, TrainConfig, apply_overrides, load_json
 from .options import add_config_options
+from .overrides import read_json_object
 from .recipes import PRESETS, preset
 
 USAGE = "%(prog)s [--preset NAME] [--config FILE] [--deepspeed-config FILE] [--resume RUN_DIR] [--print-config]\n" \
@@ -33,11 +34,20 @@ def resolve_config(args) -> TrainConfig:
     if args.config:
         cfg = apply_overrides(cfg, load_json(args.config))
     if args.deepspeed_config:
-        block = load_json(args.deepspeed_config).get("curriculum_learning")
-        if block is None:
-            raise ConfigError(f"{args.deepspeed_config}: no curriculum_learning block")
-        cfg = apply_overrides(cfg, {"curriculum_learning": block})
+        cfg = apply_overrides(cfg, {"curriculum_learning": deepspeed_block(args.deepspeed_config)})
     return apply_overrides(cfg, args.overrides)
+
+
+def deepspeed_block(path) -> dict:
+    """The seqlen curriculum of a DeepSpeed config file (0.19's data_efficiency block or the older top-level one)."""
+    from gradvar.slw import deepspeed_curriculum
+
+    try:
+        return deepspeed_curriculum(read_json_object(path))
+    except ConfigError:
+        raise
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"named recipe: {', '.join(PRESETS)} (default tiny)")
     p.add_argument("--config", metavar="FILE", help="JSON config (full or partial; dotted or nested keys)")
     p.add_argument("--deepspeed-config", metavar="FILE",
-                   help="a DeepSpeed JSON config whose curriculum_learning block sets SLW")
+                   help="a DeepSpeed JSON config whose seqlen curriculum (data_efficiency.data_sampling."
+                   "curriculum_learning, or the older top-level curriculum_learning) sets SLW")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_config_options(p)

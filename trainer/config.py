@@ -157,6 +157,13 @@ class InterventionConfig:
 
 
 @dataclass
+class ParallelConfig:
+    strategy: str = "ddp"
+    """'ddp' (replicated model, all-reduced gradients) or 'fsdp' (FSDP2: each block and the root sharded
+    across ranks, sharded checkpoints); one process trains unwrapped either way."""
+
+
+@dataclass
 class TrainConfig:
     """One training run."""
 
@@ -182,6 +189,7 @@ class TrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     intervention: InterventionConfig = field(default_factory=InterventionConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -218,6 +226,8 @@ class TrainConfig:
         if self.intervention.nonfinite not in ("skip", "stop", "record"):
             raise ConfigError("intervention.nonfinite must be skip, stop or record, "
                               f"got {self.intervention.nonfinite!r}")
+        if self.parallel.strategy not in ("ddp", "fsdp"):
+            raise ConfigError(f"parallel.strategy must be ddp or fsdp, got {self.parallel.strategy!r}")
         if self.monitor.quantities not in ("paper", "full", "minimal"):
             raise ConfigError(f"monitor.quantities must be paper, full or minimal, got {self.monitor.quantities!r}")
         return self

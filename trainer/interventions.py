@@ -99,13 +99,11 @@ def rewind(trainer, spike_step: int, loss: float) -> bool:
     """Reload the newest checkpoint, keep the data stream where it is and skip the next batches."""
     from . import checkpoint as ckpt
 
-    found = ckpt.load_latest(trainer.run_dir, map_location=trainer.d.device, log=trainer.log)
+    trainer.monitor.flush()
+    found = trainer.par.load_latest(trainer.run_dir, trainer.model, trainer.opt, trainer.log)
     if found is None:
         return False
     state, path = found
-    trainer.monitor.flush()
-    trainer.model.load_state_dict(state["model"])
-    trainer.opt.load_state_dict(state["optimizer"])
     ckpt.restore_rng(state)
     trainer.step, trainer.tokens = int(state["step"]), int(state["tokens"])
     n = trainer.cfg.intervention.rewind_skip_batches

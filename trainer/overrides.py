@@ -103,8 +103,8 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def load_json(path) -> dict:
-    """Read a config JSON (a full config.json, or a partial one, or a DeepSpeed config with its block)."""
+def read_json_object(path) -> dict:
+    """A JSON file that must hold one object; every failure is a ConfigError naming the file."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -117,6 +117,12 @@ def load_json(path) -> dict:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a JSON object")
+    return data
+
+
+def load_json(path) -> dict:
+    """Read a config JSON (a full config.json, or a partial one, or a DeepSpeed config with its block)."""
+    data = read_json_object(path)
     data.pop("meta", None)
     ds = data.pop("curriculum_learning", None)
     try:

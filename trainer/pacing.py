@@ -74,7 +74,14 @@ class VariancePacer:
 
 
 def adam_v_max(optimizer) -> float:
-    vs = [s["exp_avg_sq"] for s in optimizer.state.values() if "exp_avg_sq" in s]
+    from gradvar.sharded import local, nonempty
+
+    vs = [local(s["exp_avg_sq"]) for s in optimizer.state.values() if "exp_avg_sq" in s]
     if not vs:
         return math.nan
-    return float(torch.stack(torch._foreach_max(vs)).max())  # sync: the pacing decision
+    top = torch.stack(torch._foreach_max(nonempty(vs, -math.inf))).max()
+    if any(hasattr(s["exp_avg_sq"], "to_local") for s in optimizer.state.values() if "exp_avg_sq" in s):
+        import torch.distributed as dist
+
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)  # FSDP2: max over the shards
+    return float(top)  # sync: the pacing decision

@@ -4,6 +4,7 @@ gradvar records, atomic checkpoints, exact resume, DDP through torchrun.
     gradvar train --preset tiny                                   # CPU, one process
     gradvar train --preset tiny --slw.enabled true --optim.lr 0.1 # SLW at a high LR
     torchrun --nproc_per_node 2 -m trainer.cli --preset tiny      # DDP, gloo on CPU
+    torchrun --nproc_per_node 2 -m trainer.cli --preset tiny --parallel.strategy fsdp  # FSDP2, sharded
     torchrun --nproc_per_node 8 -m trainer.cli --preset gpt2-117m # one GPU node (NCCL, bf16)
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gradvar.io import atomic_write_text
 from gradvar.spikes import SpikeRule
 
 from . import checkpoint as ckpt
+from . import parallel
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
 from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
@@ -108,6 +110,10 @@ class Trainer:
         cfg, d = self.cfg, self.d
         self.model = build_model(cfg.model, self.data.vocab_size).to(d.device)
         self.n_params = count_params(self.model)
+        self.par = parallel.make(cfg.parallel.strategy, d)
+        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
+        casts = self.par.shard(self.model, bf16)  # before the optimizer: it must hold the sharded parameters
+        bf16 = bf16 and not casts  # FSDP2 casts to bf16 itself (its mixed-precision policy): no autocast
         o = cfg.optim
         kw = {"fused": True} if o.fused else {}
         groups = param_groups(self.model, o.weight_decay)
@@ -118,10 +124,7 @@ class Trainer:
             self.gates = (DeviceZGate(rule, d.device), DeviceZGate(rule, d.device))
         else:
             self.opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **kw)
-        self.ddp = self.model
-        if d.world_size > 1:
-            ids = [d.local_rank] if d.device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.ddp = self.par.wrap(self.model)
         self.train_loss = compiled(next_token_loss, cfg.model.compile)  # the training forward only
         bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
@@ -171,13 +174,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _resume(self):
-        found = ckpt.load_latest(self.run_dir, map_location=self.d.device, log=self.log)
+        found = self.par.load_latest(self.run_dir, self.model, self.opt, self.log)
         if found is None:
             self.log(f"no checkpoint in {self.run_dir}; starting from scratch")
             return None
         state, path = found
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         ckpt.restore_rng(state)
         self.step, self.tokens, self.elapsed = int(state["step"]), int(state["tokens"]), float(state["elapsed"])
@@ -187,15 +188,14 @@ class Trainer:
         return state
 
     def save_checkpoint(self):
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "sampler": self.sampler.state_dict(), **ckpt.rng_state(),
+        state = {"sampler": self.sampler.state_dict(), **ckpt.rng_state(),
                  "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
                  "monitor": self.monitor.state_dict(),
                  "pacer": self.pacer.state_dict() if self.pacer else None}
         self.guard.resolve()
         self.monitor.flush()  # records first: a checkpoint never points past what is on disk
+        path = self.par.save(self.run_dir, self.step, self.model, self.opt, state, self.cfg.checkpoint.keep)
         if self.d.is_main:
-            path = ckpt.save(self.run_dir, self.step, state, self.cfg.checkpoint.keep)
             self.monitor.log_event("checkpoint", f"saved {path.name}")
         barrier(self.d)
 
@@ -225,8 +225,7 @@ class Trainer:
         micro = local.to(d.device, non_blocking=True).split(o.micro_batch_size)
         losses = []
         for i, mb in enumerate(micro):
-            sync = d.world_size == 1 or i == len(micro) - 1
-            with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self.autocast():
+            with self.par.sync(self.ddp, i == len(micro) - 1), self.autocast():
                 loss = self.train_loss(self.ddp, mb)
             (loss / len(micro)).backward()
             losses.append(loss.detach())
@@ -265,12 +264,12 @@ class Trainer:
         """Mean loss on the fixed full-length held-out windows, shared across ranks."""
         self.model.eval()
         d, m = self.d, self.cfg.optim.micro_batch_size
-        chunks = list(self.val.split(m))[d.rank :: d.world_size]
+        chunks = parallel.eval_chunks(list(self.val.split(m)), d, self.par.collective_forward)
         total = torch.zeros(2, device=d.device)
         with torch.no_grad(), self.autocast():
-            for x in chunks:
-                total[0] += next_token_loss(self.model, x.to(d.device)).float() * len(x)
-                total[1] += len(x)
+            for x, weight in chunks:
+                total[0] += next_token_loss(self.model, x.to(d.device)).float() * len(x) * weight
+                total[1] += len(x) * weight
         self.model.train()
         total = all_reduce_sum(total, d)
         return float(total[0] / total[1])  # sync: evaluation only

@@ -5,10 +5,14 @@ Works for torch.optim.Adam/AdamW in their for-loop, foreach and fused forms (sam
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .base import SAME, Quantity, Stat, group_max, group_min, group_sum
+from .. import _torch_compat as tc
+from ..sharded import nonempty
+from .base import MAX, MIN, SAME, SUM, Quantity, Stat, group_max, group_min, group_sum
 
 
 class AdamState(Quantity):
@@ -19,21 +23,21 @@ class AdamState(Quantity):
         have = [i for i, p in enumerate(ctx.params) if "exp_avg_sq" in state.get(p, {})]
         if not have:
             return {}
-        vs = [state[ctx.params[i]]["exp_avg_sq"] for i in have]
-        ms = [state[ctx.params[i]]["exp_avg"] for i in have]
+        vs = [ctx.local(state[ctx.params[i]]["exp_avg_sq"]) for i in have]  # this rank's shard under FSDP2
+        ms = [ctx.local(state[ctx.params[i]]["exp_avg"]) for i in have]
         sub = ctx.subsets(have)
-        vmax = torch.stack(torch._foreach_max(vs)).float()
-        vl1 = torch.stack(torch._foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
+        vmax = torch.stack(tc.foreach_max(nonempty(vs, -math.inf))).float()
+        vl1 = torch.stack(tc.foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
         # No multi-tensor min exists, and _foreach_norm's -inf order is one kernel per tensor too on CUDA
         # (it has multi-tensor kernels for orders 1, 2, inf only) but 9x slower than amin on CPU.
-        vmin = torch.stack([v.amin() for v in vs]).float()
-        g = ctx.n_groups
+        vmin = torch.stack([v.amin() for v in nonempty(vs, math.inf)]).float()
+        g, op = ctx.n_groups, ctx.shard_op
         return {
-            "v_max_group": Stat(group_max(vmax, sub.groups, g), SAME),
-            "v_l1_group": Stat(group_sum(vl1, sub.groups, g), SAME),
-            "v_min_group": Stat(group_min(vmin, sub.groups, g), SAME),
-            "v_numel_group": Stat(sub.group_numel, SAME),
-            "m_sq": Stat(torch.stack(torch._foreach_norm(ms)).float().square().sum(), SAME),
+            "v_max_group": Stat(group_max(vmax, sub.groups, g), op(MAX)),
+            "v_l1_group": Stat(group_sum(vl1, sub.groups, g), op(SUM)),
+            "v_min_group": Stat(group_min(vmin, sub.groups, g), op(MIN)),
+            "v_numel_group": Stat(sub.group_numel, SAME),  # whole-parameter counts: the same on every rank
+            "m_sq": Stat(torch.stack(tc.foreach_norm(ms)).float().square().sum(), op(SUM)),
         }
 
     def finalize(self, raw, meta, groups):

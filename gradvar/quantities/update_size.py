@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import SAME, Quantity, Stat, group_sum
+from .. import _torch_compat as tc
+from .base import SUM, Quantity, Stat, group_sum
 
 
 class UpdateSize(Quantity):
@@ -19,13 +20,13 @@ class UpdateSize(Quantity):
         before = ctx.extras.get("snapshot")
         if before is None:
             return {}
-        params = [p.detach() for p in ctx.params]
-        delta = torch._foreach_sub(params, before)
-        d_sq = torch.stack(torch._foreach_norm(delta)).float().square()
-        p_sq = torch.stack(torch._foreach_norm(params)).float().square()
+        params = [ctx.local(p.detach()) for p in ctx.params]  # shards under FSDP2, as is the snapshot
+        delta = tc.foreach_sub(params, before)
+        d_sq = torch.stack(tc.foreach_norm(delta)).float().square()
+        p_sq = torch.stack(tc.foreach_norm(params)).float().square()
         return {
-            "update_sq_group": Stat(group_sum(d_sq, ctx.group_index, ctx.n_groups), SAME),
-            "param_sq_group": Stat(group_sum(p_sq, ctx.group_index, ctx.n_groups), SAME),
+            "update_sq_group": Stat(group_sum(d_sq, ctx.group_index, ctx.n_groups), ctx.shard_op(SUM)),
+            "param_sq_group": Stat(group_sum(p_sq, ctx.group_index, ctx.n_groups), ctx.shard_op(SUM)),
         }
 
     def finalize(self, raw, meta, groups):

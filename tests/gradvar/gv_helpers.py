@@ -1,6 +1,8 @@
 """Small real problems for the quantity tests: a tiny HF GPT-2 and a linear model with known moments."""
 from __future__ import annotations
 
+import socket
+
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -34,3 +36,10 @@ def accumulate(model, chunks):
         (loss / len(chunks)).backward()
         losses.append(loss.detach())
     return losses
+
+
+def free_port() -> int:
+    """A free local TCP port for a spawned process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -179,6 +179,20 @@ def test_deepspeed_config_file_is_taken_as_is(tmp_path):
     assert [sched.seqlen(t) for t in (1, 50, 100, 200)] == [8, 64, 128, 128]
 
 
+def test_deepspeed_019_data_efficiency_config(tmp_path):
+    """DeepSpeed 0.19's location of the block; the start rounds up to the first multiple of the step (12 -> 16)."""
+    metric = {k: v for k, v in DS_BLOCK.items() if k not in ("enabled", "curriculum_type")}
+    ds = {"data_efficiency": {"enabled": True, "data_sampling": {"enabled": True, "curriculum_learning": {
+        "enabled": True, "curriculum_metrics": {"seqlen_truncate": {**metric, "min_difficulty": 12}}}}}}
+    path = tmp_path / "ds_config.json"
+    path.write_text(json.dumps(ds))
+    cfg = resolve("--preset", "smoke", "--deepspeed-config", str(path)).validate()
+    assert cfg.slw.enabled and slw_schedule(cfg).seqlen(1) == 16
+    path.write_text(json.dumps({"train_batch_size": 8}))
+    with pytest.raises(ConfigError, match="ds_config.json: no curriculum_learning block"):
+        resolve("--preset", "smoke", "--deepspeed-config", str(path))
+
+
 def test_deepspeed_block_inside_our_config(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"optim": {"lr": 0.02}, "curriculum_learning": {

@@ -158,6 +158,8 @@ class InterventionConfig:
 
 @dataclass
 class ParallelConfig:
+    """How the model is spread over ranks."""
+
     strategy: str = "ddp"
     """'ddp' (replicated model, all-reduced gradients) or 'fsdp' (FSDP2: each block and the root sharded
     across ranks, sharded checkpoints); one process trains unwrapped either way."""

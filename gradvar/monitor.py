@@ -32,6 +32,8 @@ from .combine import combine
 from .groups import Subsets, build_groups, trainable_params
 from .records import RecordWriter
 from .rows import RowBuilder
+from .sinks import SinkSet
+from .sinks import build as build_sinks
 from .spikes import SpikeRule
 
 
@@ -42,7 +44,7 @@ class Monitor:
                  probe_batch: torch.Tensor | None = None, probe_every: int = 100, probe_loss_every: int = 10,
                  probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=Q.causal_lm_loss,
                  layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(), resume_step: int | None = None,
-                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None, notify=None):
+                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None, notify=None, sinks=()):
         self.model, self.optimizer = model, optimizer
         self.notify = notify or _warn
         """Called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty;
@@ -68,6 +70,8 @@ class Monitor:
         """A torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the micro-batch gradients
         are then S times the true ones, and the statistics divide S back out."""
         self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
+        self.sinks = SinkSet(build_sinks(sinks, run_dir) if self.rank == 0 else (), lambda m: self.log_event("note", m))
+        """Dashboards (gradvar.sinks) that get each flush's rows on rank 0, after the records are written."""
         self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
         self.step_num = 0 if resume_step is None else int(resume_step)
         self._buffer: list[tuple[dict, dict]] = []  # (host meta, {name: Stat}) per step
@@ -278,6 +282,7 @@ class Monitor:
         """Combine buffered statistics across ranks (collective under DDP) and write them (rank 0)."""
         buffer, self._buffer = self._buffer, []
         side, self._side_rows[:] = list(self._side_rows), []
+        sent: dict[str, list[dict]] = {}
         if buffer:
             slots = [(r, k) for _, r in side for k, v in r.items() if isinstance(v, torch.Tensor)]
             raw, values = combine([stats for _, stats in buffer], self.world_size, self.rank,
@@ -289,10 +294,15 @@ class Monitor:
                 tables = self.rows.build(metas, raw, self.quantities, side, self.layers_every)
                 for table, rows in tables.items():
                     self.writer.append(table, rows)
+                    sent.setdefault(table, []).extend(rows)
         if self.rank == 0:
             for table, row in self.rows.take_extra():
                 self.writer.append(table, row)
-            self.writer.flush()
+                sent.setdefault(table, []).append(row)
+            try:
+                self.writer.flush()
+            finally:  # the host rows the records got, to the dashboards (a failing one is dropped, never raises)
+                self.sinks.write(sent)
 
     @property
     def stop_requested(self) -> bool:
@@ -309,7 +319,10 @@ class Monitor:
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.sinks.close()
         self._closed = True
         for h in self._handles:
             h.remove()

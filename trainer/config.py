@@ -129,6 +129,14 @@ class InterventionConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: str = ""
+    """TensorBoard log folder for gradvar's scalars ('' off; 'run' for run_dir/tensorboard)."""
+    wandb: str = ""
+    """W&B project for gradvar's scalars ('' off; WANDB_MODE=offline works without the network)."""
+
+
+@dataclass
 class TrainConfig:
     name: str = "run"
     seed: int = 0
@@ -148,6 +156,7 @@ class TrainConfig:
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     intervention: InterventionConfig = field(default_factory=InterventionConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .live import Progress
+
+
 @dataclass
 class RunSpec:
     name: str
@@ -71,6 +74,8 @@ def run_all(study: Study, out_root: Path, jobs: int, log=print) -> list[Path]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     running: list[tuple[RunSpec, subprocess.Popen]] = []
     failed = []
+    bar = Progress(n, unit="run", desc=f"study {study.name}", initial=done, log=log)  # a bar on a terminal
+    log = bar.write
     while todo or running:
         while todo and len(running) < jobs:
             spec = todo.pop(0)
@@ -90,7 +95,9 @@ def run_all(study: Study, out_root: Path, jobs: int, log=print) -> list[Path]:
                 log(f"  run {spec.name} failed (exit {proc.returncode}); see {run_dir(out_root, spec) / 'log.txt'}")
             elapsed = time.time() - started
             eta = elapsed / finished_here * (len(todo) + len(running))  # wall time per finished run so far
+            bar.update_to(done)
             log(f"  run {done} of {n} done: {spec.name} | elapsed {elapsed / 60:.1f} min | ETA {eta / 60:.1f} min")
+    bar.close()
     if failed:
         log(f"{len(failed)} runs failed: {', '.join(failed)}; rerun the same command to retry them")
     return [run_dir(out_root, s) for s in study.runs if is_complete(run_dir(out_root, s))]

@@ -16,7 +16,8 @@ from gradvar.schema import STEPS as STEPS_CONTRACT
 from gradvar.sinks import TensorBoardSink
 
 from gv_helpers import tiny_gpt2
-from sink_helpers import LOSS_SPIKE_STEP, STEPS, tensorboard_scalars, tensorboard_texts, train
+from dashboard_files import tensorboard_scalars, tensorboard_texts
+from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
 
 def _same(a: float, b: float) -> bool:

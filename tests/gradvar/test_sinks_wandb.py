@@ -5,13 +5,15 @@ import math
 
 import numpy as np
 import pytest
+import wandb
 
 import gradvar
 from gradvar.sinks import WandbSink
 
-from sink_helpers import LOSS_SPIKE_STEP, STEPS, train, wandb_alerts, wandb_history
+from dashboard_files import wandb_alerts, wandb_history
+from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
-wandb = pytest.importorskip("wandb")
+
 
 
 @pytest.fixture(autouse=True)

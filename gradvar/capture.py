@@ -15,15 +15,23 @@ steps), so h_1 is read from `.grad` when a second pass starts, before that pass 
 step of one micro-batch (the variance across micro-batches is undefined then) does no work here at all:
 |h_1|^2 is the gradient norm the monitor computes anyway (`StepContext.grad_sq`). Under DDP `.grad` holds
 the all-reduced gradient, not h_k, so every pass is held and accumulated.
+
+Every pass also ends with a read of `.grad` itself, |grad|^2 per parameter (`grad_sq_end`), after DDP's own
+end-of-backward callback has written the all-reduced gradient: the step's gradient as the last backward left
+it, before any clipping or unscaling the loop applies after it (torch's `clip_grad_norm_`, a closure passed
+to `optimizer.step`, Lightning). The versions of the `.grad` tensors at that point tell later whether the
+loop changed them since (`modified_since_end`), and, when the next pass starts, whether the loop zeroed or
+replaced them between two passes of one step (`broken`).
 """
 from __future__ import annotations
 
-import functools
 import threading
 
 import torch
 
+from . import _torch_compat as tc
 from .groups import Subsets
+from .hooks import WeakHook
 
 
 class GradCapture:
@@ -42,6 +50,12 @@ class GradCapture:
         self._node = None  # the first parameter's gradient accumulator (see _accumulates)
         self._lock = threading.Lock()  # autograd may run hooks of devices on their own threads
         self._handles: list | None = None
+        self.grad_sq_end: torch.Tensor | None = None
+        """(n_params,) float32 |grad|^2 per parameter when the step's latest pass ended (None before one)."""
+        self._versions: list | None = None
+        self.broken: str | None = None
+        """Why `.grad` no longer sums this step's passes (set when the next pass starts), or None."""
+        self.on_pass_end = None  # called with no arguments after each pass's read
         self.active = True
 
     @property
@@ -54,18 +68,18 @@ class GradCapture:
         # a paused monitor should cost nothing.
         if on and self._handles is None:
             self._node = self._node or _grad_accumulator(self.params[0])
-            self._handles = [p.register_hook(functools.partial(self._on_grad, i)) for i, p in enumerate(self.params)]
+            self._handles = [p.register_hook(WeakHook(self, "_on_grad", i)) for i, p in enumerate(self.params)]
         elif not on and self._handles is not None:
             for h in self._handles:
                 h.remove()
             self._handles = None
 
     def _on_grad(self, i: int, grad: torch.Tensor) -> None:
-        task = torch._C._current_graph_task_id()
+        task = tc.graph_task_id()
         with self._lock:
             ps = self._pass
             if ps is None or task not in ps["tasks"]:
-                if not _accumulates(self._node):  # torch.autograd.grad: not a micro-batch
+                if not tc.accumulates(self._node):  # torch.autograd.grad: not a micro-batch
                     return
                 ps = self._join(task)
             # The first pass is not held: a reference would make autograd copy it into .grad. Later passes
@@ -82,13 +96,14 @@ class GradCapture:
         older than the pass's newest one was running all along (the pass began inside a nested task)."""
         ps = self._pass
         if ps is None or not (ps["open"] or task < max(ps["tasks"])):
+            self._check_unchanged()
             self._take_first()  # nothing of this backward is in .grad yet
             ps = self._pass = {"tasks": set(), "open": set(), "grads": {}, "counted": False,
                                "first": self.lazy and self.micro_batches == 0}
         ps["tasks"].add(task)
         ps["open"].add(task)
         # runs once the task's every gradient is accumulated
-        torch.autograd.Variable._execution_engine.queue_callback(functools.partial(self._task_done, ps, task))
+        tc.at_backward_end(WeakHook(self, "_task_done", ps, task))
         return ps
 
     def _task_done(self, ps: dict, task: int) -> None:
@@ -96,6 +111,7 @@ class GradCapture:
             ps["open"].discard(task)
             if not ps["open"]:
                 self._end_pass(ps)
+                tc.at_backward_end(WeakHook(self, "_read_end"))  # after DDP's callback, queued before this one
 
     def _end_pass(self, ps: dict) -> None:
         have = sorted(ps["grads"])  # parameter order, for stable layouts
@@ -108,19 +124,51 @@ class GradCapture:
             ps["counted"] = True
             self.micro_batches += 1
 
+    def _read_end(self) -> None:
+        grads = [p.grad for p in self.params]
+        self._versions = [None if g is None else (id(g), g._version) for g in grads]
+        have = [g if g is not None else torch.zeros(1, device=p.device) for g, p in zip(grads, self.params)]
+        self.grad_sq_end = torch.stack(tc.foreach_norm(have, 2, dtype=torch.float32)).square()
+        if self.on_pass_end is not None:
+            self.on_pass_end()
+
+    def modified_since_end(self) -> bool:
+        """True when a `.grad` is not the tensor, or not at the version, the latest pass left."""
+        if self._versions is None:
+            return False
+        for p, seen in zip(self.params, self._versions):
+            g = p.grad
+            if (None if g is None else (id(g), g._version)) != seen:
+                return True
+        return False
+
+    def mark_unchanged(self) -> None:
+        """The caller changed `.grad` in a way it accounts for itself (Monitor.clip_grad_norm_)."""
+        self._versions = [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.params]
+
+    def _check_unchanged(self) -> None:
+        if self.micro_batches and self.broken is None and self.modified_since_end():
+            gone = sum(p.grad is None for p, seen in zip(self.params, self._versions) if seen is not None)
+            self.broken = (f".grad of {gone} parameters was set to None" if gone else ".grad was zeroed or replaced")
+            self.first_in_grad = None  # .grad no longer holds the first pass
+
     def _take_first(self) -> None:
-        """Move the first pass, still alone in `.grad`, into the moments (lazy mode, K >= 2)."""
+        """Move the first pass, still alone in `.grad`, into the moments (lazy mode, K >= 2). Its squared
+        norms are the pass-end read's: `.grad` has not changed since (else `broken` is set)."""
         if self.first_in_grad is not None:
             have, self.first_in_grad = self.first_in_grad, None
-            self._accumulate(have, [self.params[i].grad for i in have])
+            self.sq += self.grad_sq_end
+            if self.elementwise:
+                self._accumulate(have, [self.params[i].grad for i in have], norms=False)
 
-    def _accumulate(self, have: list[int], gs: list[torch.Tensor]) -> None:
+    def _accumulate(self, have: list[int], gs: list[torch.Tensor], norms: bool = True) -> None:
         gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
-        self.sq.index_add_(0, self._subsets(have).index, torch.stack(torch._foreach_norm(gs)).square())
+        if norms:
+            self.sq.index_add_(0, self._subsets(have).index, torch.stack(tc.foreach_norm(gs)).square())
         if not self.elementwise:
             return
         if self._m2 is None:  # the step's first contribution: write h^2, no zeroing pass
-            squares = torch._foreach_mul(gs, gs)
+            squares = tc.foreach_mul(gs, gs)
             if len(have) == len(self.params):
                 self._m2 = squares
             else:
@@ -128,7 +176,7 @@ class GradCapture:
                 for i, s in zip(have, squares):
                     self._m2[i] = s
         else:
-            torch._foreach_addcmul_([self._m2[i] for i in have], gs, gs)
+            tc.foreach_addcmul_([self._m2[i] for i in have], gs, gs)
 
     def second_moment(self) -> list[torch.Tensor] | None:
         """sum_k h_k^2 per parameter, float32; None when not kept or when one micro-batch is all there is in
@@ -140,6 +188,7 @@ class GradCapture:
     def reset(self) -> None:
         self.sq.zero_()
         self._m2, self.first_in_grad, self._pass = None, None, None
+        self.grad_sq_end, self._versions, self.broken = None, None, None
         self.micro_batches = 0
 
     def remove(self) -> None:
@@ -151,12 +200,3 @@ def _grad_accumulator(param: torch.Tensor):
     with torch.enable_grad():
         return param.view_as(param).grad_fn.next_functions[0][0]
 
-
-def _accumulates(node) -> bool:
-    """False inside torch.autograd.grad, which accumulates nothing into .grad (and says so by refusing to
-    tell whether it will run a parameter's accumulator)."""
-    try:
-        torch._C._will_engine_execute_node(node)
-        return True
-    except RuntimeError:
-        return False

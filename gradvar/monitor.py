@@ -6,10 +6,10 @@
         mon.step(loss=loss)
     mon.close()
 
-Hooks find the micro-batch boundaries (one tensor hook call per parameter per backward), the gradient
-before clipping (Monitor.clip_grad_norm_, or the optimizer's pre-step hook when you do not clip), and the
-optimizer state after the step. Statistics stay on the device and are combined and written every
-`flush_every` steps.
+Hooks find the micro-batch boundaries (one tensor hook call per parameter per backward) and read the gradient
+when the step's last backward pass ends, before any clipping (torch's or Lightning's, inside a closure passed
+to `optimizer.step` too); the optimizer state after the step. Statistics stay on the device and are combined
+and written every `flush_every` steps. What the monitor needs and infers: docs/monitor.md.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -26,38 +27,44 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from . import _torch_compat as tc
 from . import quantities as Q
 from .capture import GradCapture
 from .combine import combine
 from .groups import Subsets, build_groups, trainable_params
+from .hooks import WeakHook
+from .inputs import StepInputs, describe, output_loss
+from .pre_clip import pre_clip
 from .records import RecordWriter
 from .rows import RowBuilder
 from .sinks import SinkSet
 from .sinks import build as build_sinks
 from .spikes import SpikeRule
 
+PROBE_OPTIONS = ("probe_batch", "probe_every", "probe_loss_every", "probe_micro_batch", "probe_seqlens", "loss_fn")
+
 
 class Monitor:
     """Records gradient variance, Adam variance state and loss spikes, per step and sequence length."""
 
     def __init__(self, model, optimizer, run_dir, quantities="paper", *, flush_every: int = 50,
-                 probe_batch: torch.Tensor | None = None, probe_every: int = 100, probe_loss_every: int = 10,
-                 probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=Q.causal_lm_loss,
-                 layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(), resume_step: int | None = None,
-                 handle_sigterm: bool = True, infer_inputs: bool = True, grad_scaler=None, notify=None, sinks=()):
+                 probe_batch: torch.Tensor | None = None, probe_every: int | None = None,
+                 probe_loss_every: int | None = None, probe_micro_batch: int | None = None, probe_seqlens=None,
+                 loss_fn=None, layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(),
+                 resume_step: int | None = None, handle_sigterm: bool = True, infer_inputs: bool = True,
+                 grad_scaler=None, notify=None, sinks=()):
         self.model, self.optimizer = model, optimizer
         self.notify = notify or _warn
-        """Called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty;
-        reasons "single_micro_batch", "no_loss"): a UserWarning by default. The `note` event is written either
-        way."""
+        """Called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty,
+        or what the monitor did about the loop's wiring): a UserWarning by default. The `note` event is
+        written either way."""
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.run_dir = Path(run_dir)
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world_size > 1 else 0
-        if isinstance(quantities, str):
-            quantities = Q.build(quantities, probe_batch, probe_every, probe_loss_every, probe_micro_batch,
-                                 probe_seqlens, loss_fn)
-        self.quantities = list(quantities)
+        probe = dict(zip(PROBE_OPTIONS, (probe_batch, probe_every, probe_loss_every, probe_micro_batch,
+                                         probe_seqlens, loss_fn)))
+        self.quantities = _quantities(quantities, probe)
         self._has = {cls: any(isinstance(q, cls) for q in self.quantities) for cls in (Q.GradVariance, Q.Loss)}
         names, self.params = trainable_params(self.module)
         self.groups, gidx = build_groups(names)
@@ -65,27 +72,26 @@ class Monitor:
         self.group_index = self.subsets.all.groups
         elementwise = any(q.needs_elementwise for q in self.quantities)
         self.capture = GradCapture(self.params, self.subsets, elementwise=elementwise, lazy=self.world_size == 1)
+        self.capture.on_pass_end = WeakHook(self, "_after_pass")
         self.flush_every, self.layers_every = flush_every, layers_every
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
         """A torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the micro-batch gradients
-        are then S times the true ones, and the statistics divide S back out."""
+        are then S times the true ones, and the statistics divide S back out. Found by itself when the loop
+        steps through `scaler.step(optimizer)`."""
         self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
         self.sinks = SinkSet(build_sinks(sinks, run_dir) if self.rank == 0 else (), lambda m: self.log_event("note", m))
         """Dashboards (gradvar.sinks) that get each flush's rows on rank 0, after the records are written."""
         self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
         self.step_num = 0 if resume_step is None else int(resume_step)
         self._buffer: list[tuple[dict, dict]] = []  # (host meta, {name: Stat}) per step
-        self._pending: dict = {}
-        self._extras: dict = {}
-        self._grads_read = False
         self._side_rows: list = []
         self._snapshot = None
-        self._inputs = {"tokens": 0, "sequences": 0, "seqlen": None, "losses": []}
         self._last_time = time.perf_counter()
         self._closed = False
         self._stop_requested = False
         self._told: set[str] = set()
         self._loss_share = None
+        self._reset_step()
         self._handles = self._install_hooks(infer_inputs)
         self._prev_sigterm = self._install_sigterm() if handle_sigterm else None
         if self.world_size == 1:  # an uncaught exception or a plain exit still writes what was measured
@@ -93,36 +99,39 @@ class Monitor:
 
     # ----------------------------------------------------------------- hooks
     def _install_hooks(self, infer_inputs):
-        handles = [self.optimizer.register_step_pre_hook(self._pre_step),
-                   self.optimizer.register_step_post_hook(self._post_step)]
+        # weak hooks: deepcopy, torch.save(model) and EMA copies of the model keep working (gradvar.hooks)
+        handles = [self.optimizer.register_step_pre_hook(WeakHook(self, "_pre_step")),
+                   self.optimizer.register_step_post_hook(WeakHook(self, "_post_step"))]
         if infer_inputs:
-            handles.append(self.module.register_forward_pre_hook(self._on_forward_pre, with_kwargs=True))
-            handles.append(self.module.register_forward_hook(self._on_forward))
+            handles.append(self.module.register_forward_pre_hook(WeakHook(self, "_on_forward_pre"), with_kwargs=True))
+            handles.append(self.module.register_forward_hook(WeakHook(self, "_on_forward")))
         for q in self.quantities:
             if hasattr(q, "attach"):
                 q.attach(self.module)
         return handles
 
-    def _training_forward(self) -> bool:
-        return self.capture.active and self.module.training and torch.is_grad_enabled()
+    def _recording(self) -> bool:
+        """A forward that can feed a backward pass of the step: any mode (eval mode too), gradients on."""
+        return self.capture.active and torch.is_grad_enabled()
 
     def _on_forward_pre(self, mod, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
         self._loss_share = None
-        if self._training_forward() and isinstance(ids, torch.Tensor) and ids.dim() >= 2:
-            self._inputs["tokens"] += ids.numel()  # shapes are host values: no sync
-            self._inputs["sequences"] += ids.shape[0]
-            self._inputs["seqlen"] = ids.shape[1]
+        if self._recording():
+            self._inputs.add(describe(args, kwargs))  # shapes are host values: no sync
             self._loss_share = _loss_share(kwargs)
 
     def _on_forward(self, mod, args, out):
-        loss = getattr(out, "loss", None)
-        if self._training_forward() and isinstance(loss, torch.Tensor):
+        loss = output_loss(out) if self._recording() else None
+        if loss is not None:
             loss = loss.detach().float().reshape(())
             if self._loss_share is not None:  # the micro-batch's share of the step loss: back to its mean
                 total, count = self._loss_share
                 loss = loss * total / count
-            self._inputs["losses"].append(loss)
+            self._inputs.losses.append(loss)
+
+    def _after_pass(self):
+        if self._grads_read:  # the gradient statistics were taken before this pass reached .grad
+            self._stale_read = True
 
     def _ctx(self) -> Q.StepContext:
         return Q.StepContext(self.step_num + 1, self.module, self.optimizer, tuple(self.params), self.group_index,
@@ -133,29 +142,54 @@ class Monitor:
         if self._grads_read:
             return
         self._grads_read = True
-        self._extras["k_local"] = self.capture.micro_batches
+        cap = self.capture
+        self._extras["k_local"] = cap.micro_batches
+        self._extras["pre_clip"] = self._pre_clip()
         if self.grad_scaler is not None:
-            # the scale of this step's backward passes (it changes in scaler.update(), after the step)
-            self._extras["grad_scale"] = self.grad_scaler._get_scale_async()
+            self._extras["grad_scale"] = tc.scaler_scale(self.grad_scaler)
         ctx = self._ctx()
         for q in self._scheduled():
-            self._pending.update(q.on_grads(ctx))
+            if not (cap.broken and q.needs_micro_batches):
+                self._grad_stats.update(q.on_grads(ctx))
+        if cap.broken:
+            self._note_once("grads_changed_between_passes", f"step {self.step_num + 1}: {cap.broken} between two "
+                            "backward passes of one step (zero_grad inside the accumulation loop?), so .grad no longer "
+                            "sums the step's micro-batches: the gradient-variance columns are NaN for such steps")
 
     def _pre_step(self, optimizer, args, kwargs):
-        self._read_grads()
+        if self.grad_scaler is None:
+            self._adopt_scaler()
         # the LR this update applies: loops (HF Trainer too) step their scheduler before Monitor.step
         self._extras["lr_applied"] = optimizer.param_groups[0].get("lr", math.nan)
         if any(q.needs_snapshot for q in self._scheduled()):
             if self._snapshot is None:
                 self._snapshot = [torch.empty_like(p) for p in self.params]
-            torch._foreach_copy_(self._snapshot, [p.detach() for p in self.params])
+            tc.foreach_copy_(self._snapshot, [p.detach() for p in self.params])
             self._extras["snapshot"] = self._snapshot
 
     def _post_step(self, optimizer, args, kwargs):
+        # after the update, not before it: a closure passed to optimizer.step (Lightning's automatic
+        # optimization among others) runs the step's last forward and backward inside the step
+        self._read_grads()
         ctx = self._ctx()
         for q in self._scheduled():
             self._pending.update(q.on_after_step(ctx))
         self._extras.pop("snapshot", None)
+
+    def _adopt_scaler(self) -> None:
+        """A step called from GradScaler.step: that scaler scaled the step's losses."""
+        frame, code = sys._getframe(2), torch.amp.GradScaler.step.__code__
+        for _ in range(8):
+            if frame is None:
+                return
+            if frame.f_code is code:
+                scaler = frame.f_locals.get("self")
+                if isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled():
+                    self.grad_scaler = scaler
+                    self.log_event("note", "the optimizer steps through an enabled GradScaler that was not passed as "
+                                   "grad_scaler=: its loss scale is divided out of the gradient statistics", value=1.0)
+                return
+            frame = frame.f_back
 
     def _scheduled(self):
         step = self.step_num + 1
@@ -163,21 +197,36 @@ class Monitor:
 
     # ----------------------------------------------------------------- public API
     def clip_grad_norm_(self, max_norm: float, foreach: bool | None = None) -> torch.Tensor:
-        """Clip like torch.nn.utils.clip_grad_norm_, after recording the gradient before clipping.
-        max_norm=inf only measures: the gradients are left as they are (torch's would multiply them by 1)."""
+        """Clip like torch.nn.utils.clip_grad_norm_, reusing the norm the monitor read at the end of the last
+        backward pass (one pass over the gradients fewer, and the gradient statistics read before the
+        multiply). torch's own function works as well: the monitor records the gradient before it either
+        way. max_norm=inf only measures."""
+        # the step's passes are over when the loop clips: read now, while .grad is the pre-clip gradient (a
+        # backward after this still shows, see _after_pass)
         self._read_grads()
-        # torch's rule (coefficient max_norm / (norm + 1e-6), clamped to 1, always applied) on the norms the
-        # monitor already has: one pass over the gradients fewer than torch's function. `foreach` is accepted
-        # for torch's signature; the multiply is always one multi-tensor kernel.
-        norm = self._ctx().grad_sq().sum().sqrt()
+        changed = self.capture.modified_since_end()
+        before = self._pre_clip()
+        norm = (before.grad_sq if before.applied_sq is None else before.applied_sq).sum().sqrt()
         if math.isinf(max_norm):
             return norm
+        # torch's rule: coefficient max_norm / (norm + 1e-6), clamped to 1, always applied (`foreach` is
+        # accepted for torch's signature; the multiply is always one multi-tensor kernel)
         coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
         grads = [p.grad for p in self.params if p.grad is not None]
         if grads:
-            torch._foreach_mul_(grads, coef)
-        self._extras["clip_coef"] = coef
+            tc.foreach_mul_(grads, coef)
+        if not changed:  # the monitor knows this change exactly: no norm of the clipped gradient needed
+            self._clip_coef = coef if self._clip_coef is None else self._clip_coef * coef
+            self.capture.mark_unchanged()
+            self._extras["clip_coef"] = self._clip_coef
         return norm
+
+    def _pre_clip(self):
+        s = self.grad_scaler
+        # the scale of this step's backward passes (it changes in scaler.update(), after the step)
+        scale = None if s is None else tc.scaler_scale(s)
+        unscaled = s is not None and tc.scaler_unscaled(s, self.optimizer)
+        return pre_clip(self.capture, self.params, scale, unscaled, self._clip_coef)
 
     @contextlib.contextmanager
     def paused(self):
@@ -192,17 +241,25 @@ class Monitor:
              grad_norm=None, batch_size: int | None = None, extra: dict | None = None) -> None:
         """Close the current optimizer step.
 
-        loss: the step's loss, or a list of the micro-batch losses (unscaled); defaults to the `.loss` of
-        the model's training forwards. seqlen: sequence length trained at this step. tokens: training tokens
-        consumed so far, all ranks (cumulative). grad_norm: the norm before clipping, if you clipped with
-        another function (the statistics are then rescaled to it). extra: more per-step device scalars,
-        written as steps columns of the same names. Defaults are inferred from the inputs.
+        loss: the step's loss, or a list of the micro-batch losses (unscaled); defaults to the losses the
+        model's forwards returned (`.loss`, a dict's "loss", a (logits, loss) tuple). seqlen: sequence length
+        trained at this step. tokens: training tokens consumed so far, all ranks (cumulative). batch_size:
+        sequences per optimizer step, all ranks, when the forwards do not show it. grad_norm: the norm
+        before clipping, if you computed it yourself (the statistics are then rescaled to it). extra: more
+        per-step device scalars, written as steps columns of the same names. Defaults are inferred.
         """
         if self._closed:
             raise RuntimeError("Monitor.step() after close()")
-        if not self._grads_read and any(p.grad is not None for p in self.params):
-            self._read_grads()
-        self._extras["losses"] = self._losses(loss)
+        if not self._grads_read and (self.capture.micro_batches or any(p.grad is not None for p in self.params)):
+            self._read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
+        if self._stale_read:
+            self._grad_stats = {}
+            self._note_once("backward_after_read", f"step {self.step_num + 1}: a backward pass ran after "
+                            "optimizer.step() and before Monitor.step(): the gradient columns are NaN for such steps; "
+                            "call Monitor.step() right after the optimizer step")
+        self._pending.update(self._grad_stats)
+        self._extras.update(losses=self._losses(loss), loss_given=loss is not None,
+                            forward_losses=torch.stack(self._inputs.losses) if self._inputs.losses else None)
         if grad_norm is not None:
             self._extras["grad_norm_user"] = torch.as_tensor(grad_norm).detach().float()
         self._extras.update(rank=self.rank, module=self.module, side_rows=self._side_rows)
@@ -240,7 +297,7 @@ class Monitor:
 
     def _losses(self, loss):
         if loss is None:
-            got = self._inputs["losses"]
+            got = self._inputs.losses
             return torch.stack(got) if got else None
         if isinstance(loss, (list, tuple)):
             return torch.stack([torch.as_tensor(x).detach().float().reshape(()) for x in loss])
@@ -248,26 +305,31 @@ class Monitor:
 
     def _meta(self, seqlen, tokens, lr, batch_size) -> dict:
         now = time.perf_counter()
-        inp = self._inputs
-        step_tokens = inp["tokens"] * self.world_size
+        inp, k = self._inputs, self._extras.get("k_local", 0)
         if tokens is None:
-            tokens = self.rows.tokens + step_tokens
+            tokens = self.rows.tokens + inp.tokens * self.world_size
+        seqlen = seqlen if seqlen is not None else inp.seqlen
+        if batch_size is None and k:
+            batch_size, why = inp.sequences_per_step(k, self.world_size, int(tokens) - self.rows.tokens, seqlen)
+            if why and self._has[Q.GradVariance]:
+                self._note_once("batch_size_unknown", f"step {self.step_num}: the sequences per micro-batch are "
+                                f"unknown ({why}): grad_trace_sigma and grad_noise_scale are NaN; pass "
+                                "Monitor.step(batch_size=...) (sequences per optimizer step, all ranks)")
         if lr is None:  # no update this step (a GradScaler skipped it): the current LR
             lr = self._extras.get("lr_applied", self.optimizer.param_groups[0].get("lr", math.nan))
-        meta = {
-            "step": self.step_num, "tokens": int(tokens), "seqlen": seqlen if seqlen is not None else inp["seqlen"],
-            "batch_size": batch_size if batch_size is not None else (inp["sequences"] * self.world_size or None),
-            "lr": float(lr), "time_s": now - self._last_time, "k_local": self._extras.get("k_local", 0),
-            "step_tokens": int(tokens) - self.rows.tokens,
-        }
+        meta = {"step": self.step_num, "tokens": int(tokens), "seqlen": seqlen, "batch_size": batch_size,
+                "lr": float(lr), "time_s": now - self._last_time, "k_local": k,
+                "step_tokens": int(tokens) - self.rows.tokens}
         self.rows.tokens = int(tokens)
         self._last_time = now
         return meta
 
     def _reset_step(self):
         self.capture.reset()
-        self._pending, self._extras, self._grads_read = {}, {}, False
-        self._inputs = {"tokens": 0, "sequences": 0, "seqlen": None, "losses": []}
+        self._pending, self._extras, self._grad_stats = {}, {}, {}
+        self._grads_read = self._stale_read = False
+        self._clip_coef = None
+        self._inputs = StepInputs()
 
     def log_event(self, kind: str, message: str, value: float = math.nan, step: int | None = None) -> None:
         """Record an event (checkpoint, resume, preemption, ...) in the events table (rank 0 only)."""
@@ -292,6 +354,8 @@ class Monitor:
             metas = [m for m, _ in buffer]
             if self.rank == 0:
                 tables = self.rows.build(metas, raw, self.quantities, side, self.layers_every)
+                for reason, msg in self.rows.notes:
+                    self._note_once(reason, msg)
                 for table, rows in tables.items():
                     self.writer.append(table, rows)
                     sent.setdefault(table, []).extend(rows)
@@ -385,3 +449,25 @@ def _flush_at_exit(ref) -> None:
             mon.flush()
         except Exception:  # the interpreter is going down: never mask the original error
             pass
+
+
+def _quantities(quantities, probe: dict) -> list:
+    """The quantities to run: a preset by name, configured by the probe options, or the caller's list.
+    An option that would configure nothing is an error, never silently ignored."""
+    given = {k: v for k, v in probe.items() if v is not None}
+    if not isinstance(quantities, str):
+        if given:
+            raise TypeError(f"Monitor({', '.join(given)}=...) configures the presets' probes only; with a list of "
+                            "quantities, configure them there: ProbeLoss(batch, schedule, loss_fn), "
+                            "SeqlenProbe(batch, lengths, micro_batch, schedule, loss_fn)")
+        return list(quantities)
+    if probe["probe_batch"] is None and given:
+        raise TypeError(f"Monitor({', '.join(given)}=...) needs probe_batch= (the held-out batch the probes run on)")
+    seqlen_only = [k for k in ("probe_every", "probe_micro_batch", "probe_seqlens") if k in given]
+    if seqlen_only and quantities != "full":
+        raise TypeError(f"Monitor({', '.join(seqlen_only)}=...) configures the sequence-length probe, which only the "
+                        f"'full' preset runs (quantities={quantities!r})")
+    defaults = {"probe_every": 100, "probe_loss_every": 10, "probe_micro_batch": 1, "loss_fn": Q.causal_lm_loss}
+    opts = {**defaults, **given}
+    return Q.build(quantities, probe["probe_batch"], opts["probe_every"], opts["probe_loss_every"],
+                   opts["probe_micro_batch"], probe["probe_seqlens"], opts["loss_fn"])

@@ -31,6 +31,7 @@ class RowBuilder:
         self.extra: list[tuple[str, dict]] = []
         self._seqlen_by_step: dict[int, tuple] = {}
         self._new_events: list = []  # spike events found in the current flush, written as events rows
+        self.notes: list[tuple[str, str]] = []  # (reason, message) the quantities raised in the latest build
 
     def event(self, step: int, kind: str, message: str, value: float = math.nan) -> dict:
         tokens, seqlen = self._seqlen_by_step.get(step, (self.tokens, self.last_seqlen))
@@ -49,10 +50,12 @@ class RowBuilder:
         meta = FlushMeta(self.world_size, col("batch_size"))
         steps = {k: col(k) for k in ("step", "tokens", "seqlen", "batch_size", "lr", "time_s")}
         layer_cols = {}
+        self.notes = []
         for q in quantities:
             cols, per_group = q.finalize(raw, meta, self.groups)
             steps.update(cols)
             layer_cols.update(per_group)
+            self.notes += q.notes(raw)
         for name in raw:
             if name.startswith("extra:"):
                 steps[name[len("extra:"):]] = raw[name][:, 0]

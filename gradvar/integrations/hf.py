@@ -2,39 +2,74 @@
 
     trainer.add_callback(GradvarCallback("runs/my_run", quantities="paper"))
 
-The callback takes over gradient clipping (same max_grad_norm, applied in on_pre_optimizer_step through
-Monitor.clip_grad_norm_) so that the gradient statistics see the gradient before clipping; losses,
-sequence length and tokens are read from the model's forward calls. With fp16 the gradients are unscaled
-before they are clipped (as the Trainer's own clipping does) and the monitor divides the loss scale out of
-the micro-batch gradients.
+The Trainer keeps its own gradient clipping: the monitor reads the gradient at the end of each step's last
+backward pass, before the Trainer clips it. Losses, sequence length and tokens come from the model's forward
+calls; with fp16 the monitor divides accelerate's loss scale out of the micro-batch gradients. The callback
+changes none of the Trainer's arguments.
+
+Resuming (`trainer.train(resume_from_checkpoint=...)`): the records continue after the checkpoint's step,
+with its cumulative token count. Each checkpoint the Trainer saves gets the monitor's state
+(`gradvar_monitor.pt`: step, tokens, spike-detector state) and the records are flushed first, so a checkpoint
+never points past what is on disk; rows written after it by the interrupted run are dropped on resume.
 """
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import torch
 from transformers import TrainerCallback
 
 from ..monitor import Monitor
+from ..records import read_records
+
+STATE_FILE = "gradvar_monitor.pt"
 
 
 class GradvarCallback(TrainerCallback):
     def __init__(self, run_dir, quantities="paper", **monitor_kwargs):
         self.run_dir, self.quantities, self.kwargs = run_dir, quantities, monitor_kwargs
         self.monitor: Monitor | None = None
-        self.max_norm = 0.0
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if model is None or inner is None:
             raise RuntimeError("GradvarCallback needs the model and optimizer (transformers >= 4.40)")
         scaler = getattr(optimizer, "scaler", None)  # accelerate's GradScaler under fp16
-        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=scaler, **self.kwargs)
-        if args.max_grad_norm and args.max_grad_norm > 0:
-            self.max_norm, args.max_grad_norm = float(args.max_grad_norm), 0.0
+        if self.monitor is not None:  # a second train() call with the same callback
+            self.monitor.close()
+        resume = state.global_step or None
+        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=scaler, resume_step=resume,
+                               **self.kwargs)
+        if resume:
+            self._restore(Path(args.output_dir) / f"checkpoint-{resume}" / STATE_FILE, resume)
 
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self.monitor is not None and self.max_norm > 0:
-            if self.monitor.grad_scaler is not None:  # clip true gradients, not scaled ones
-                self.monitor.grad_scaler.unscale_(self.monitor.optimizer)
-            self.monitor.clip_grad_norm_(self.max_norm)
+    def _restore(self, path: Path, step: int) -> None:
+        mon = self.monitor
+        if path.is_file():
+            mon.load_state_dict(torch.load(path, weights_only=True))
+            mon.log_event("resume", f"resumed from step {step} ({path.parent.name})")
+            return
+        # no saved state (a checkpoint from before the callback was added): continue the tokens on disk
+        try:
+            steps = read_records(self.run_dir, ["steps"])["steps"]
+        except FileNotFoundError:
+            steps = None
+        row = None if steps is None else steps[steps.step == step]
+        if row is not None and len(row):
+            mon.rows.tokens = int(row.tokens.iloc[-1])
+            mon.log_event("resume", f"resumed from step {step}: tokens continue from the records")
+        else:
+            mon.log_event("note", f"resumed from step {step} with no gradvar state or records of it: the tokens "
+                          "column counts from this run's start", value=math.nan)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.monitor is None:
+            return
+        self.monitor.flush()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir() and self.monitor.rank == 0:
+            torch.save(self.monitor.state_dict(), folder / STATE_FILE)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.monitor is not None:
@@ -43,5 +78,3 @@ class GradvarCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.monitor is not None:
             self.monitor.close()
-            if self.max_norm > 0:
-                args.max_grad_norm = self.max_norm

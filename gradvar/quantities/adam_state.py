@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import _torch_compat as tc
 from .base import SAME, Quantity, Stat, group_max, group_min, group_sum
 
 
@@ -22,8 +23,8 @@ class AdamState(Quantity):
         vs = [state[ctx.params[i]]["exp_avg_sq"] for i in have]
         ms = [state[ctx.params[i]]["exp_avg"] for i in have]
         sub = ctx.subsets(have)
-        vmax = torch.stack(torch._foreach_max(vs)).float()
-        vl1 = torch.stack(torch._foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
+        vmax = torch.stack(tc.foreach_max(vs)).float()
+        vl1 = torch.stack(tc.foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
         # No multi-tensor min exists, and _foreach_norm's -inf order is one kernel per tensor too on CUDA
         # (it has multi-tensor kernels for orders 1, 2, inf only) but 9x slower than amin on CPU.
         vmin = torch.stack([v.amin() for v in vs]).float()
@@ -33,7 +34,7 @@ class AdamState(Quantity):
             "v_l1_group": Stat(group_sum(vl1, sub.groups, g), SAME),
             "v_min_group": Stat(group_min(vmin, sub.groups, g), SAME),
             "v_numel_group": Stat(sub.group_numel, SAME),
-            "m_sq": Stat(torch.stack(torch._foreach_norm(ms)).float().square().sum(), SAME),
+            "m_sq": Stat(torch.stack(tc.foreach_norm(ms)).float().square().sum(), SAME),
         }
 
     def finalize(self, raw, meta, groups):

@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import _torch_compat as tc
+
 SUM, MAX, SAME, RANK = "sum", "max", "same", "rank"
 """SUM/MAX: all-reduced; SAME: identical on every rank (rank 0's is used); RANK: one slot per rank."""
 
@@ -69,12 +71,21 @@ class StepContext:
         return [p.grad if p.grad is not None else torch.zeros(1, device=p.device) for p in self.params]
 
     def grad_sq(self) -> torch.Tensor:
-        """(n_params,) float32 |grad|^2 per parameter, before clipping. Computed once per step (one pass over
-        the gradients) and shared: GradNorm, GradVariance with one micro-batch, Monitor.clip_grad_norm_."""
-        got = self.extras.get("grad_sq")
-        if got is None:
-            got = self.extras["grad_sq"] = torch.stack(torch._foreach_norm(self.grads())).float().square()
-        return got
+        """(n_params,) float32 |G|^2 per parameter: the step's gradient as its last backward pass left it,
+        before clipping, loss scale divided out (gradvar.pre_clip). Read once per step and shared."""
+        return self.extras["pre_clip"].grad_sq
+
+    def applied_sq(self) -> torch.Tensor | None:
+        """(n_params,) |grad|^2 as the optimizer is handed it (after clipping); None when equal to grad_sq."""
+        return self.extras["pre_clip"].applied_sq
+
+    def pre_clip_grads(self, have: list[int]) -> list[torch.Tensor]:
+        """float32 G of the parameters `have` (which all have a `.grad`), before clipping and unscaled."""
+        gs = [self.params[i].grad.float() for i in have]
+        f = self.extras["pre_clip"].factor
+        if f is None:
+            return gs
+        return tc.foreach_mul(gs, f if f.dim() == 0 else list(f[have].unbind()))
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,8 @@ class Quantity:
     name = "quantity"
     needs_elementwise = False
     needs_snapshot = False
+    needs_micro_batches = False
+    """True: on_grads reads the capture's per-pass moments (skipped when `.grad` stopped summing them)."""
 
     def __init__(self, schedule: Schedule | None = None):
         self.schedule = schedule or every(1)
@@ -126,3 +139,7 @@ class Quantity:
     def finalize(self, raw: dict, meta: FlushMeta, groups: list[str]) -> tuple[dict, dict]:
         """(steps columns, {(group, stat): column}) from the combined raw values, as (n_steps,) arrays."""
         return {}, {}
+
+    def notes(self, raw: dict) -> list[tuple[str, str]]:
+        """(reason, message) for each thing the combined raw values show the user should know."""
+        return []

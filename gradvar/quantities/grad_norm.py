@@ -1,29 +1,36 @@
-"""Gradient norm before and after clipping, overall and per group; non-finite gradient elements."""
+"""Gradient norm before and after clipping, overall and per group; non-finite gradient elements.
+
+Before clipping: the gradient as the step's last backward pass left it (gradvar.pre_clip), whoever clips it
+afterwards. After clipping: the gradient the optimizer is handed.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from .. import _torch_compat as tc
 from .base import SAME, Quantity, Stat, group_sum
 
 
 class GradNorm(Quantity):
-    """Reads `.grad` once it holds the step's gradient and before clipping (see Monitor.clip_grad_norm_)."""
-
     name = "grad_norm"
 
     def on_grads(self, ctx):
         # g * 0 is NaN exactly where g is non-finite, and the L0 "norm" counts those: two multi-tensor kernels
-        bad = torch.stack(torch._foreach_norm(torch._foreach_mul(ctx.grads(), 0.0), 0)).sum().float()
-        return {
+        bad = torch.stack(tc.foreach_norm(tc.foreach_mul(ctx.grads(), 0.0), 0)).sum().float()
+        out = {
             "grad_sq_group": Stat(group_sum(ctx.grad_sq(), ctx.group_index, ctx.n_groups), SAME),
             "nonfinite_grad": Stat(bad, SAME),
         }
+        applied = ctx.applied_sq()
+        if applied is not None:
+            out["grad_sq_applied"] = Stat(applied.sum(), SAME)
+        return out
 
     def on_step(self, ctx):
         out = {}
-        if "clip_coef" in ctx.extras:
-            out["clip_coef"] = Stat(ctx.extras["clip_coef"], SAME)
+        if "clip_coef" in ctx.extras and "pre_clip" in ctx.extras:  # Monitor.clip_grad_norm_ after the read
+            out["grad_sq_applied"] = Stat(ctx.grad_sq().sum() * ctx.extras["clip_coef"].float().square(), SAME)
         if "grad_norm_user" in ctx.extras:
             out["grad_norm_user"] = Stat(ctx.extras["grad_norm_user"], SAME)
         return out
@@ -36,7 +43,7 @@ class GradNorm(Quantity):
         if "grad_norm_user" in raw:
             user = raw["grad_norm_user"][:, 0]
             norm = np.where(np.isnan(user), norm, user)
-        coef = raw["clip_coef"][:, 0] if "clip_coef" in raw else np.full(len(norm), np.nan)
-        clipped = np.where(np.isnan(coef), norm, norm * np.minimum(coef, 1.0))
+        applied = raw["grad_sq_applied"][:, 0] if "grad_sq_applied" in raw else np.full(len(norm), np.nan)
+        clipped = np.where(np.isnan(applied), norm, np.sqrt(applied))
         per_group = {(g, "grad_norm"): np.sqrt(gsq[:, i]) for i, g in enumerate(groups)}
         return {"grad_norm": norm, "grad_norm_clipped": clipped, "nonfinite_grad": raw["nonfinite_grad"][:, 0]}, per_group

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import _torch_compat as tc
 from .base import MAX, RANK, SUM, Quantity, Stat, group_max, group_sum
 
 
@@ -36,12 +37,13 @@ def _unscaled(ctx, cap) -> tuple[torch.Tensor, list | None]:
         inv_sq = scale.float().reciprocal().square()
         sq = sq * inv_sq
         if m2 is not None:
-            torch._foreach_mul_(m2, inv_sq)
+            tc.foreach_mul_(m2, inv_sq)
     return sq, m2
 
 
 class GradVariance(Quantity):
     name = "grad_variance"
+    needs_micro_batches = True
 
     def __init__(self, schedule=None, elementwise: bool = True):
         super().__init__(schedule)
@@ -61,9 +63,9 @@ class GradVariance(Quantity):
             # formed in place in the capture's buffer (reset after the step anyway): one pass, no
             # parameter-sized temporary. Where there is no gradient, G = 0 and the moment is the variance.
             have = [i for i, p in enumerate(ctx.params) if p.grad is not None]
-            grads = [ctx.params[i].grad.float() for i in have]
-            torch._foreach_addcmul_([m2[i] for i in have], grads, grads, value=-1.0 / k_local)
-            maxes = torch.stack(torch._foreach_max(m2)) * float(k_local)
+            grads = ctx.pre_clip_grads(have)
+            tc.foreach_addcmul_([m2[i] for i in have], grads, grads, value=-1.0 / k_local)
+            maxes = torch.stack(tc.foreach_max(m2)) * float(k_local)
             out["var_max_group"] = Stat(group_max(maxes, ctx.group_index, ctx.n_groups), MAX)
         return out
 
@@ -80,7 +82,7 @@ class GradVariance(Quantity):
             with np.errstate(invalid="ignore", divide="ignore"):
                 scale = np.where(np.isnan(user), 1.0, user**2 / gb_group.sum(axis=1))
             gb_group = gb_group * scale[:, None]
-        b_s = np.where(np.isnan(meta.batch_size), 1.0, meta.batch_size / k_tot)
+        b_s = meta.batch_size / k_tot  # NaN where the batch size is unknown: tr(Sigma) is per sequence
         gs, gb = gs_group.sum(axis=1), gb_group.sum(axis=1)
         cols = noise_estimates(gs, gb, k_tot, b_s)
         cols["grad_sq_micro"] = gs

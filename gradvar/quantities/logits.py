@@ -10,6 +10,7 @@ import contextlib
 
 import torch
 
+from ..hooks import WeakHook
 from .base import MAX, Quantity, Stat
 
 
@@ -25,7 +26,7 @@ class OutputLogit(Quantity):
         head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
         if head is None:
             return False
-        self._handle = head.register_forward_hook(self._hook)
+        self._handle = head.register_forward_hook(WeakHook(self, "_hook"))
         return True
 
     def _hook(self, mod, inputs, out):

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import _torch_compat as tc
 from .base import SAME, Quantity, Stat, dense_then_every
 from .grad_variance import noise_estimates
 from .logits import attention_logit_max
@@ -127,12 +128,12 @@ class SeqlenProbe(Quantity):
             loss = self.loss_fn(model, chunk)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = [g.float() if g is not None else torch.zeros_like(t) for g, t in zip(grads, total)]
-            sq_sum += torch.stack(torch._foreach_norm(grads)).square().sum()
-            torch._foreach_add_(total, grads)
+            sq_sum += torch.stack(tc.foreach_norm(grads)).square().sum()
+            tc.foreach_add_(total, grads)
             loss_sum += loss.detach().float()
         k = len(chunks)
-        torch._foreach_div_(total, k)  # G = mean_k g_k
-        gb = torch.stack(torch._foreach_norm(total)).square().sum()
+        tc.foreach_div_(total, k)  # G = mean_k g_k
+        gb = torch.stack(tc.foreach_norm(total)).square().sum()
         reported = length - self.report_offset
         return {"probe_seqlen": reported, "probe_tokens": x.shape[0] * reported, "loss": loss_sum / k,
                 "grad_norm": gb.sqrt(), "_gs": sq_sum / k, "_gb": gb, "_k": k, "_b_s": self.micro,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import _torch_compat as tc
 from .base import SAME, Quantity, Stat, group_sum
 
 
@@ -20,9 +21,9 @@ class UpdateSize(Quantity):
         if before is None:
             return {}
         params = [p.detach() for p in ctx.params]
-        delta = torch._foreach_sub(params, before)
-        d_sq = torch.stack(torch._foreach_norm(delta)).float().square()
-        p_sq = torch.stack(torch._foreach_norm(params)).float().square()
+        delta = tc.foreach_sub(params, before)
+        d_sq = torch.stack(tc.foreach_norm(delta)).float().square()
+        p_sq = torch.stack(tc.foreach_norm(params)).float().square()
         return {
             "update_sq_group": Stat(group_sum(d_sq, ctx.group_index, ctx.n_groups), SAME),
             "param_sq_group": Stat(group_sum(p_sq, ctx.group_index, ctx.n_groups), SAME),

@@ -60,7 +60,8 @@ def test_trainer_callback_writes_records(tmp_path):
 def test_trainer_callback_divides_out_accelerates_loss_scale(tmp_path):
     """fp16 Trainer runs backpropagate accelerate's scaled loss. accelerate makes a GradScaler only on an
     accelerator device, so this run installs a real CPU one in its place (fp32 compute, the scaling path
-    exactly as under fp16): the records must equal an unscaled run's, clipping included."""
+    exactly as under fp16, and accelerate's unscaling before the Trainer's clipping): the records must equal an
+    unscaled run's, clipping included."""
     got = {}
     for scaled in (False, True):
         args = TrainingArguments(output_dir=str(tmp_path / f"hf{scaled}"), per_device_train_batch_size=4,
@@ -68,7 +69,10 @@ def test_trainer_callback_divides_out_accelerates_loss_scale(tmp_path):
                                  report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
         trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
         if scaled:
-            trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+            acc = trainer.accelerator
+            acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+            # what accelerate's fp16 branch of unscale_gradients does before the Trainer clips
+            acc.unscale_gradients = lambda optimizer=None: acc.scaler.unscale_(trainer.optimizer.optimizer)
         trainer.add_callback(GradvarCallback(tmp_path / f"gv{scaled}"))
         trainer.train()
         assert (trainer.accelerator.scaler is not None) == scaled

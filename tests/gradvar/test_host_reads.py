@@ -21,8 +21,9 @@ def monitored_loop(tmp_path, preset: str, micro: int):
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     probe = torch.randint(0, 64, (4, 17), generator=torch.Generator().manual_seed(1))
-    mon = gradvar.Monitor(model, opt, tmp_path, preset, flush_every=1000, probe_batch=probe, probe_every=2,
-                          probe_seqlens=[9, 17], handle_sigterm=False)
+    seqlen_probe = {"probe_every": 2, "probe_seqlens": [9, 17]} if preset == "full" else {}
+    mon = gradvar.Monitor(model, opt, tmp_path, preset, flush_every=1000, probe_batch=probe, handle_sigterm=False,
+                          **seqlen_probe)
     data = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
 
     def step():

@@ -1,0 +1,87 @@
+"""The private torch APIs gradvar relies on, in one place, checked once at import.
+
+Public hooks do most of the work (tensor hooks, `register_step_pre_hook`, module forward hooks). What no
+public API offers:
+- the end of a backward pass (all of its gradients accumulated): the autograd engine's final callbacks;
+- which backward task a gradient hook runs in (one backward call = one micro-batch, nested ones included);
+- whether a backward accumulates into `.grad` at all (`torch.autograd.grad` does not);
+- a GradScaler's scale as a device tensor (its public `get_scale()` waits for the device), and whether it has
+  unscaled the gradients already;
+- multi-tensor kernels (`torch._foreach_*`): a handful of launches for all parameters instead of one each.
+If a torch release drops one of them, importing gradvar says which, instead of failing inside a hook.
+"""
+from __future__ import annotations
+
+import torch
+
+MIN_TORCH = (2, 6)
+
+_NEEDED = {
+    "torch._C._current_graph_task_id": lambda: torch._C._current_graph_task_id,
+    "torch._C._will_engine_execute_node": lambda: torch._C._will_engine_execute_node,
+    "torch.autograd.Variable._execution_engine.queue_callback":
+        lambda: torch.autograd.Variable._execution_engine.queue_callback,
+    "torch.amp.GradScaler._get_scale_async": lambda: torch.amp.GradScaler._get_scale_async,
+    **{f"torch._foreach_{op}": (lambda op=op: getattr(torch, f"_foreach_{op}"))
+       for op in ("norm", "max", "mul", "mul_", "addcmul_", "copy_", "sub", "add_", "div_")},
+}
+
+
+def _check() -> None:
+    version = tuple(int(x) for x in torch.__version__.split(".")[:2] if x.isdigit())
+    missing = []
+    for name, get in _NEEDED.items():
+        try:
+            get()
+        except AttributeError:
+            missing.append(name)
+    if version < MIN_TORCH or missing:
+        raise ImportError(f"gradvar needs torch >= {'.'.join(map(str, MIN_TORCH))} with "
+                          f"{', '.join(missing) or 'its private autograd and foreach APIs'}; this is torch "
+                          f"{torch.__version__}")
+
+
+_check()
+
+foreach_norm = torch._foreach_norm
+foreach_max = torch._foreach_max
+foreach_mul = torch._foreach_mul
+foreach_mul_ = torch._foreach_mul_
+foreach_addcmul_ = torch._foreach_addcmul_
+foreach_copy_ = torch._foreach_copy_
+foreach_sub = torch._foreach_sub
+foreach_add_ = torch._foreach_add_
+foreach_div_ = torch._foreach_div_
+
+
+def graph_task_id() -> int:
+    """The backward task the calling gradient hook runs in (-1 outside one)."""
+    return torch._C._current_graph_task_id()
+
+
+def at_backward_end(fn) -> None:
+    """Run fn() once the current backward task has accumulated every gradient (after DDP's own callback
+    when queued from inside a final callback: callbacks run in the order they were queued)."""
+    torch.autograd.Variable._execution_engine.queue_callback(fn)
+
+
+def accumulates(node) -> bool:
+    """False inside torch.autograd.grad, which accumulates nothing into .grad (and says so by refusing to
+    tell whether it will run a parameter's accumulator)."""
+    try:
+        torch._C._will_engine_execute_node(node)
+        return True
+    except RuntimeError:
+        return False
+
+
+def scaler_scale(scaler) -> torch.Tensor:
+    """The loss scale of the backward passes just run, on the device, without a sync."""
+    return scaler._get_scale_async()
+
+
+def scaler_unscaled(scaler, optimizer) -> bool:
+    """True once `scaler.unscale_(optimizer)` ran this iteration (`.grad` then holds true gradients)."""
+    state = scaler._per_optimizer_states.get(id(optimizer), {})
+    stage = state.get("stage")
+    return getattr(stage, "name", None) in ("UNSCALED", "STEPPED")

@@ -1,10 +1,11 @@
-"""Step time of a plain loop with no monitor, with gradvar "paper" every step, and with "full" (probes every
-100 steps), interleaved in one process; plus the peak memory each adds (separate processes).
+"""Step time of a plain loop with no monitor, with gradvar "paper" every step, "paper" with a TensorBoard sink
+(every record also written as TensorBoard scalars), and "full" (probes every 100 steps), interleaved in one
+process; plus the peak memory each adds (separate processes).
 
     python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25]
 
-Goals: "paper" adds at most 5% step time on the CPU tiny preset; "full" with probes every 100 steps at
-most 15%.
+Goals: "paper" adds at most 5% step time on the CPU tiny preset, with or without the TensorBoard sink;
+"full" with probes every 100 steps at most 15%.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import adamw, autocast, bare_step, peak_memory_mb, timed  # noqa: E402
 
 import gradvar  # noqa: E402
+from gradvar.sinks import TensorBoardSink  # noqa: E402
 from trainer.data import WindowSampler, fixed_windows, prepare  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 from trainer.recipes import preset  # noqa: E402
@@ -46,7 +48,8 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
         def loss_fn(m, x):
             with autocast(device):
                 return next_token_loss(m, x)
-        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, probe_batch=probe if mode == "full" else None,
+        sinks = [TensorBoardSink(Path(out) / mode / "tensorboard")] if mode == "paper_tb" else []
+        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode.removesuffix("_tb"), sinks=sinks, probe_batch=probe if mode == "full" else None,
                               probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn, flush_every=50,
                               handle_sigterm=False, notify=lambda *a: None)
     return cfg, model, opt, batches, mon
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-overhead-")
-    modes = ("none", "paper", "full")
+    modes = ("none", "paper", "paper_tb", "full")
     steppers = {m: stepper(*setup(args.preset, m, out, args.device, args.batch)) for m in modes}
     for fn in steppers.values():
         timed(fn, args.warmup, args.device)
@@ -116,6 +119,7 @@ def main(argv=None) -> int:
     for m in modes:
         print(f"  {m:<6} {1000 * totals[m] / n:8.1f} ms/step")
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (goal <= +5%)")
+    print(f"overhead paper + TensorBoard sink: {totals['paper_tb'] / totals['none'] - 1:+.1%} (goal <= +5%)")
     print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (goal <= +15%)")
     mem = {}
     for m in modes:

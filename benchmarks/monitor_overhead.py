@@ -49,9 +49,9 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0):
             with autocast(device):
                 return next_token_loss(m, x)
         sinks = [TensorBoardSink(Path(out) / mode / "tensorboard")] if mode == "paper_tb" else []
-        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode.removesuffix("_tb"), sinks=sinks, probe_batch=probe if mode == "full" else None,
-                              probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn, flush_every=50,
-                              handle_sigterm=False, notify=lambda *a: None)
+        probes = dict(probe_batch=probe, probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn) if mode == "full" else {}
+        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode.removesuffix("_tb"), sinks=sinks, flush_every=50,
+                              handle_sigterm=False, notify=lambda *a: None, **probes)
     return cfg, model, opt, batches, mon
 
 

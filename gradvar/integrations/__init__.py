@@ -2,8 +2,8 @@
 
 
 def __getattr__(name):
-    if name == "hf":
+    if name in ("hf", "lightning"):
         import importlib
 
-        return importlib.import_module("gradvar.integrations.hf")
+        return importlib.import_module("gradvar.integrations." + name)
     raise AttributeError(f"module 'gradvar.integrations' has no attribute {name!r}")

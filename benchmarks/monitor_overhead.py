@@ -1,11 +1,13 @@
-"""Step time of a plain loop with no monitor, with gradvar "paper" every step, and with "full" (probes every
-100 steps), interleaved in one process; plus the peak memory each adds (separate processes).
+"""Step time of a plain loop with no monitor, with gradvar "paper" every step, "paper" with a TensorBoard sink
+(every record also written as TensorBoard scalars), and "full" (probes every 100 steps), interleaved in one
+process; plus the peak memory each adds (separate processes).
 
     python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25] [--micro K] [--json FILE]
     python benchmarks/monitor_overhead.py --fsdp        # FSDP2 on 2 CPU ranks: time and collectives added
 
-Budgets: "paper" adds at most 5% step time on the CPU tiny preset; "full" with probes every 100 steps at
-most 15%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%), "full" at most 10%.
+Budgets: "paper" adds at most 5% step time on the CPU tiny preset, with or without the TensorBoard sink;
+"full" with probes every 100 steps at most 15%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%),
+"full" at most 10%.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import adamw, autocast, bare_step, peak_memory_mb, print_times, timed, write_json  # noqa: E402
 
 import gradvar  # noqa: E402
+from gradvar.sinks import TensorBoardSink  # noqa: E402
 from trainer.data import WindowSampler, fixed_windows, prepare  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 from trainer.recipes import preset  # noqa: E402
@@ -50,9 +53,10 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0, mi
         def loss_fn(m, x):
             with autocast(device):
                 return next_token_loss(m, x)
-        probes = {"probe_batch": probe, "probe_every": 100, "probe_seqlens": ladder, "loss_fn": loss_fn}
-        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode, flush_every=50, handle_sigterm=False,
-                              notify=lambda *a: None, **(probes if mode == "full" else {}))
+        sinks = [TensorBoardSink(Path(out) / mode / "tensorboard")] if mode == "paper_tb" else []
+        probes = dict(probe_batch=probe, probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn) if mode == "full" else {}
+        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode.removesuffix("_tb"), sinks=sinks, flush_every=50,
+                              handle_sigterm=False, notify=lambda *a: None, **probes)
     return cfg, model, opt, batches, mon
 
 
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-overhead-")
-    modes = ("none", "paper", "full")
+    modes = ("none", "paper", "paper_tb", "full")
     parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro) for m in modes}
     steppers = {m: stepper(*parts[m]) for m in modes}
     for fn in steppers.values():
@@ -133,6 +137,7 @@ def main(argv=None) -> int:
           f"{n} steps per mode interleaved in {args.rounds} rounds, torch {torch.__version__}")
     print_times(totals, n)
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (budget +5%)")
+    print(f"overhead paper + TensorBoard sink: {totals['paper_tb'] / totals['none'] - 1:+.1%} (budget +5%)")
     print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (budget +15%)")
     mem = {}
     for m in modes:

@@ -38,6 +38,8 @@ from .inputs import StepInputs, describe, loss_share, output_loss
 from .pre_clip import pre_clip
 from .records import RecordWriter
 from .rows import RowBuilder
+from .sinks import SinkSet
+from .sinks import build as build_sinks
 from .spikes import SpikeRule
 
 PROBE_OPTIONS = ("probe_batch", "probe_every", "probe_loss_every", "probe_micro_batch", "probe_seqlens", "loss_fn")
@@ -51,7 +53,7 @@ class Monitor:
                  probe_loss_every: int | None = None, probe_micro_batch: int | None = None, probe_seqlens=None,
                  loss_fn=None, layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(),
                  resume_step: int | None = None, handle_sigterm: bool = True, infer_inputs: bool = True,
-                 grad_scaler=None, notify=None):
+                 grad_scaler=None, notify=None, sinks=()):
         self.model, self.optimizer = model, optimizer
         self.notify = notify or _warn
         """Called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty,
@@ -84,6 +86,8 @@ class Monitor:
         are then S times the true ones, and the statistics divide S back out. Found by itself when the loop
         steps through `scaler.step(optimizer)`."""
         self.writer = RecordWriter(self.run_dir, resume_step=resume_step) if self.rank == 0 else None
+        self.sinks = SinkSet(build_sinks(sinks, run_dir) if self.rank == 0 else (), lambda m: self.log_event("note", m))
+        """Dashboards (gradvar.sinks) that get each flush's rows on rank 0, after the records are written."""
         self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
         self.step_num = 0 if resume_step is None else int(resume_step)
         self._buffer: list[tuple[dict, dict]] = []  # (host meta, {name: Stat}) per step
@@ -352,6 +356,7 @@ class Monitor:
         """Combine buffered statistics across ranks (collective under DDP) and write them (rank 0)."""
         buffer, self._buffer = self._buffer, []
         side, self._side_rows[:] = list(self._side_rows), []
+        sent: dict[str, list[dict]] = {}
         if buffer:
             slots = [(r, k) for _, r in side for k, v in r.items() if isinstance(v, torch.Tensor)]
             raw, values = combine([stats for _, stats in buffer], self.world_size, self.rank,
@@ -365,10 +370,15 @@ class Monitor:
                     self._note_once(reason, msg)
                 for table, rows in tables.items():
                     self.writer.append(table, rows)
+                    sent.setdefault(table, []).extend(rows)
         if self.rank == 0:
             for table, row in self.rows.take_extra():
                 self.writer.append(table, row)
-            self.writer.flush()
+                sent.setdefault(table, []).append(row)
+            try:
+                self.writer.flush()
+            finally:  # the host rows the records got, to the dashboards (a failing one is dropped, never raises)
+                self.sinks.write(sent)
 
     @property
     def stop_requested(self) -> bool:
@@ -391,7 +401,10 @@ class Monitor:
     def close(self) -> None:
         if self._closed:
             return
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self.sinks.close()
         self._closed = True
         for h in self._handles:
             h.remove()

@@ -189,6 +189,28 @@ class RecordWriter:
         self.flush()
 
 
+def _read_parts(folder: Path, errors: list | None, attempts: int = 20) -> list[pd.DataFrame]:
+    """Every part of one table. A run still training may merge parts while they are read: a listed part that
+    is gone was merged into a newer one, so the listing is taken again (parts are renamed into place whole,
+    so no half-written file is ever listed)."""
+    for _ in range(attempts):
+        frames, vanished = [], False
+        for _, _, path in _parts(folder):
+            try:
+                frames.append(pq.read_table(path).to_pandas())
+            except FileNotFoundError:
+                vanished = True
+                break
+            except Exception as exc:
+                msg = f"{path}: unreadable records part skipped ({type(exc).__name__}: {exc})"
+                warnings.warn(msg, stacklevel=3)
+                if errors is not None:
+                    errors.append(msg)
+        if not vanished:
+            return frames
+    raise RuntimeError(f"{folder}: parts kept vanishing while being read ({attempts} listings)")
+
+
 def read_records(run_dir, tables=None, errors: list | None = None) -> dict[str, pd.DataFrame]:
     """Every table under run_dir/records as a DataFrame sorted by step.
 
@@ -200,15 +222,7 @@ def read_records(run_dir, tables=None, errors: list | None = None) -> dict[str, 
         raise FileNotFoundError(f"{run_dir}: no records/ folder (is this a gradvar run directory?)")
     out = {}
     for table in tables or [t for t in TABLES if (root / t).is_dir()]:
-        frames = []
-        for _, _, path in _parts(root / table):
-            try:
-                frames.append(pq.read_table(path).to_pandas())
-            except Exception as exc:
-                msg = f"{path}: unreadable records part skipped ({type(exc).__name__}: {exc})"
-                warnings.warn(msg, stacklevel=2)
-                if errors is not None:
-                    errors.append(msg)
+        frames = _read_parts(root / table, errors)
         cols = list(TABLES.get(table, ()))
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
         df = _dedup(df, table)

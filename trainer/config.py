@@ -166,6 +166,16 @@ class ParallelConfig:
 
 
 @dataclass
+class LogConfig:
+    """Live dashboards for gradvar's numbers beside the records."""
+
+    tensorboard: str = ""
+    """TensorBoard log folder for gradvar's scalars ('' off; 'run' for run_dir/tensorboard)."""
+    wandb: str = ""
+    """W&B project for gradvar's scalars ('' off; WANDB_MODE=offline works without the network)."""
+
+
+@dataclass
 class TrainConfig:
     """One training run."""
 
@@ -192,6 +202,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     intervention: InterventionConfig = field(default_factory=InterventionConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .live import Progress
+
 
 @dataclass
 class RunSpec:
@@ -67,6 +69,8 @@ def run_all(grid: Grid, out_root: Path, jobs: int, log=print) -> list[Path]:
     todo = [s for s in grid.runs if not is_complete(run_dir(out_root, s))]
     n, done, started, finished_here = len(grid.runs), len(grid.runs) - len(todo), time.time(), 0
     log(f"{grid.name}: {n} runs, {done} already complete, {len(todo)} to run, {jobs} at a time")
+    bar = Progress(n, unit="run", desc=f"study {grid.name}", initial=done, log=log)  # a bar on a terminal
+    log = bar.write
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     running: list[tuple[RunSpec, subprocess.Popen]] = []
     failed = []
@@ -89,7 +93,9 @@ def run_all(grid: Grid, out_root: Path, jobs: int, log=print) -> list[Path]:
                 log(f"  run {spec.name} failed (exit {proc.returncode}); see {run_dir(out_root, spec) / 'log.txt'}")
             elapsed = time.time() - started
             eta = elapsed / finished_here * (len(todo) + len(running))  # wall time per finished run so far
+            bar.update_to(done)
             log(f"  run {done} of {n} done: {spec.name} | elapsed {elapsed / 60:.1f} min | ETA {eta / 60:.1f} min")
+    bar.close()
     if failed:
         log(f"{len(failed)} runs failed: {', '.join(failed)}; rerun the same command to retry them")
     return [run_dir(out_root, s) for s in grid.runs if is_complete(run_dir(out_root, s))]

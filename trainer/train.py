@@ -31,6 +31,7 @@ from . import parallel
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
 from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
+from .live import Progress, dashboard_sinks
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
 from .lr import lr_at
 from .model import build_model, compiled, count_params, mfu, param_groups
@@ -74,7 +75,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False, log=print):
         self.cfg, self.d = cfg, setup(cfg.device)
         cfg.validate(self.d.world_size)
-        self.log = log if self.d.is_main else (lambda *a, **k: None)
+        self._print = log if self.d.is_main else (lambda *a, **k: None)
+        self.progress = None  # a bar on rank 0's terminal while the loop runs
         if self.d.device.type == "cpu":
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -139,8 +141,11 @@ class Trainer:
                 q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
         self.monitor = gradvar.Monitor(self.ddp, self.opt, self.run_dir, qs, flush_every=m.flush_every,
                                        resume_step=resume_step, handle_sigterm=False, infer_inputs=False,
-                                       notify=self._monitor_note)
+                                       notify=self._monitor_note, sinks=dashboard_sinks(self.cfg))
         self.guard = NonFiniteGuard(self.cfg.intervention.nonfinite, self.opt, self.monitor)
+
+    def log(self, msg: str) -> None:
+        (self.progress.write if self.progress else self._print)(msg)
 
     def _monitor_note(self, reason: str, msg: str) -> None:
         """The monitor's once-per-run notes, in the log; the one-micro-batch note names the flag to set."""
@@ -275,6 +280,11 @@ class Trainer:
         return float(total[0] / total[1])  # sync: evaluation only
 
     def run(self) -> dict:
+        o = self.cfg.optim
+        total, unit = (o.max_steps, "step") if o.max_steps else (o.train_tokens, "tok")
+        if self.d.is_main:
+            self.progress = Progress(total, unit=unit, desc=self.cfg.name, log=self._print,
+                                     initial=self.step if o.max_steps else self.tokens)
         try:
             return self._run()
         except BaseException:
@@ -284,6 +294,10 @@ class Trainer:
                 with contextlib.suppress(Exception):
                     self.monitor.flush()
             raise
+        finally:
+            if self.progress:
+                self.progress.close()
+                self.progress = None
 
     def _run(self) -> dict:
         self._install_sigterm()
@@ -293,6 +307,8 @@ class Trainer:
         while not self.done():
             losses = self.train_step()
             cfg = self.cfg
+            if self.progress:
+                self.progress.update_to(self.step if cfg.optim.max_steps else self.tokens)
             if cfg.intervention.rewind_on_spike and self._maybe_rewind(losses):
                 continue
             if self.step % cfg.log_every == 0:
@@ -342,6 +358,8 @@ class Trainer:
             util = mfu(tok_per_s, self.cfg.model, self.n_params, self.seqlen_at(self.step),
                        torch.cuda.get_device_name(self.d.device), self.d.world_size)
         mfu_text = f" | MFU {util:.1%}" if math.isfinite(util) else ""
+        if self.progress:
+            self.progress.update_to(self.step if o.max_steps else self.tokens, f"loss {loss:.4f}")
         self.log(f"step {self.step:>6} | loss {loss:.4f} | lr {self.opt.param_groups[0]['lr']:.2e} | seqlen "
                  f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu_text} | ETA {eta / 60:.1f} min")
 

@@ -2,6 +2,9 @@
 
     trainer.add_callback(GradvarCallback("runs/my_run", quantities="paper"))
 
+gradvar's scalars go where the Trainer's `report_to` sends its own logs (TensorBoard, W&B); pass sinks=[...]
+to choose others, sinks=[] for none.
+
 The Trainer keeps its own gradient clipping: the monitor reads the gradient at the end of each step's last
 backward pass, before the Trainer clips it. Losses, sequence length and tokens come from the model's forward
 calls; with fp16 the monitor divides accelerate's loss scale out of the micro-batch gradients. The callback
@@ -15,6 +18,7 @@ never points past what is on disk; rows written after it by the interrupted run 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +28,21 @@ from ..monitor import Monitor
 from ..records import read_records
 
 STATE_FILE = "gradvar_monitor.pt"
+
+
+def report_to_sinks(args) -> list:
+    """gradvar's scalars where the Trainer reports (`report_to`): W&B into the run the WandbCallback started;
+    TensorBoard into $TENSORBOARD_LOGGING_DIR (the Trainer's own run) when set, else output_dir/runs/gradvar,
+    beside the Trainer's runs/<date>_<host>."""
+    from ..sinks import TensorBoardSink, WandbSink
+
+    report_to = args.report_to if isinstance(args.report_to, (list, tuple)) else [args.report_to]
+    out = []
+    if "tensorboard" in report_to or "all" in report_to:
+        out.append(TensorBoardSink(os.getenv("TENSORBOARD_LOGGING_DIR") or Path(args.output_dir) / "runs" / "gradvar"))
+    if "wandb" in report_to or "all" in report_to:
+        out.append(WandbSink())  # opened at the first flush: wandb.run, started by the WandbCallback by then
+    return out
 
 
 class GradvarCallback(TrainerCallback):
@@ -39,8 +58,9 @@ class GradvarCallback(TrainerCallback):
         if self.monitor is not None:  # a second train() call with the same callback
             self.monitor.close()
         resume = state.global_step or None
+        kwargs = {"sinks": report_to_sinks(args), **self.kwargs}  # sinks= given: those instead
         self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=scaler, resume_step=resume,
-                               **self.kwargs)
+                               **kwargs)
         if resume:
             self._restore(Path(args.output_dir) / f"checkpoint-{resume}" / STATE_FILE, resume)
 

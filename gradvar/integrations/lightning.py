@@ -8,7 +8,8 @@ each step's last backward pass, before Lightning clips it; batch size, sequence 
 the batches (the first tensor of each, see gradvar.inputs), the loss from what `training_step` returns
 (automatic optimization divides it by `accumulate_grad_batches`; the callback multiplies that back). Under
 fp16 the precision plugin's GradScaler is handed to the monitor. The monitor's state rides in Lightning's
-checkpoints, so a resumed fit continues its step count, tokens and spike detector.
+checkpoints, so a resumed fit continues its step count, tokens and spike detector. gradvar's scalars go to the
+Trainer's TensorBoard and W&B loggers (sinks=[...] chooses others, sinks=[] none).
 """
 from __future__ import annotations
 
@@ -17,6 +18,24 @@ from lightning.pytorch.callbacks import Callback
 
 from ..inputs import describe
 from ..monitor import Monitor
+
+
+def logger_sinks(trainer) -> list:
+    """gradvar's scalars through the Trainer's own loggers: a TensorBoardLogger's SummaryWriter, a WandbLogger's
+    run (rank 0 only; the loggers' experiments are only touched there)."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    from ..sinks import TensorBoardSink, WandbSink
+
+    if trainer.global_rank != 0:
+        return []
+    out = []
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            out.append(TensorBoardSink(writer=logger.experiment))
+        elif isinstance(logger, WandbLogger):
+            out.append(WandbSink(run=logger.experiment))
+    return out
 
 
 class GradvarCallback(Callback):
@@ -32,9 +51,10 @@ class GradvarCallback(Callback):
             raise ValueError(f"GradvarCallback monitors one optimizer; this module has {len(trainer.optimizers)}")
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         resume = trainer.global_step or None
+        kwargs = {"sinks": logger_sinks(trainer), **self.kwargs}  # sinks= given: those instead
         self.monitor = Monitor(trainer.strategy.model, trainer.optimizers[0], self.run_dir, self.quantities,
                                infer_inputs=False, grad_scaler=scaler, resume_step=resume,
-                               handle_sigterm=False, **self.kwargs)
+                               handle_sigterm=False, **kwargs)
         if self._restored is not None:
             self.monitor.load_state_dict(self._restored)
             self.monitor.log_event("resume", f"resumed from step {trainer.global_step}")

@@ -66,8 +66,8 @@ class Reference(L.Callback):
 
 def fit(module, callbacks, root, manual: bool = False, **trainer_kwargs):
     kw = {} if manual else {"accumulate_grad_batches": ACCUM, "gradient_clip_val": CLIP}
-    trainer = L.Trainer(default_root_dir=str(root), accelerator="cpu", max_steps=3, logger=False,
+    trainer = L.Trainer(default_root_dir=str(root), accelerator="cpu", max_steps=3,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=callbacks, **kw, **trainer_kwargs)
+                        callbacks=callbacks, **{"logger": False, **kw, **trainer_kwargs})
     trainer.fit(module, torch.utils.data.DataLoader(Data(), batch_size=B))
     return trainer

@@ -24,7 +24,7 @@ import pandas as pd
 _STEP_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)*(?:\d+:\s+)?(?:iteration|iter|step)\s+(\d+)\s*(?:/\s*\d+)?\s*[:|,]?(.*)$",
                         re.IGNORECASE)
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?nan|[+-]?inf"
-_PAIR = re.compile(rf"^([A-Za-z][A-Za-z0-9 _/().%-]*?)\s*[:=]?\s+({_NUM})(?![\w.])", re.IGNORECASE)
+_PAIR = re.compile(rf"^([A-Za-z][A-Za-z0-9 _/().%-]*?)\s*[:=]?\s+({_NUM})(?:ms|s|%)?(?![\w.])", re.IGNORECASE)
 _EVAL_KEY = re.compile(r"^(val|valid|validation|eval|test)\b", re.IGNORECASE)
 
 

@@ -9,6 +9,6 @@ def register_report(sub) -> None:
 
 
 def register_diagnose(sub) -> None:
-    from .cli_diagnose import add_diagnose_arguments
+    from .diagnose.cli import add_diagnose_arguments
 
     add_diagnose_arguments(sub.add_parser("diagnose", help="diagnose your own run's log: spikes, leading signals, advice"))

@@ -1,7 +1,7 @@
 """Early warning: does a signal rising above its recent quantiles announce a loss spike?
 
 The alarm rule, its per-step scores, lead times and the one Mann-Whitney AUROC of the package (analysis.correlate
-and analysis.diagnose_signals both score with it, so their AUROCs agree by construction). The rolling quantile
+and analysis.diagnose.signals both score with it, so their AUROCs agree by construction). The rolling quantile
 and the average ranks that the rule rests on live here too, although analysis.correlate also uses them for its
 transforms and Spearman r: this module is the lower layer and imports nothing from analysis.correlate.
 """

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from .warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW, auroc
+from ..warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW, auroc
 
 SIGNAL_COLUMNS = ("rank", "signal", "role", "variant", "auroc", "hit_rate", "chance_hit_rate", "p_value", "precision",
                   "n_events", "median_lead_entries", "median_lead_steps", "at_spike", "n_obs")

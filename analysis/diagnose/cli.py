@@ -17,9 +17,9 @@ import numpy as np
 
 from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD, SpikeRule
 
-from .diagnose import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
-from .diagnose_advice import HF_SNIPPET
-from .logs import LogError, load_log
+from . import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
+from .advice import HF_SNIPPET
+from ..logs import LogError, load_log
 
 PROG = "gradvar diagnose"
 
@@ -49,7 +49,7 @@ def main_diagnose(args) -> int:
         diag = diagnose(log, rule=rule, horizon=int(args.horizon))
         report = None
         if args.out_dir:
-            from .diagnose_report import write_diagnosis_report  # matplotlib only when a report is asked for
+            from .report import write_diagnosis_report  # matplotlib only when a report is asked for
 
             report = write_diagnosis_report(diag, log, args.out_dir)
     except (LogError, ValueError, OSError) as exc:
@@ -116,7 +116,7 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
 
 
 def main(argv=None) -> int:
-    """Standalone entry: python -m analysis.cli_diagnose PATH."""
+    """Standalone entry: python -m analysis.diagnose.cli PATH."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_diagnose_arguments(parser)
     return main_diagnose(parser.parse_args(argv))

@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
 
 from .metrics import in_spans
 
@@ -55,6 +54,8 @@ def _rank(a: np.ndarray) -> np.ndarray:
     order = np.argsort(a)
     srt = a[order]
     if len(a) > 1 and np.any(srt[1:] == srt[:-1]):
+        from scipy import stats  # only with ties; importing scipy costs ~1 s
+
         return stats.rankdata(a)
     r = np.empty(len(a))
     r[order] = np.arange(1, len(a) + 1)

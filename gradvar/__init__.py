@@ -6,10 +6,8 @@
     mon.close()
     tables = gradvar.read_records("runs/my_run")   # {"steps": DataFrame, "layers": ..., ...}
 """
-from .monitor import Monitor
 from .records import RecordsWriteError, read_records
 from .schema import SCHEMA_VERSION
-from .slw import SLWSchedule, truncate
 from .spikes import SpikeRule, classify_run, loss_ratio, ratio_spikes, spike_events, z_spikes
 
 __version__ = "0.1.0"
@@ -20,10 +18,17 @@ __all__ = [
 ]
 
 
+# Torch-backed names load on first use, so reading records or spike rules (gradvar diagnose, gradvar report)
+# never imports torch.
+_LAZY = {"Monitor": "monitor", "SLWSchedule": "slw", "truncate": "slw"}
+
+
 def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"gradvar.{_LAZY[name]}"), name)
     # `gradvar.integrations.hf` without importing transformers on `import gradvar`
     if name == "integrations":
-        import importlib
-
         return importlib.import_module("gradvar.integrations")
     raise AttributeError(f"module 'gradvar' has no attribute {name!r}")

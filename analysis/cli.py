@@ -14,7 +14,7 @@ def register_report(sub) -> None:
 
 
 def register_diagnose(sub) -> None:
-    from .cli_diagnose import add_diagnose_arguments
+    from .diagnose.cli import add_diagnose_arguments
 
     add_diagnose_arguments(sub.add_parser("diagnose", help="diagnose your own run's log: spikes, leading signals, advice"))
     _announce(sub.choices["diagnose"], lambda a: f"reading {a.path}, finding spikes and leading signals"

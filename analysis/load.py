@@ -22,12 +22,10 @@ import pandas as pd
 from gradvar.records import read_records
 from gradvar.schema import TABLES
 
+from .errors import NotARunDirError
+
 TABLE_NAMES = tuple(TABLES)
 META_COLUMNS = ("run", "method", "seed", "batch_size", "lr", "peak_lr")
-
-
-class NotARunDirError(ValueError):
-    """The path is not a gradvar run directory (no records/ folder)."""
 
 
 @dataclass

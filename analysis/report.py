@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gradvar.slw import SLWSchedule
 
 from .compare import claims_table, compare, summary_compact
 from .correlate import (ALARM_Q, HORIZON, MAX_BLOCKS, N_BOOT, N_BOOT_GROUPS, WINDOW, aligned, analyze_runs,
@@ -208,6 +207,8 @@ def _schedule(runs):
                                    or (run.config.get("model") or {}).get("n_positions") or 0)
         if slw.get("difficulties"):
             fields.update(difficulties=tuple(slw["difficulties"]), max_steps=tuple(slw.get("max_steps") or ()))
+        from gradvar.slw import SLWSchedule  # torch: only for a study report with an SLW run, never for diagnose
+
         try:
             return SLWSchedule(**fields)
         except (TypeError, ValueError):

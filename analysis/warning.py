@@ -1,7 +1,7 @@
 """Early warning: does a signal rising above its recent quantiles announce a loss spike?
 
 The alarm rule, its per-step scores, lead times and the one Mann-Whitney AUROC of the package (analysis.correlate
-and analysis.diagnose_signals both score with it, so their AUROCs agree by construction). The rolling quantile
+and analysis.diagnose.signals both score with it, so their AUROCs agree by construction). The rolling quantile
 and the average ranks that the rule rests on live here too, although analysis.correlate also uses them for its
 transforms and Spearman r: this module is the lower layer and imports nothing from analysis.correlate.
 """
@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy import stats
 
 from .metrics import in_spans
 
@@ -55,6 +54,8 @@ def _rank(a: np.ndarray) -> np.ndarray:
     order = np.argsort(a)
     srt = a[order]
     if len(a) > 1 and np.any(srt[1:] == srt[:-1]):
+        from scipy import stats  # only with ties; importing scipy costs ~1 s
+
         return stats.rankdata(a)
     r = np.empty(len(a))
     r[order] = np.arange(1, len(a) + 1)

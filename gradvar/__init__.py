@@ -18,7 +18,7 @@ _EXPORTS = {
     "SLWSchedule": "slw", "truncate": "slw", "SpikeRule": "spikes", "classify_run": "spikes",
     "loss_ratio": "spikes", "ratio_spikes": "spikes", "spike_events": "spikes", "z_spikes": "spikes",
 }
-_SUBMODULES = ("integrations", "io", "quantities")
+_SUBMODULES = ("integrations", "io", "quantities", "sinks")
 
 __all__ = [
     "Monitor", "RecordsWriteError", "SCHEMA_VERSION", "SLWSchedule", "SpikeRule", "classify_run", "loss_ratio",

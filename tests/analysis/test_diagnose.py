@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cli_diagnose import add_diagnose_arguments, main_diagnose
+from analysis.diagnose.cli import add_diagnose_arguments, main_diagnose
 from analysis.diagnose import SNIPPET, diagnose
-from analysis.diagnose_report import fig_loss, write_diagnosis_report
+from analysis.diagnose.report import fig_loss, write_diagnosis_report
 from analysis.logs import LogError, load_log
 from gradvar.spikes import SpikeRule
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-logs"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real_logs"
 
 
 def real(name: str) -> Path:
@@ -45,7 +45,7 @@ def test_planted_spikes_found_at_exact_steps():
     steps = [10 * (k + 1) for k in (100, 160, 220, 280, 340)]
     assert d.spikes["start_step"].tolist() == steps and d.spikes["end_step"].tolist() == steps
     assert (d.spikes["kind"] == "spike").all() and d.run_class == "spiky"
-    assert d.spikes["peak_ratio"].min() > 1.7
+    assert d.spikes["peak_ratio"].min() > 1.6  # x1.8 against the median of the previous entries, above a falling loss
 
 
 def test_planted_leading_signal_ranked_first_with_lead_5():
@@ -126,48 +126,39 @@ def test_early_spikes_at_high_lr_get_slw_and_clipping_advice():
 
 # --- the five real logs ---------------------------------------------------------------------------------------
 
-def test_geollm_sustained_excursion_not_noise():
+def test_geollm_excursion_under_the_floor_is_named_not_counted():
     d = diagnose(real("GeoLLM"))
-    main = d.spikes[(d.spikes["start_step"] <= 1100) & (d.spikes["end_step"] >= 800)]
-    assert len(main) == 1 and main["kind"].item() == "sustained_rise"
-    assert main["peak_step"].item() == 1060 and main["peak_ratio"].item() == pytest.approx(4.48, abs=0.01)
-    assert len(d.spikes) <= 3 and (d.spikes["kind"] != "spike").all()  # rounding noise fires nothing
-    assert d.run_class == "spiky" and d.facts["loss_decimals"] == 4
-    assert any("near zero" in a for a in d.advice) and any("no LR warmup" in a for a in d.advice)
+    assert d.run_class == "stable" and not len(d.spikes) and d.facts["loss_decimals"] == 4
+    assert 800 <= d.facts["sub_floor_rise"]["peak_step"] <= 1100  # x2.9 of its level, +0.02 nats
+    assert any("near zero" in a for a in d.advice) and any("under the 0.05-nat floor" in a for a in d.advice)
 
 
 def test_kg_llm_nan_grad_norms_noted():
     d = diagnose(real("KG-LLM"))
-    assert d.facts["nan_grad_steps"] == [1, 2, 6]
+    assert d.facts["nan_grad_steps"] == [1, 2, 6] and d.run_class == "stable"
     assert any("GradScaler" in a and "(1, 2, 6)" in a for a in d.advice)
-    assert d.spikes["peak_step"].tolist() == [73, 75, 96, 112, 119]
-    assert any("clipping" in a for a in d.advice) and any("Sequence Length Warmup" in a for a in d.advice)
+    assert any("clipping" in a for a in d.advice) and not any("Sequence Length Warmup" in a for a in d.advice)
 
 
 def test_tinyllama_is_stable():
     d = diagnose(real("tinyLlama"))
     assert d.run_class == "stable" and d.spikes.empty
-    assert any(a.startswith("No spike events") for a in d.advice)
+    assert any(a.startswith("No loss events") for a in d.advice)
 
 
-def test_kevin_spikes_are_mild_data_noise():
+def test_kevin_batch_one_noise_is_no_event():
     d = diagnose(real("kevin"))
-    assert sorted(d.spikes["peak_step"]) == [270, 310, 520, 570, 610, 770, 880]
-    assert (d.spikes["severity"] == "mild").all() and (d.spikes["kind"] == "spike").all()
-    assert d.facts["grad_at_spikes"] < 1.3
-    advice = " ".join(d.advice)
-    assert "come from the data" in advice and "batch of 1" in advice and "Sequence Length Warmup" not in advice
+    assert d.run_class == "stable" and not len(d.spikes)  # ratios of 1.2-1.32 inside a 1.92-2.54 noise band
+    assert not any("Sequence Length Warmup" in a for a in d.advice)
 
 
 def test_whisper_near_zero_noise_handled():
     d = diagnose(real("whisper"))
-    assert d.facts["near_zero"] and d.run_class == "spiky"
+    assert d.facts["near_zero"] and d.run_class == "stable"
     advice = " ".join(d.advice)
     assert "eval_wer improved" in advice and "Sequence Length Warmup" not in advice
     assert "every 100 steps" in advice
 
-
-# --- report and figures ---------------------------------------------------------------------------------------
 
 def test_report_files_and_html_escaping(tmp_path):
     src = tmp_path / "run <b>&.csv"
@@ -201,9 +192,9 @@ def args(*argv):
 
 
 def test_cli_prints_summary_and_writes_report(tmp_path, capsys):
-    assert main_diagnose(args(str(real("KG-LLM")), "-o", str(tmp_path / "r"))) == 0
+    assert main_diagnose(args(str(REAL / "megatron_bigscience_gpt2_ds-off.out"), "-o", str(tmp_path / "r"))) == 0
     out = capsys.readouterr().out
-    assert "Spike events (5)" in out and "mon.step(loss=loss)" in out and "Advice:" in out
+    assert "Spike events (2)" in out and "mon.step(loss=loss)" in out and "Advice:" in out
     assert (tmp_path / "r" / "report.html").exists()
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from analysis.logs import LogError, canonical_names, from_frame, load_log
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-logs"
+REAL = Path(__file__).resolve().parents[1] / "data" / "real_logs"
 
 
 def real(name: str) -> Path:

@@ -1,8 +1,7 @@
 """Read scalars from TensorBoard event files without TensorFlow or tensorboard installed.
 
 TFRecord framing and the few protobuf fields of Event that hold scalars are decoded by hand, so reading a
-user's event files needs only numpy and pandas. Also home of LogError, which both this reader and
-analysis.logs raise: it lives here, the lower layer, so this module needs nothing from analysis.logs.
+user's event files needs only numpy and pandas.
 """
 from __future__ import annotations
 
@@ -12,12 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-class LogError(ValueError):
-    """A log that cannot be read; the message is one line naming the file and the problem."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+from ..errors import LogError
 
 
 # --- TensorBoard: TFRecord framing and the few protobuf fields of Event we need, decoded by hand -------------

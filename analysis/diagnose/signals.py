@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
-from .warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW, auroc
+
+from ..warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW, auroc
 
 SIGNAL_COLUMNS = ("rank", "signal", "role", "variant", "auroc", "hit_rate", "chance_hit_rate", "p_value", "precision",
                   "n_events", "median_lead_entries", "median_lead_steps", "at_spike", "n_obs")
@@ -98,6 +98,8 @@ def lead_stats(v: np.ndarray, onsets: np.ndarray, in_event: np.ndarray, steps: n
     chance = 1 - (1 - base) ** horizon if n and np.isfinite(base) else math.nan
     p = math.nan
     if n and np.isfinite(chance):
+        from scipy.stats import binomtest  # scipy only when there are events to test (it costs ~1 s to import)
+
         # How surprising the hits are if alarms fell at random at the base rate (independent entries assumed).
         p = float(binomtest(len(leads_e), n, min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
     return {"auroc": auroc(v[usable], label[usable]),

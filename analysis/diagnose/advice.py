@@ -7,17 +7,18 @@ imports analysis.diagnose (which imports it), so a Diagnosis is only ever passed
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from gradvar.spikes import SpikeRule
 
-from .logs import LogData
 # A signal 'fires' above its rolling QUANTILE of the previous entries: the early-warning rule of the
 # correlation study, quoted in the advice.
-from .warning import ALARM_Q as QUANTILE
+from ..warning import ALARM_Q as QUANTILE
+from .events import NOISE_K
+from .log_advice import _adv_eval, _adv_logging, _adv_memorise, _adv_near_zero, _adv_record
+from .words import _g
 
 
 PAPER = ('Li, Zhang & He 2022, "The Stability-Efficiency Dilemma: Investigating Sequence Length Warmup for '
@@ -34,14 +35,10 @@ def build_advice(diag, rule: SpikeRule) -> list:
     """Plain-English advice for a Diagnosis, most important first; each item is one paragraph."""
     f, sp = diag.facts, diag.spikes
     out = []
-    for make in (_adv_divergence, _adv_sustained, _adv_grad_nan, _adv_early, _adv_grad_spikes, _adv_grad_cause,
+    for make in (_adv_resume, _adv_divergence, _adv_sustained, _adv_grad_nan, _adv_early, _adv_grad_spikes, _adv_grad_cause,
                  _adv_signal, _adv_near_zero, _adv_eval, _adv_memorise, _adv_logging, _adv_stable, _adv_record):
         out.extend(make(f, sp, diag, rule))
     return out
-
-
-def _g(x) -> str:
-    return f"{x:.3g}"
 
 
 def _step_list(steps, n: int = 6) -> str:
@@ -123,29 +120,34 @@ def _adv_grad_nan(f, sp, diag, rule):
     return [txt]
 
 
+def _after_init(f, steps) -> list:
+    """Steps past the first two entries: a large gradient at step 0-1 is initialisation, not instability."""
+    return [s for s in steps if s > f["first_step"] + 2 * f["interval"]]
+
+
 def _early_trouble(f, sp) -> str:
     """What went wrong early in the run at a high LR, in words ('' if nothing did)."""
     cut = f["first_step"] + 0.3 * (f["last_step"] - f["first_step"])
-    early_grad = [s for s in f.get("grad_spike_steps") or [] if s <= cut]
+    early_grad = [s for s in _after_init(f, f.get("grad_spike_steps") or []) if s <= cut]
     grad = (f"grad_norm up to {f['grad_spike_max'] / f['grad_norm_median']:.0f}x its median"
             if early_grad else "")
-    noise = f.get("grad_at_spikes") is not None and f["grad_at_spikes"] < 1.3  # that is data noise, see below
-    ev = sp[(sp["position"] <= 0.3) & ~(sp["lr_frac"] < 0.5)]
+    # Isolated spikes with a normal gradient are data noise (see _adv_grad_cause); rises that last are not.
+    noise = f.get("grad_at_spikes") is not None and f["grad_at_spikes"] < 1.3 and (sp["kind"] == "spike").all()
+    ev = sp[sp["position"] <= 0.3]
     if len(ev) and not noise:
         last = ev["position"].max()
         words = f"{len(ev)} loss event(s) in the first {last:.0%} of the run (first at step {ev['start_step'].iloc[0]})"
         return words + (f", with {grad}" if grad else "")
-    if early_grad:
-        s = f["grad_spike_max_step"]
-        pos = (s - f["first_step"]) / max(1, f["last_step"] - f["first_step"])
-        return f"{grad} at step {s}, {pos:.0%} into the run"
     return ""
 
 
 def _adv_early(f, sp, diag, rule):
-    what = _early_trouble(f, sp)
+    kind = f.get("run_kind") or {}
+    # SLW and LR warmup are pre-training remedies: a fine-tune's early trouble gets the advice that fits it.
+    what = _early_trouble(f, sp) if kind.get("kind") == "from_scratch" else ""
     if not what or f["near_zero"]:
         return []
+    what += f" (a run from scratch: {kind['evidence'][0]})"
     w = f.get("warmup_end_step") if f.get("warmup_visible") else None
     t = f" ({w} steps here: try T = {2 * w}, {4 * w} and {8 * w})" if w else ""
     peak = f.get("peak_lr")
@@ -169,7 +171,7 @@ def _grad_spike_words(f, steps) -> str:
 
 
 def _adv_grad_spikes(f, sp, diag, rule):
-    steps = f.get("grad_spike_steps") or []
+    steps = _after_init(f, f.get("grad_spike_steps") or [])
     if not steps:
         return []
     w = f.get("warmup_end_step") if f.get("warmup_visible") else None
@@ -182,8 +184,8 @@ def _adv_grad_spikes(f, sp, diag, rule):
 
 def _adv_grad_cause(f, sp, diag, rule):
     g = f.get("grad_at_spikes")
-    finite = sp[sp["kind"] != "nonfinite"]
-    if g is None or not len(finite):
+    finite = sp[sp["kind"] == "spike"]
+    if g is None or not len(finite) or diag.run_class == "diverged":  # a diverging run is not 'bad batches'
         return []
     if g < 1.3:
         bs = f.get("batch_size")
@@ -224,108 +226,33 @@ def _warns(top) -> bool:
     return bool(top and top["auroc"] >= 0.7 and top["hit_rate"] >= 0.5 and top["p_value"] < 0.05)
 
 
-def _adv_near_zero(f, sp, diag, rule):
-    if not f["near_zero"]:
-        return []
-    d = f" and rounded to {f['loss_decimals']} decimals" if f.get("loss_decimals") else ""
-    rises = sp.loc[sp["kind"] != "nonfinite", "rise"]
-    small = (f" The {len(rises)} events found here rise at most {_g(rises.max())} nats above the earlier minimum."
-             if len(rises) else "")
-    return [f"The loss is near zero (median {_g(f['median_loss_late'])} nats over the second half{d}), where relative "
-            f"thresholds are unreliable: {f['naive_fire_frac']:.0%} of the entries exceed the loss ratio "
-            f"{rule.ratio_threshold} on noise alone. Single-entry spikes here count only when they also rise at least "
-            f"{rule.min_rise} nats; longer excursions are found by a noise-aware detector on the log loss.{small} "
-            "Judge the run by its held-out metrics."]
-
-
-def _adv_eval(f, sp, diag, rule):
-    evals = f.get("evals") or []
-    if not evals:
-        return []
-    words = [f"{e['metric']} {'improved' if e['improved'] else 'got worse'}{' steadily' if e['monotone'] else ''} "
-             f"from {_g(e['first'])} to {_g(e['last'])}" for e in evals]
-    txt = "Held-out: " + "; ".join(words) + f" over {evals[0]['n']} evaluations"
-    if f["eval_improved"]:
-        return [txt + (": the training-loss spikes did not hurt held-out performance." if len(sp) else ".")]
-    return [txt + ": check for overfitting, or damage from the events above."]
-
-
-def _adv_memorise(f, sp, diag, rule):
-    ep = f.get("epochs")
-    if ep is None or not np.isfinite(ep) or ep < 20 or not f["near_zero"]:
-        return []
-    return [f"The run made about {ep:.0f} passes over its data and the training loss is near zero: the model is "
-            "memorising its training set. Fewer epochs, or early stopping on a held-out set, would save compute; at "
-            "this loss level, excursions matter only if held-out metrics suffer."]
-
-
-def _adv_logging(f, sp, diag, rule):
-    k = diag.interval
-    if k <= 1:
-        return []
-    return [f"The log has one entry every {k:g} steps. If the logger averages the loss over that interval (HF Trainer "
-            f"does), a one-step spike is diluted about {k:g}x and lead times cannot be resolved below {k:g} steps: log "
-            "every step (HF: logging_steps=1), or record with gradvar, which keeps every step."]
-
-
 def _adv_stable(f, sp, diag, rule):
     if len(sp):
         return []
-    worst = (f" (its largest rise: {f['max_ratio']:.3f}x its earlier minimum, at step {f['max_ratio_step']})"
-             if "max_ratio" in f else "")
-    return [f"No spike events: the loss never rose above {rule.ratio_threshold}x its earlier minimum by more than "
-            f"{rule.min_rise} nats{worst}. Nothing to fix."]
+    sub = f.get("sub_floor_rise")
+    note = (f" One relative rise is left out: steps {sub['start_step']}-{sub['end_step']}, {sub['ratio']:.1f}x its "
+            f"earlier level but only +{sub['rise']:.3g} in the loss, under the {rule.min_rise}-nat floor (pass a "
+            "smaller --min-rise to count it)." if sub else "")
+    return [f"No loss events: no entry rose above its recent level by {NOISE_K:g} of this log's noise scales and by "
+            f"{rule.min_rise} nats (and {rule.ratio_threshold}x its running minimum).{note}"]
 
 
-def needs_recording(f: dict) -> bool:
-    """The log lacks signals gradvar records and is no gradvar run: say how to record them."""
-    return bool(f.get("missing_signals", True)) and f.get("fmt") != "gradvar"
-
-
-def _adv_record(f, sp, diag, rule):
-    miss = f["missing_signals"]
-    if needs_recording(f):
-        return [f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, "
-                "every step. The paper's instability measure is Adam's variance state (max and L1 norm of "
-                "exp_avg_sq), alongside the gradient variance and the sequence length; gradvar records all of them "
-                "with the three lines below (HF Trainer: one callback)."]
-    if f.get("fmt") == "gradvar" and "grad_noise_scale" in miss:  # a gradvar run: only these can be empty
-        return ["The gradient-noise columns (grad_trace_sigma, grad_true_sq, grad_noise_scale) are empty: they need "
-                "K >= 2 micro-batches per optimizer step (gradient accumulation, or DDP ranks)."]
-    return []
-
-
-def build_summary(diag, log: LogData) -> str:
-    """A short paragraph about a Diagnosis: what the log is, the run class, the events, the best signal."""
-    f, sp = diag.facts, diag.spikes
-    fmt = {"hf_trainer_state": "HF trainer_state.json", "tensorboard": "TensorBoard", "gradvar": "gradvar run",
-           "csv": "CSV", "jsonl": "JSONL", "dataframe": "DataFrame"}.get(log.fmt, log.fmt)
-    head = (f"{Path(log.source).name} ({fmt}): {f['n_entries']} log entries, steps {f['first_step']}-{f['last_step']}, "
-            f"{_every(diag.interval)}. Run class: {diag.run_class}.")
-    if not len(sp):
-        return head + " No spike events."
-    kinds = sp["kind"].value_counts()
-    words = (("spike", "single spike(s)"), ("sustained_rise", "sustained rise(s)"), ("nonfinite", "NaN/inf event(s)"))
-    parts = [f"{kinds.get(k, 0)} {w}" for k, w in words if kinds.get(k, 0)]
-    worst = _worst(sp)
-    peak = "NaN/inf" if worst["kind"] == "nonfinite" else f"{worst['peak_ratio']:.2f}x its earlier minimum"
-    txt = (f"{head} {len(sp)} event(s): {', '.join(parts)}; the largest is a {worst['kind'].replace('_', ' ')} at "
-           f"step {worst['peak_step']} ({peak}, {worst['severity']}).")
-    g = f.get("grad_at_spikes")
-    if g is not None:
-        txt += f" grad_norm at the spikes: {g:.2f}x its recent level."
-    top = f.get("top_signal")
-    if _warns(top):
-        txt += f" Best leading signal: {top['signal']} (AUROC {top['auroc']:.2f})."
-    elif top:
-        txt += " No logged signal reliably leads the spikes."
-    return txt
+def _adv_resume(f, sp, diag, rule):
+    """An event in the first entries after a resume points at the resume, not at the optimization."""
+    out = []
+    for r in f.get("resume_steps") or []:
+        hit = sp[(sp["start_step"] >= r) & (sp["start_step"] <= r + 3 * f["interval"])]
+        if len(hit):
+            ev = hit.iloc[0]
+            g = f" with grad_norm {ev['grad_norm_rel']:.0f}x its recent level" if ev["grad_norm_rel"] > 2 else ""
+            out.append(f"The event at step {ev['start_step']} ({ev['peak_ratio']:.2f}x{g}) comes right after the "
+                       f"resume at step {r}: the likely cause is optimizer state or the data position not restored "
+                       "(load the optimizer and LR-scheduler state with the weights, and skip the batches already "
+                       "seen), not the learning rate.")
+    return out
 
 
 def _worst(sp: pd.DataFrame) -> pd.Series:
-    """The event with the largest peak ratio (NaN ratios, from negative losses, count as smallest)."""
-    return sp.loc[sp["peak_ratio"].fillna(-math.inf).idxmax()]
-
-
-def _every(k: float) -> str:
-    return "one every step" if k == 1 else f"one every {k:g} steps"
+    """The event with the largest rise (NaN/inf first; NaN rises, from negative losses, count as smallest)."""
+    key = np.where(sp["kind"] == "nonfinite", math.inf, sp["rise"].fillna(-math.inf))
+    return sp.iloc[int(np.argmax(key))]

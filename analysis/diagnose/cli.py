@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 
@@ -17,16 +18,18 @@ import numpy as np
 
 from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD, SpikeRule
 
-from .diagnose import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
-from .diagnose_advice import HF_SNIPPET
-from .logs import LogError, load_log
+from . import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
+from .advice import HF_SNIPPET
+from ..logs import LogError, load_log
 
 PROG = "gradvar diagnose"
 
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the diagnose arguments to `parser` (a subparser of `gradvar`, or a standalone parser)."""
-    parser.add_argument("path", help="gradvar run dir, CSV, JSONL, HF trainer_state.json, or TensorBoard events")
+    parser.add_argument("path", help="a training log: gradvar run dir, HF trainer_state.json or runs/ folder, "
+                        "TensorBoard events, LLaMA-Factory trainer_log.jsonl, Lightning metrics.csv, W&B CSV export, "
+                        "CSV/JSONL, build-nanogpt log.txt, or nanoGPT/llm.c/Megatron console output")
     parser.add_argument("-o", "--out-dir", default=None, help="write report.md, report.html and figures here")
     parser.add_argument("--ratio-threshold", type=float, default=RATIO_THRESHOLD,
                         help=f"loss / earlier minimum above which a step is a spike (default {RATIO_THRESHOLD})")
@@ -49,7 +52,7 @@ def main_diagnose(args) -> int:
         diag = diagnose(log, rule=rule, horizon=int(args.horizon))
         report = None
         if args.out_dir:
-            from .diagnose_report import write_diagnosis_report  # matplotlib only when a report is asked for
+            from .report import write_diagnosis_report  # matplotlib only when a report is asked for
 
             report = write_diagnosis_report(diag, log, args.out_dir)
     except (LogError, ValueError, OSError) as exc:
@@ -59,10 +62,20 @@ def main_diagnose(args) -> int:
     if args.json:
         d = diag.to_dict()
         d["report"] = str(report) if report else None
-        print(json.dumps(d, indent=1))
+        _emit(json.dumps(d, indent=1))
     else:
-        print(format_text(diag, report))
+        _emit(format_text(diag, report))
     return 0
+
+
+def _emit(text: str) -> None:
+    """Print to stdout; a reader that left early (`gradvar diagnose log | head`) ends the output quietly."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would print a traceback when it flushes stdout at exit: point stdout at /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -116,7 +129,7 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
 
 
 def main(argv=None) -> int:
-    """Standalone entry: python -m analysis.cli_diagnose PATH."""
+    """Standalone entry: python -m analysis.diagnose.cli PATH."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_diagnose_arguments(parser)
     return main_diagnose(parser.parse_args(argv))

@@ -17,10 +17,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .diagnose import SNIPPET, Diagnosis
-from .diagnose_advice import HF_SNIPPET
-from .logs import LogData
-from .report import md_table
+from . import SNIPPET, Diagnosis
+from .advice import HF_SNIPPET
+from ..logs import LogData
+from ..report import md_table
 
 PALETTE = sns.color_palette("colorblind")
 # Vermillion, reddish purple and grey stay apart under the common colour-vision deficiencies.

@@ -1,8 +1,7 @@
 """The format-independent half of reading a log: raw rows (any dtypes) in, a checked LogData out.
 
-Every reader in analysis.logs ends in finalize(); what it needs (canonical column names, value parsing, the
-checks that name the first bad row, LogData itself) lives here so that this module imports nothing from
-analysis.logs, which re-exports these names for its importers.
+Every reader ends in finalize(): canonical column names, value parsing, the checks that name the first bad
+row, and LogData itself.
 """
 from __future__ import annotations
 
@@ -13,19 +12,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .tfevents import LogError
+from ..errors import LogError
 
 ALIASES = {
-    "step": ("step", "global_step", "iteration", "iter", "it", "train/global_step", "trainer/global_step", "steps"),
-    "loss": ("loss", "train_loss", "train/loss", "training_loss", "lm_loss", "loss/train", "train/lm_loss"),
-    "grad_norm": ("grad_norm", "gradient_norm", "train/grad_norm", "total_norm", "gnorm", "grad_norm/total"),
-    "lr": ("lr", "learning_rate", "train/learning_rate", "train/lr"),
+    "step": ("step", "global_step", "iteration", "iter", "it", "train/global_step", "trainer/global_step", "steps",
+             "current_steps", "_step"),
+    "loss": ("loss", "train_loss", "train/loss", "training_loss", "lm_loss", "loss/train", "train/lm_loss",
+             "train_loss_step", "loss_step", "train/samples/train_loss"),
+    "grad_norm": ("grad_norm", "gradient_norm", "train/grad_norm", "total_norm", "gnorm", "grad_norm/total", "norm"),
+    "lr": ("lr", "learning_rate", "train/learning_rate", "train/lr", "lr_abs", "train/samples/lr"),
     "seqlen": ("seqlen", "seq_len", "sequence_length", "seq_length", "train/seqlen"),
 }
 MISSING = {"", "na", "n/a", "null", "none"}  # an empty cell: this row does not carry the value
 NAN_TOKENS = {"nan", "+nan", "-nan"}  # a logged NaN: a real (divergent) value
 EVAL_PREFIX = re.compile(r"^(eval|val|valid|validation|test)(_|$)")
-FORMATS = ("gradvar", "csv", "jsonl", "hf_trainer_state", "tensorboard", "dataframe")
+FORMATS = ("gradvar", "csv", "jsonl", "llamafactory", "hf_trainer_state", "tensorboard", "dataframe", "lightning",
+           "wandb", "nanogpt_logtxt", "stdout")
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""Diagnose a user's own (possibly divergent) run from its log: spike events, early-warning signals, advice.
+
+Loss events (spikes, sustained rises, NaN/inf) come from analysis.diagnose.events: gradvar.spikes' rules, each
+event also standing out from the log's own noise and passing the absolute floor. The run's kind (pre-training
+from scratch or fine-tuning) is read from the log in analysis.diagnose.kind. Every other numeric column is then ranked by how well it moves *before* the events (lead time, hit rate,
+AUROC of "an event starts within the next `horizon` entries"), raw and detrended, in analysis.diagnose.signals.
+The advice and summary are worded in analysis.diagnose.advice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gradvar.spikes import SpikeRule
+
+from ..logs import LogData, LogError, from_frame, load_log
+from .advice import SNIPPET, build_advice
+from .summary import build_summary
+from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
+from .log_advice import needs_recording
+from .facts import collect_facts
+from .signals import rank_signals, signal_variants
+
+DEFAULT_HORIZON = 10
+"""Log entries ahead in which a signal must warn of an event."""
+SUSTAIN = 7
+"""Rolling-median window of the sustained-rise detector, and the fewest entries a sustained rise lasts."""
+
+
+@dataclass
+class Diagnosis:
+    """What diagnose() found; every table is tidy (one row per event / per signal / per log entry)."""
+
+    source: str
+    run_class: str
+    """'stable', 'spiky' or 'diverged'."""
+    spikes: pd.DataFrame
+    """One row per event: SPIKE_COLUMNS; kind is 'spike', 'sustained_rise' or 'nonfinite'."""
+    signals: pd.DataFrame
+    """One row per other signal, best first: signals.SIGNAL_COLUMNS (its best variant: raw, dlog or
+    log_ratio_median)."""
+    advice: list
+    summary: str
+    entries: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per log entry: step, loss, loss_ratio, ref_loss, trend, event (0 = none)."""
+    signal_variants: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """All variants of all signals (the rows `signals` picked from)."""
+    notes: list = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    """The numbers the advice was built from (learning-rate warmup, grad-norm findings, eval trend, ...)."""
+    interval: float = 1.0
+    horizon: int = DEFAULT_HORIZON
+
+    @property
+    def record_more(self) -> bool:
+        """Whether the output shows how to record the signals the log lacks (advice.needs_recording)."""
+        return needs_recording(self.facts)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: NaN and inf become None."""
+        return _jsonable({
+            "source": self.source, "run_class": self.run_class, "summary": self.summary, "advice": self.advice,
+            "spikes": self.spikes.to_dict("records"), "signals": self.signals.to_dict("records"),
+            "notes": self.notes, "facts": self.facts, "interval": self.interval, "horizon": self.horizon,
+            "snippet": SNIPPET,
+        })
+
+
+def diagnose(df_or_path, *, rule: SpikeRule = SpikeRule(), horizon: int = DEFAULT_HORIZON,
+             sustain: int = SUSTAIN) -> Diagnosis:
+    """Diagnose a log given as a path, a LogData or a DataFrame with step and loss columns."""
+    log = as_log(df_or_path)
+    horizon, sustain = max(1, int(horizon)), max(3, int(sustain))
+    with np.errstate(all="ignore"):
+        entries, spikes, notes = find_spikes(log.df, rule, sustain)
+        if "lr" in log.df:
+            entries["lr"] = log.df["lr"].to_numpy(np.float64)
+        spikes = annotate(spikes, log.df)
+        variants = signal_variants(log.df, entries, spikes, horizon)
+        signals = rank_signals(variants)
+        facts = collect_facts(log, entries, spikes, signals, rule)
+        run_class = classify(spikes)
+        if not len(spikes) and (log.df["loss"] >= 0).all():
+            facts["sub_floor_rise"] = sub_floor_rise(log.df["loss"].to_numpy(np.float64), rule, sustain,
+                                                     log.df["step"].to_numpy(np.int64))
+    diag = Diagnosis(source=log.source, run_class=run_class, spikes=spikes, signals=signals, advice=[], summary="",
+                     entries=entries, signal_variants=variants, notes=list(log.notes) + notes, facts=facts,
+                     interval=log.interval, horizon=horizon)
+    diag.advice = build_advice(diag, rule)
+    diag.summary = build_summary(diag, log)
+    return diag
+
+
+def as_log(obj) -> LogData:
+    """A LogData from a path, a LogData or a DataFrame."""
+    if isinstance(obj, LogData):
+        return obj
+    if isinstance(obj, pd.DataFrame):
+        return from_frame(obj)
+    if isinstance(obj, (str, Path)):
+        return load_log(obj)
+    raise LogError(f"<{type(obj).__name__}>: expected a path, a LogData or a DataFrame")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj if obj is None or isinstance(obj, str) else str(obj)

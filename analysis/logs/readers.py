@@ -1,0 +1,89 @@
+"""Read a user's own training log, whatever wrote it, into one tidy DataFrame.
+
+Accepted: a gradvar run directory (records/), a CSV/TSV/whitespace table (Lightning's metrics.csv and W&B
+history exports among them), JSONL (LLaMA-Factory's trainer_log.jsonl among them) or a JSON list of records,
+a Hugging Face `trainer_state.json` (or a checkpoint folder holding one), TensorBoard event files or folders
+(a HF `runs/` folder too), and console output of nanoGPT, llm.c, build-nanogpt and Megatron-LM. Columns get
+canonical names (step, loss, grad_norm, lr, seqlen; the rest snake_cased). Any bad input raises LogError with a
+one-line message naming the file; NaN/inf losses are kept (they are divergence events).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import LogError
+from .gradvar_run import _load_gradvar
+from .json_logs import _load_json_text
+from .nanogpt_logtxt import load_logtxt, looks_like_logtxt
+from .stdout import load_stdout, looks_like_stdout
+from .table import LogData, finalize
+from .tensorboard import _load_tensorboard
+from .text_table import _load_csv_text
+from .tfevents import _valid_tfrecord_header, find_event_files
+
+
+def load_log(path) -> LogData:
+    """Read any supported log; raises LogError (one line, naming the file) on bad input."""
+    p = Path(path)
+    if not p.exists():
+        raise LogError(f"{p}: no such file or directory")
+    if p.is_dir():
+        return _load_dir(p)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise LogError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if not data.strip():
+        raise LogError(f"{p}: empty file")
+    if "tfevents" in p.name or _valid_tfrecord_header(data):
+        return _load_tensorboard(p, [p])
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise LogError(f"{p}: unknown format (binary, not UTF-8 text nor a TensorBoard event file)") from None
+    if "\x00" in text:
+        raise LogError(f"{p}: unknown format (binary data, not a text log)")
+    head = text.lstrip()[:1]
+    if head in "{[" or p.suffix.lower() in (".json", ".jsonl", ".ndjson"):
+        return _load_json_text(p, text)
+    if looks_like_stdout(text):
+        return load_stdout(p, text)
+    if looks_like_logtxt(text):
+        return load_logtxt(p, text)
+    return _load_csv_text(p, text)
+
+
+def from_frame(df: pd.DataFrame, source: str = "<DataFrame>", fmt: str = "dataframe") -> LogData:
+    """Validate and normalise an in-memory DataFrame exactly as a CSV log would be."""
+    if not isinstance(df, pd.DataFrame):
+        raise LogError(f"{source}: expected a DataFrame, got {type(df).__name__}")
+    raw = df.reset_index(drop=True).copy()
+    labels = [f"row {i}" for i in range(len(raw))]
+    return finalize(raw, labels, source, fmt)
+
+
+def _load_dir(p: Path) -> LogData:
+    if (p / "records").is_dir():
+        return _load_gradvar(p)
+    if p.name == "records" and (p.parent / "records").is_dir():
+        return _load_gradvar(p.parent)
+    if (p / "trainer_state.json").is_file():
+        return load_log(p / "trainer_state.json")
+    # A HF output_dir: the newest checkpoint holds the whole log history.
+    states = sorted(p.glob("checkpoint-*/trainer_state.json"), key=lambda q: _trailing_int(q.parent.name))
+    if states:
+        return load_log(states[-1])
+    events = find_event_files(p)
+    if events:
+        return _load_tensorboard(p, events)
+    raise LogError(f"{p}: unknown format (folder has no gradvar records/, trainer_state.json "
+                   "or TensorBoard event files)")
+
+
+def _trailing_int(name: str) -> int:
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else -1
+

@@ -1,0 +1,115 @@
+"""`diagnose` on the real public logs of tests/data/real_logs, against the class and events written in its
+README from the raw-loss plots before the detectors were tuned."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import diagnose
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "real_logs"
+
+# file -> (kind, class, major events as (first step, last step) windows an event must overlap)
+EXPECTED = {
+    "AriesChen-UPC__GeoLLM__trainer_state.json": ("fine_tune", "stable", []),
+    "ChenguangYang96UCR__KG-LLM__trainer_state.json": ("fine_tune", "stable", []),
+    "aloshdenny__kevin-token-compressor__trainer_state.json": ("fine_tune", "stable", []),
+    "anthonyrathe__fixed-whisperv2-flemish__trainer_state.json": ("fine_tune", "stable", []),
+    "Dheena731__tinyLlama-finetune__trainer_state.json": ("fine_tune", "stable", []),
+    "hf_mistral-translator_trainer_state.json": ("fine_tune", "stable", []),
+    "llamafactory_360-grpo_trainer_log.jsonl": ("fine_tune", "stable", []),
+    "llamafactory_sft-ranks_trainer_log.jsonl": ("fine_tune", "stable", []),
+    "llamafactory_qwen-medical_trainer_log.jsonl": ("fine_tune", "stable", []),
+    "lightning_slm_metrics.csv": ("from_scratch", "stable", []),
+    "buildnanogpt_agndm_log.txt": ("from_scratch", "stable", []),
+    "buildnanogpt_stdout_shakespeare.txt": ("from_scratch", "stable", []),
+    "megatron_bigscience_gpt2_ds-off.out": ("from_scratch", "diverged", [(3, 4), (32, 62)]),
+    "llmc_readme_stdout.txt": ("fine_tune", "stable", []),
+}
+SCRATCH_ONLY = ("Sequence Length Warmup",)
+"""Advice that holds for pre-training from scratch only: it contradicts a fine-tune."""
+
+
+@pytest.fixture(scope="module")
+def results():
+    return {name: diagnose(DATA / name) for name in EXPECTED}
+
+
+def test_every_log_is_in_the_test_set():
+    assert sorted(p.name for p in DATA.iterdir() if p.name != "README.md") == sorted(EXPECTED)
+
+
+def test_class_right_for_at_least_all_but_one(results):
+    wrong = {n: d.run_class for n, d in results.items() if d.run_class != EXPECTED[n][1]}
+    assert len(wrong) <= max(1, len(EXPECTED) // 12), wrong
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_major_events_named_and_few_others(results, name):
+    sp = results[name].spikes
+    windows = EXPECTED[name][2]
+    for a, b in windows:
+        assert ((sp["start_step"] <= b) & (sp["end_step"] >= a)).any(), (name, (a, b), sp)
+    other = [r for r in sp.itertuples() if not any(r.start_step <= b and r.end_step >= a for a, b in windows)]
+    assert len(other) <= 3, (name, other)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_advice_fits_the_run_kind(results, name):
+    d = results[name]
+    kind = d.facts["run_kind"]["kind"]
+    assert kind in (EXPECTED[name][0], "unknown"), (name, d.facts["run_kind"])
+    if EXPECTED[name][0] == "fine_tune":
+        assert not any(w in a for a in d.advice for w in SCRATCH_ONLY), (name, d.advice)
+
+
+def test_kinds_named_with_their_evidence(results):
+    known = [n for n, d in results.items() if d.facts["run_kind"]["kind"] != "unknown"]
+    assert len(known) >= 11
+    for n in known:
+        assert results[n].facts["run_kind"]["evidence"] and "Kind: " in results[n].summary
+
+
+def test_megatron_divergence_named_with_its_evidence(results):
+    d = results["megatron_bigscience_gpt2_ds-off.out"]
+    first, last = d.spikes.iloc[0], d.spikes.iloc[-1]
+    assert first["start_step"] == 3 and first["peak_step"] == 4 and first["peak_loss"] == pytest.approx(48.14127)
+    assert first["ref_loss"] == pytest.approx(12.44238, rel=1e-3) and bool(last["at_end"])
+    assert d.summary.index("step 4") < d.summary.index("step 62")  # the largest event leads
+    slw = [a for a in d.advice if "Sequence Length Warmup" in a]
+    assert slw and "from scratch" in slw[0] and "step 3" in slw[0]
+
+
+def test_geollm_floor_named(results):
+    d = results["AriesChen-UPC__GeoLLM__trainer_state.json"]
+    sub = d.facts["sub_floor_rise"]
+    assert sub is not None and 800 <= sub["peak_step"] <= 1100 and sub["rise"] < 0.05 < sub["ratio"]
+    assert any("under the 0.05-nat floor" in a for a in d.advice)
+
+
+def test_kg_llm_init_grad_spike_gets_no_slw_advice(results):
+    d = results["ChenguangYang96UCR__KG-LLM__trainer_state.json"]
+    assert d.facts["nan_grad_steps"] == [1, 2, 6]
+    assert any("GradScaler" in a for a in d.advice)
+    assert not any("Sequence Length Warmup" in a for a in d.advice)
+
+
+def test_resume_spike_blamed_on_the_resume(tmp_path):
+    # A LLaMA-Factory log that resumed at step 510 (its steps 510-520 written twice), a loss jump and a
+    # grad-norm jump on the first step after the resume: constructed, the rest of the log is ordinary noise.
+    rng = np.random.default_rng(0)
+    rows = []
+    for step in list(range(1, 521)) + list(range(510, 801)):
+        resumed = len(rows) >= 520
+        loss = 1.2 + 0.02 * rng.normal() + (1.5 if resumed and step == 510 else 0.0)
+        g = 0.8 + 0.05 * rng.normal() + (20.0 if resumed and step == 510 else 0.0)
+        rows.append(json.dumps({"current_steps": step, "total_steps": 800, "loss": loss, "grad_norm": g, "lr": 1e-5}))
+    f = tmp_path / "trainer_log.jsonl"
+    f.write_text("\n".join(rows) + "\n")
+    d = diagnose(f)
+    assert d.facts["resume_steps"] == [510] and d.spikes["start_step"].tolist() == [510]
+    resume = [a for a in d.advice if "resume at step 510" in a]
+    assert resume and "optimizer state or the data position not restored" in resume[0] and "grad_norm 26x" in resume[0]
+    assert d.advice[0] == resume[0] and not any("Sequence Length Warmup" in a for a in d.advice)
+    assert "grad_norm at the largest event: 26" in d.summary

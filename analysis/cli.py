@@ -32,7 +32,7 @@ def _announce(parser, what) -> None:
         prog, t = f"gradvar {parser.prog.split()[-1]}", time.perf_counter()
         print(f"{prog}: {what(args)} ...", file=sys.stderr, flush=True)
         code = run(args)
-        if code == 0:  # a failure already said so in its one line
+        if not code:  # a failure already said so in its one line (None means success too)
             print(f"{prog}: done in {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
         return code
 

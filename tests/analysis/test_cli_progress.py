@@ -2,12 +2,13 @@
 print nothing extra (stdout stays the command's output)."""
 import os
 import pty
+import select
 import sys
 from pathlib import Path
 
 from gradvar.cli import main
 
-LOG = Path(__file__).resolve().parents[2].parent / "shared" / "real-logs" / "AriesChen-UPC__GeoLLM__trainer_state.json"
+LOG = Path(__file__).resolve().parents[1] / "data" / "real_logs" / "AriesChen-UPC__GeoLLM__trainer_state.json"
 
 
 def _on_a_terminal(monkeypatch, argv) -> str:
@@ -16,7 +17,9 @@ def _on_a_terminal(monkeypatch, argv) -> str:
     monkeypatch.setattr(sys, "stderr", term)
     assert main(argv) == 0
     term.flush()
-    text = os.read(master, 65536).decode()
+    text = ""
+    while select.select([master], [], [], 1.0)[0]:  # a pty hands lines over one by one: read until it is quiet
+        text += os.read(master, 65536).decode()
     term.close()
     os.close(master)
     return text

@@ -1,72 +1,60 @@
-"""Markdown -> one self-contained HTML page, for the small markdown subset the reports write.
+"""Markdown -> one self-contained HTML page, rendered by markdown-it-py (CommonMark plus pipe tables).
 
-Headings, bullet lists, pipe tables, images, fenced code and paragraphs. Every text fragment passes through
-html.escape, so names from paths and configs can never inject markup; images next to the markdown are embedded
-as base64, so the page stands alone.
+Raw HTML in the markdown is off, so names from paths, configs and logs reach the page as escaped text and can
+never inject markup; markdown-it also refuses `javascript:`-style link targets. Images that lie next to the
+markdown are embedded as base64 (the page stands alone) and keep their file name in `data-file`; an image
+outside that folder or missing is shown as its alt text, so a report can never read files elsewhere.
 """
+
 from __future__ import annotations
 
 import base64
 import html
-import re
+import mimetypes
 from pathlib import Path
 
+from markdown_it import MarkdownIt
 
-def _inline(text: str) -> str:
-    t = html.escape(text.replace("\\|", "|").replace("\\\\", "\\"))
-    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
-    t = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", t)
-    return re.sub(r"(?<![\w*])_([^_]+)_(?![\w*])", r"<em>\1</em>", t)
-
-
-def _img(alt: str, src: str, base: Path) -> str:
-    path = (base / src).resolve()
-    if path.parent != base.resolve() or not path.is_file():
-        return f"<p>{html.escape(alt)} (figure missing)</p>"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt, quote=True)}" src="data:image/png;base64,{data}">'
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:auto;line-height:1.4}"
+    "table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #bbb;padding:2px 6px}"
+    "img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto}"
+)
 
 
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+def _image_rule(base: Path):
+    def render(self, tokens, idx, options, env) -> str:
+        tok = tokens[idx]
+        alt = self.renderInlineAsText(tok.children or [], options, env)
+        src = str(tok.attrGet("src") or "")
+        path = (base / src).resolve()
+        if path.parent != base.resolve() or not path.is_file():
+            return f"{html.escape(alt)} (figure missing)"
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return (
+            f'<img alt="{html.escape(alt, quote=True)}" data-file="{html.escape(path.name, quote=True)}" '
+            f'src="data:{mime};base64,{data}">'
+        )
+
+    return render
 
 
 def markdown_to_html(md: str, base: Path, title: str) -> str:
-    """The small markdown subset this report writes: headings, lists, tables, images, code, paragraphs."""
-    body, lines, i = [], md.splitlines(), 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            j = next((k for k in range(i + 1, len(lines)) if lines[k].startswith("```")), len(lines))
-            body.append("<pre><code>" + html.escape("\n".join(lines[i + 1 : j])) + "</code></pre>")
-            i = j + 1
-            continue
-        if m := re.match(r"^(#{1,6}) (.*)", line):
-            body.append(f"<h{len(m[1])}>{_inline(m[2])}</h{len(m[1])}>")
-        elif m := re.match(r"^!\[(.*)\]\(([^)]+)\)$", line):
-            body.append(_img(m[1], m[2], base))
-        elif line.startswith("|"):
-            j = i
-            while j < len(lines) and lines[j].startswith("|"):
-                j += 1
-            rows = [_cells(r) for r in lines[i:j] if not re.match(r"^\|(-+\|)+$", r)]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
-            rest = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
-            i = j
-            continue
-        elif line.startswith("- "):
-            j = i
-            while j < len(lines) and lines[j].startswith("- "):
-                j += 1
-            body.append("<ul>" + "".join(f"<li>{_inline(x[2:])}</li>" for x in lines[i:j]) + "</ul>")
-            i = j
-            continue
-        elif line.strip():
-            body.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #bbb;padding:2px 6px}"
-             "img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow-x:auto}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    """The whole page for markdown `md` whose images are relative to the folder `base`."""
+    parser = MarkdownIt("commonmark", {"html": False}).enable("table")
+    parser.add_render_rule("image", _image_rule(Path(base)))
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n" + parser.render(md) + "</body></html>\n"
+    )
+
+
+def render_file(md_path: str | Path) -> Path:
+    """Write report.html (or <stem>.html) beside the markdown file, titled by its first heading; returns it."""
+    md_path = Path(md_path)
+    md = md_path.read_text(encoding="utf-8")
+    title = next((ln.lstrip("#").strip() for ln in md.splitlines() if ln.startswith("# ")), md_path.stem)
+    out = md_path.with_suffix(".html")
+    out.write_text(markdown_to_html(md, md_path.parent, title), encoding="utf-8")
+    return out

@@ -2,8 +2,8 @@
 
 The findings come first (what was run, what was found, with numbers, beside the paper's claims); tables,
 figures, reproduction details and method notes follow. report.html is self-contained (figures embedded as
-base64) and is rendered from the markdown by analysis.md_html, with every text fragment passed through html.escape,
-so names from paths and configs can never inject markup.
+base64) and is rendered from the markdown by analysis.md_html (markdown-it-py, raw HTML off), so names from
+paths and configs reach the page as escaped text and can never inject markup.
 """
 from __future__ import annotations
 
@@ -270,7 +270,7 @@ def _reproduce(runs) -> str:
 
 def _figure_md(items) -> list[str]:
     # Captions carry run names: keep brackets, asterisks and backticks out of the markup (intra-word
-    # underscores are literal in GitHub markdown and in markdown_to_html).
+    # underscores are literal in CommonMark, which markdown_to_html renders).
     clean = [(re.sub(r"[\[\]()*`]", " ", cap), name) for cap, name in items]
     return [f"![{cap}]({name})\n\nFigure: {cap}\n" for cap, name in clean]
 

@@ -44,18 +44,34 @@ def _si(v: float, _pos=None) -> str:
     return f"{v:.4g}"
 
 
+def _log_tick(v: float, _pos=None) -> str:
+    """Log-axis labels as plain numbers; minor ticks labelled only at 2 and 5 times a power of ten."""
+    if v <= 0:
+        return ""
+    m = v / 10 ** np.floor(np.log10(v))
+    near = round(m)
+    return f"{v:.3g}" if abs(m - near) < 1e-6 and near in (1, 2, 5) else ""
+
+
 def _wide(v: np.ndarray) -> bool:
     """Log y when the positive values span more than one decade."""
     v = v[np.isfinite(v)]
     return bool(len(v) and (v > 0).all() and v.max() / v.min() > 10)
 
 
-def _shade(ax, spikes: pd.DataFrame, half: float, number: bool) -> None:
+def _shade(ax, spikes: pd.DataFrame, half: float, number: bool, xspan: float) -> None:
+    """Shade each event's exact step span; a span under ~1 pixel also gets a hairline so it stays visible, and
+    numbers closer than 3% of the axis to the previous one are left out so they never overprint."""
     top = blended_transform_factory(ax.transData, ax.transAxes)
+    last = -np.inf
     for _, ev in spikes.iterrows():
         lo, hi = ev["start_step"] - half, ev["end_step"] + half
-        ax.axvspan(lo, hi, color=KIND_COLOURS.get(ev["kind"], PALETTE[7]), alpha=0.3, lw=0)
-        if number:
+        colour = KIND_COLOURS.get(ev["kind"], PALETTE[7])
+        ax.axvspan(lo, hi, color=colour, alpha=0.3, lw=0)
+        if hi - lo < xspan / 1000:
+            ax.axvline((lo + hi) / 2, color=colour, alpha=0.6, lw=0.8)
+        if number and (lo + hi) / 2 - last >= 0.03 * xspan:
+            last = (lo + hi) / 2
             ax.text((lo + hi) / 2, 1.01, f"#{int(ev['event'])}", transform=top, ha="center", va="bottom",
                     fontsize=8, fontweight="bold", color="0.25")
 
@@ -76,19 +92,22 @@ def fig_overview(log: LogData, diag: Diagnosis) -> Figure:
     heights = [3] + [1.4] * (len(series) - 1)
     fig = Figure(figsize=(9, 2.2 + 1.5 * len(series)), layout="constrained")
     axes = fig.subplots(len(series), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
+    xspan = max(float(np.ptp(series[0][2])), diag.interval) if len(series[0][2]) else 1.0
     for i, (ax, (_col, label, step, v)) in enumerate(zip(axes, series)):
         x, y = envelope(step, v)
         ax.plot(x, y, color=PALETTE[i], lw=0.8)
-        _shade(ax, diag.spikes, diag.interval / 2, number=i == 0)
+        _shade(ax, diag.spikes, diag.interval / 2, number=i == 0, xspan=xspan)
         if _wide(v):
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(_log_tick))
+            ax.yaxis.set_minor_formatter(FuncFormatter(_log_tick))
         bad = ~np.isfinite(v)
         if bad.any():
             ax.plot(step[bad], np.full(bad.sum(), ax.get_ylim()[1]), "x", color="black", ms=6, clip_on=False,
                     label="NaN/inf")
             ax.legend(fontsize=7, loc="upper right")
         ax.set_ylabel(label, fontsize=9)
-    axes[0].set_title(f"{diag.run_class}: {len(diag.spikes)} event(s), numbered as in the events table",
+    axes[0].set_title(f"{diag.run_class}: {len(diag.spikes)} event(s), shaded and numbered as in the events table",
                       fontsize=10, parse_math=False, pad=14)
     axes[-1].set_xlabel("step")
     axes[-1].xaxis.set_major_formatter(FuncFormatter(_si))

@@ -81,3 +81,9 @@ def test_overview_comes_first_in_both_reports(tmp_path):
     assert text.index("![overview](overview.png)") < text.index("## Summary") and text.count("overview.png") == 1
     page = (tmp_path / "report.html").read_text()
     assert page.index('alt="overview.png"') < page.index("<h2>Summary</h2>") and page.count("<img") == 3
+
+
+def test_log_axis_ticks_are_plain_numbers():
+    from analysis.diagnose.overview import _log_tick
+
+    assert [_log_tick(v) for v in (1, 2, 3, 5, 20, 40, 0.05)] == ["1", "2", "", "5", "20", "", "0.05"]

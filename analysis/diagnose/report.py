@@ -14,17 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import SNIPPET, Diagnosis
-from .advice import HF_SNIPPET
 from ..logs import LogData
 from ..report import md_table
+from . import SNIPPET, Diagnosis
+from .advice import HF_SNIPPET
+from .overview import fig_overview
+from .palette import KIND_COLOURS, PALETTE
 
-PALETTE = sns.color_palette("colorblind")
-# Vermillion, reddish purple and grey stay apart under the common colour-vision deficiencies.
-KIND_COLOURS = {"spike": PALETTE[3], "sustained_rise": PALETTE[4], "nonfinite": PALETTE[7]}
 NAN_COLOUR = "black"
 MAX_SIGNAL_PANELS = 6
 MAX_TABLE_ROWS = 40
@@ -155,7 +153,8 @@ def _html_table(df: pd.DataFrame) -> str:
 
 def _markdown(diag: Diagnosis, log: LogData, figs: dict) -> str:
     name = Path(log.source).name
-    out = [f"# Diagnosis: {name}\n", f"Source: `{log.source}` ({log.fmt})\n", "## Summary\n", diag.summary + "\n"]
+    out = [f"# Diagnosis: {name}\n", f"Source: `{log.source}` ({log.fmt})\n", "![overview](overview.png)\n",
+           "## Summary\n", diag.summary + "\n"]
     for title, table in _tables(diag):
         out += [f"## {title}\n", _md_table(table)]
     out += ["## Advice\n"] + [f"- {a}" for a in diag.advice] + [""]
@@ -164,15 +163,19 @@ def _markdown(diag: Diagnosis, log: LogData, figs: dict) -> str:
                 "Hugging Face Trainer:\n", "```python", HF_SNIPPET, "```\n"]
     if diag.notes:
         out += ["## Notes\n"] + [f"- {n}" for n in diag.notes] + [""]
-    out += ["## Figures\n"] + [f"![{k}]({k})\n" for k in figs]
+    out += ["## Figures\n"] + [f"![{k}]({k})\n" for k in figs if k != "overview.png"]
     return "\n".join(out)
+
+
+def _img(name: str, png: bytes) -> str:
+    return f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></p>'
 
 
 def _html(diag: Diagnosis, log: LogData, pngs: dict) -> str:
     e = html.escape
     name = Path(log.source).name
     parts = [f"<h1>Diagnosis: {e(name)}</h1>", f"<p>Source: <code>{e(log.source)}</code> ({e(log.fmt)})</p>",
-             "<h2>Summary</h2>", f"<p>{e(diag.summary)}</p>"]
+             _img("overview.png", pngs.pop("overview.png")), "<h2>Summary</h2>", f"<p>{e(diag.summary)}</p>"]
     for title, table in _tables(diag):
         parts += [f"<h2>{e(title)}</h2>", _html_table(table)]
     parts += ["<h2>Advice</h2><ul>"] + [f"<li>{e(a)}</li>" for a in diag.advice] + ["</ul>"]
@@ -181,8 +184,7 @@ def _html(diag: Diagnosis, log: LogData, pngs: dict) -> str:
                   "<p>Hugging Face Trainer:</p>", f"<pre>{e(HF_SNIPPET)}</pre>"]
     if diag.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{e(n)}</li>" for n in diag.notes] + ["</ul>"]
-    parts += ["<h2>Figures</h2>"] + [f'<p><img alt="{e(k)}" src="data:image/png;base64,'
-                                     f'{base64.b64encode(v).decode("ascii")}"></p>' for k, v in pngs.items()]
+    parts += ["<h2>Figures</h2>"] + [_img(k, v) for k, v in pngs.items()]
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.45}"
              "table{border-collapse:collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px}"
              "pre{background:#f4f4f4;padding:8px}img{max-width:100%}")
@@ -191,11 +193,12 @@ def _html(diag: Diagnosis, log: LogData, pngs: dict) -> str:
 
 
 def write_diagnosis_report(diagnosis: Diagnosis, logdata: LogData, out_dir) -> Path:
-    """Write report.md, report.html, loss.png, signals.png (when there are signals) and the tables as CSV."""
+    """Write report.md, report.html, overview.png, loss.png, signals.png (when there are signals), tables as CSV."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{Path(logdata.source).name}: {diagnosis.run_class}"
-    figs = {"loss.png": fig_loss(diagnosis.entries, diagnosis.spikes, logdata.eval_df, title,
+    figs = {"overview.png": fig_overview(logdata, diagnosis),
+            "loss.png": fig_loss(diagnosis.entries, diagnosis.spikes, logdata.eval_df, title,
                                  _threshold(diagnosis), diagnosis.interval)}
     sig = fig_signals(logdata.df, diagnosis.spikes, diagnosis.signals, diagnosis.interval)
     if sig is not None:
@@ -205,7 +208,7 @@ def write_diagnosis_report(diagnosis: Diagnosis, logdata: LogData, out_dir) -> P
         (out / k).write_bytes(data)
     diagnosis.spikes.to_csv(out / "spikes.csv", index=False)
     diagnosis.signals.to_csv(out / "signals.csv", index=False)
-    (out / "report.html").write_text(_html(diagnosis, logdata, pngs), encoding="utf-8")
+    (out / "report.html").write_text(_html(diagnosis, logdata, dict(pngs)), encoding="utf-8")
     path = out / "report.md"
     path.write_text(_markdown(diagnosis, logdata, pngs), encoding="utf-8")
     return path

@@ -1,17 +1,23 @@
 """analysis: read gradvar records from disk and turn them into findings, figures and reports.
 
-    import analysis
-    run = analysis.load_run("runs/my_run")            # tidy DataFrames with the run's metadata joined in
-    result = analysis.diagnose("my_log.csv")           # spikes, leading signals, advice (also for HF logs)
-    analysis.write_report(["runs/a", "runs/b"], "reports/mine")
+import analysis
+run = analysis.load_run("runs/my_run")            # tidy DataFrames with the run's metadata joined in
+result = analysis.diagnose("my_log.csv")           # spikes, leading signals, advice (also for HF logs)
+analysis.write_report(["runs/a", "runs/b"], "reports/mine")
 """
+
 import importlib
 
 # Eager, because the function shares its name with its module: bound here, it is what analysis.diagnose means.
 from .diagnose import diagnose  # noqa: E402
 
-_EXPORTS = {"load_run": "load", "load_runs": "load", "load_log": "logs", "write_report": "report",
-            "write_study_report": "study_report"}
+_EXPORTS = {
+    "load_run": "load",
+    "load_runs": "load",
+    "load_log": "logs",
+    "write_report": "report",
+    "write_study_report": "study_report",
+}
 
 
 def __getattr__(name):

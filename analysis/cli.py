@@ -1,4 +1,5 @@
 """`gradvar report` and `gradvar diagnose`, registered through the gradvar.commands entry points."""
+
 from __future__ import annotations
 
 import sys
@@ -9,16 +10,27 @@ def register_report(sub) -> None:
     from .report import add_report_arguments
 
     add_report_arguments(sub.add_parser("report", help="write a report (markdown, HTML, figures) from run directories"))
-    _announce(sub.choices["report"], lambda a: f"reading {len(a.run_dirs)} run director"
-              f"{'y' if len(a.run_dirs) == 1 else 'ies'} (every part flushed so far), analysing, writing {a.out}")
+    _announce(
+        sub.choices["report"],
+        lambda a: (
+            f"reading {len(a.run_dirs)} run director"
+            f"{'y' if len(a.run_dirs) == 1 else 'ies'} (every part flushed so far), analysing, writing {a.out}"
+        ),
+    )
 
 
 def register_diagnose(sub) -> None:
     from .diagnose.cli import add_diagnose_arguments
 
-    add_diagnose_arguments(sub.add_parser("diagnose", help="diagnose your own run's log: spikes, leading signals, advice"))
-    _announce(sub.choices["diagnose"], lambda a: f"reading {a.path}, finding spikes and leading signals"
-              + (f", writing {a.out_dir}" if a.out_dir else ""))
+    add_diagnose_arguments(
+        sub.add_parser("diagnose", help="diagnose your own run's log: spikes, leading signals, advice")
+    )
+    _announce(
+        sub.choices["diagnose"],
+        lambda a: (
+            f"reading {a.path}, finding spikes and leading signals" + (f", writing {a.out_dir}" if a.out_dir else "")
+        ),
+    )
 
 
 def _announce(parser, what) -> None:

@@ -8,6 +8,7 @@ Target validation loss (default): the worst of the methods' best validation loss
 is the level every one of its runs reaches (the max over its runs of each run's minimum). So every run
 reaches the default target and every method has a time to it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,17 @@ from .metrics import DEFAULT_RULE, RECOVER_FACTOR, run_metrics, wall_time
 
 CLASS_ORDER = ("stable", "spiky", "diverged")
 SUMMARY_METRICS = (
-    "spike_events", "max_loss_ratio", "probe_spike_events", "probe_max_loss_ratio", "final_val_loss",
-    "final_val_ppl", "best_val_loss", "tokens_to_target", "time_to_target_s", "tokens", "wall_time_s",
+    "spike_events",
+    "max_loss_ratio",
+    "probe_spike_events",
+    "probe_max_loss_ratio",
+    "final_val_loss",
+    "final_val_ppl",
+    "best_val_loss",
+    "tokens_to_target",
+    "time_to_target_s",
+    "tokens",
+    "wall_time_s",
 )
 
 
@@ -37,8 +47,11 @@ def val_summary(run) -> dict:
         return {"final_val_loss": np.nan, "final_val_ppl": np.nan, "best_val_loss": np.nan}
     last = e.iloc[-1]
     ppl = float(last["val_ppl"]) if "val_ppl" in e and pd.notna(last["val_ppl"]) else float(np.exp(last["val_loss"]))
-    return {"final_val_loss": float(last["val_loss"]), "final_val_ppl": ppl,
-            "best_val_loss": float(fin["val_loss"].min()) if len(fin) else np.nan}
+    return {
+        "final_val_loss": float(last["val_loss"]),
+        "final_val_ppl": ppl,
+        "best_val_loss": float(fin["val_loss"].min()) if len(fin) else np.nan,
+    }
 
 
 def default_target(runs) -> float:
@@ -60,9 +73,14 @@ def reach(run, target: float) -> dict:
     if not len(hit):
         return {"step_to_target": np.nan, "tokens_to_target": np.nan, "time_to_target_s": np.nan}
     first = hit.iloc[0]
-    time_s = float(first["time_s"]) if "time_s" in hit and pd.notna(first["time_s"]) else wall_time(run.steps, first["step"])
-    return {"step_to_target": float(first["step"]), "tokens_to_target": float(first["tokens"]),
-            "time_to_target_s": time_s}
+    time_s = (
+        float(first["time_s"]) if "time_s" in hit and pd.notna(first["time_s"]) else wall_time(run.steps, first["step"])
+    )
+    return {
+        "step_to_target": float(first["step"]),
+        "tokens_to_target": float(first["tokens"]),
+        "time_to_target_s": time_s,
+    }
 
 
 def compare_runs(runs, target: float | None = None, rule=DEFAULT_RULE, factor: float = RECOVER_FACTOR) -> pd.DataFrame:
@@ -132,27 +150,43 @@ def stability_grid(per_run: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, batch, lr), g in df.groupby(["method", "batch_size", "lr"], dropna=False, sort=True):
         counts = g["class"].value_counts()
-        rows.append({"method": method, "batch_size": batch, "lr": lr, "n_seeds": len(g),
-                     "n_stable": int(counts.get("stable", 0)), "n_spiky": int(counts.get("spiky", 0)),
-                     "n_diverged": int(counts.get("diverged", 0)), "class": _majority(g["class"]),
-                     "spike_events_median": g["events"].median(), "spike_events_min": g["events"].min(),
-                     "spike_events_max": g["events"].max(), "max_loss_ratio_median": g["ratio"].median(),
-                     "class_source": "/".join(sorted(set(g["class_source"])))})
+        rows.append(
+            {
+                "method": method,
+                "batch_size": batch,
+                "lr": lr,
+                "n_seeds": len(g),
+                "n_stable": int(counts.get("stable", 0)),
+                "n_spiky": int(counts.get("spiky", 0)),
+                "n_diverged": int(counts.get("diverged", 0)),
+                "class": _majority(g["class"]),
+                "spike_events_median": g["events"].median(),
+                "spike_events_min": g["events"].min(),
+                "spike_events_max": g["events"].max(),
+                "max_loss_ratio_median": g["ratio"].median(),
+                "class_source": "/".join(sorted(set(g["class_source"]))),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def compare(runs, target: float | None = None, rule=DEFAULT_RULE, reference: str = "baseline") -> dict[str, pd.DataFrame]:
+def compare(
+    runs, target: float | None = None, rule=DEFAULT_RULE, reference: str = "baseline"
+) -> dict[str, pd.DataFrame]:
     """All comparison tables: per_run, summary, target (ratios), grid."""
     per_run = compare_runs(runs, target, rule)
-    return {"per_run": per_run, "summary": method_summary(per_run), "target": target_ratios(per_run, reference),
-            "grid": stability_grid(per_run)}
+    return {
+        "per_run": per_run,
+        "summary": method_summary(per_run),
+        "target": target_ratios(per_run, reference),
+        "grid": stability_grid(per_run),
+    }
 
 
 # --- the paper's claims beside this study --------------------------------------------------------------------
 
 PAPER = {
-    "stability": "SLW trains stably with 8x larger batch and 4x larger LR where the baseline spikes "
-                 "(GPT-2 117M/1.5B)",
+    "stability": "SLW trains stably with 8x larger batch and 4x larger LR where the baseline spikes (GPT-2 117M/1.5B)",
     "correlation": "Instability correlates strongly with extreme gradient variance (Adam variance state)",
     "seqlen": "Long sequences contribute the extreme variance, especially early in training",
     "efficiency": "Same or better quality with up to 2.2x fewer tokens and 3.7x less wall time",
@@ -164,17 +198,30 @@ def _spread(v: pd.Series) -> str:
     return "–" if not len(v) else f"{v.median():.3g} [{v.min():.3g}, {v.max():.3g}]"
 
 
-def summary_compact(summary: pd.DataFrame, metrics=("probe_spike_events", "probe_max_loss_ratio", "spike_events",
-                                                    "max_loss_ratio", "final_val_loss", "final_val_ppl",
-                                                    "tokens_to_target", "time_to_target_s")) -> pd.DataFrame:
+def summary_compact(
+    summary: pd.DataFrame,
+    metrics=(
+        "probe_spike_events",
+        "probe_max_loss_ratio",
+        "spike_events",
+        "max_loss_ratio",
+        "final_val_loss",
+        "final_val_ppl",
+        "tokens_to_target",
+        "time_to_target_s",
+    ),
+) -> pd.DataFrame:
     """method_summary as 'median [min, max]' strings, one column per metric."""
     rows = []
     for _, r in summary.iterrows():
         row = {"method": r["method"], "n_runs": r["n_runs"]}
         for m in metrics:
             if f"{m}_median" in r:
-                row[m] = ("–" if pd.isna(r[f"{m}_median"])
-                          else f"{r[f'{m}_median']:.3g} [{r[f'{m}_min']:.3g}, {r[f'{m}_max']:.3g}]")
+                row[m] = (
+                    "–"
+                    if pd.isna(r[f"{m}_median"])
+                    else f"{r[f'{m}_median']:.3g} [{r[f'{m}_min']:.3g}, {r[f'{m}_max']:.3g}]"
+                )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -187,9 +234,11 @@ def _stability_claim(per_run: pd.DataFrame, ref: str, treat: str) -> tuple[str, 
     col = "probe_spike_events" if probe else "spike_events"
     rcol = "probe_max_loss_ratio" if probe else "max_loss_ratio"
     mb, ms = b[col].median(), s[col].median()
-    here = (f"{'probe' if probe else 'training'}-loss spike events {treat} {_spread(s[col])} vs {ref} "
-            f"{_spread(b[col])}; max loss ratio {treat} {_spread(s[rcol])} vs {ref} {_spread(b[rcol])} "
-            f"({len(s)} vs {len(b)} runs)")
+    here = (
+        f"{'probe' if probe else 'training'}-loss spike events {treat} {_spread(s[col])} vs {ref} "
+        f"{_spread(b[col])}; max loss ratio {treat} {_spread(s[rcol])} vs {ref} {_spread(b[rcol])} "
+        f"({len(s)} vs {len(b)} runs)"
+    )
     if ms < mb:
         verdict = "supported" if s[col].max() < b[col].min() else "weakly supported (seed ranges overlap)"
     elif ms == mb:
@@ -203,11 +252,14 @@ def _correlation_claim(rank: pd.DataFrame) -> tuple[str, str]:
     rows = rank[rank["signal"] == "adam_v_max"] if len(rank) else rank
     if not len(rows):
         return "adam_v_max not recorded", "not testable here"
-    parts = [f"{r.transform} ρ = {r.spearman_r:+.2f} [{r.spearman_lo:+.2f}, {r.spearman_hi:+.2f}]"
-             for r in rows.itertuples()]
+    parts = [
+        f"{r.transform} ρ = {r.spearman_r:+.2f} [{r.spearman_lo:+.2f}, {r.spearman_hi:+.2f}]" for r in rows.itertuples()
+    ]
     best = rank.iloc[0]
-    here = (f"adam_v_max vs loss ratio (pooled Spearman, 95% block-bootstrap CI): {'; '.join(parts)}. Best signal: "
-            f"{best['signal']} ({best['transform']}) ρ = {best['spearman_r']:+.2f}")
+    here = (
+        f"adam_v_max vs loss ratio (pooled Spearman, 95% block-bootstrap CI): {'; '.join(parts)}. Best signal: "
+        f"{best['signal']} ({best['transform']}) ρ = {best['spearman_r']:+.2f}"
+    )
     pos = rows[(rows["spearman_r"] > 0) & (rows["spearman_lo"] > 0)]
     if len(pos):
         verdict = "supported" if pos["spearman_r"].max() >= 0.5 else "weakly supported (ρ < 0.5)"
@@ -223,11 +275,18 @@ def _seqlen_claim(hyp: pd.DataFrame) -> tuple[str, str]:
     if not len(h) or not np.isfinite(h["spearman_rho"]).any():
         return "no probe data", "not testable here"
     r = h[h["run"] == "pooled"].iloc[0] if (h["run"] == "pooled").any() else h.iloc[0]
-    here = (f"early window, adam_v_max_if_applied vs probe length: Spearman ρ = {r['spearman_rho']:+.2f} "
-            f"(p = {r['p_value']:.2g}), longest/shortest = {r['fold_change']:.2f}x")
+    here = (
+        f"early window, adam_v_max_if_applied vs probe length: Spearman ρ = {r['spearman_rho']:+.2f} "
+        f"(p = {r['p_value']:.2g}), longest/shortest = {r['fold_change']:.2f}x"
+    )
     verdict = r["verdict"]
-    return here, ("supported" if "supported" in verdict else "contradicted" if "contradicted" in verdict
-                  else f"not supported ({verdict})")
+    return here, (
+        "supported"
+        if "supported" in verdict
+        else "contradicted"
+        if "contradicted" in verdict
+        else f"not supported ({verdict})"
+    )
 
 
 def _efficiency_claim(per_run: pd.DataFrame, ratios: pd.DataFrame, ref: str, treat: str) -> tuple[str, str]:
@@ -236,8 +295,10 @@ def _efficiency_claim(per_run: pd.DataFrame, ratios: pd.DataFrame, ref: str, tre
     r = ratios.set_index("method").loc[treat]
     b, s = (per_run[per_run["method"] == m]["final_val_loss"].median() for m in (ref, treat))
     tok, tim = r["tokens_to_target_ratio"], r["time_to_target_s_ratio"]
-    here = (f"to the target val loss {treat} used {tok:.2f}x the tokens and {tim:.2f}x the wall time of {ref}; "
-            f"final val loss {treat} {s:.3f} vs {ref} {b:.3f}")
+    here = (
+        f"to the target val loss {treat} used {tok:.2f}x the tokens and {tim:.2f}x the wall time of {ref}; "
+        f"final val loss {treat} {s:.3f} vs {ref} {b:.3f}"
+    )
     if not np.isfinite(tok) or not np.isfinite(tim):
         return here, "not testable here (target not reached)"
     if tok < 1 and tim < 1 and s <= b + 0.02:
@@ -245,11 +306,15 @@ def _efficiency_claim(per_run: pd.DataFrame, ratios: pd.DataFrame, ref: str, tre
     return here, "not supported"
 
 
-def claims_table(cmp: dict, rank: pd.DataFrame, hyp: pd.DataFrame, reference: str = "baseline",
-                 treatment: str = "slw") -> pd.DataFrame:
+def claims_table(
+    cmp: dict, rank: pd.DataFrame, hyp: pd.DataFrame, reference: str = "baseline", treatment: str = "slw"
+) -> pd.DataFrame:
     """Claim | paper | here | verdict, for the four claims of Li, Zhang & He (2022)."""
     per_run = cmp["per_run"]
-    rows = [("stability", _stability_claim(per_run, reference, treatment)),
-            ("correlation", _correlation_claim(rank)), ("seqlen", _seqlen_claim(hyp)),
-            ("efficiency", _efficiency_claim(per_run, cmp["target"], reference, treatment))]
+    rows = [
+        ("stability", _stability_claim(per_run, reference, treatment)),
+        ("correlation", _correlation_claim(rank)),
+        ("seqlen", _seqlen_claim(hyp)),
+        ("efficiency", _efficiency_claim(per_run, cmp["target"], reference, treatment)),
+    ]
     return pd.DataFrame([{"claim": k, "paper (abstract)": PAPER[k], "here": h, "verdict": v} for k, (h, v) in rows])

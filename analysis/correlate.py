@@ -17,6 +17,7 @@ previous `window` values) — against the loss ratio r_t = L_t / min_{s<t} L_s:
   step-level precision, event-level recall and the median lead time (event start - first alarm in its h-step
   window).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from .metrics import STEP_SIGNALS, Signal, align_to, run_signals, target_of  # noqa: F401 (re-exported)
+
 # Also taken from here by report.py, figures.py and the tests.
 from .warning import ALARM_Q, HORIZON, WINDOW, _rank, lead_times, rolling_prev, warning_frame, warning_scores
 
@@ -55,6 +57,7 @@ def transform(x, kind: str, window: int = WINDOW, median=None) -> np.ndarray:
 
 
 # --- correlation with a block-bootstrap interval -------------------------------------------------------------
+
 
 def _z(a: np.ndarray) -> np.ndarray | None:
     """Standardised copy (population std), or None for a constant or too short series."""
@@ -130,8 +133,18 @@ def _cached_rank(v: np.ndarray, ok: np.ndarray, key, cache: dict | None) -> np.n
     return cache[k]
 
 
-def correlation(x, y, *, segments=None, n_boot: int = N_BOOT, ci: float = 0.95, seed: int = 0,
-                block_len: int | None = None, y_key=None, cache: dict | None = None) -> dict:
+def correlation(
+    x,
+    y,
+    *,
+    segments=None,
+    n_boot: int = N_BOOT,
+    ci: float = 0.95,
+    seed: int = 0,
+    block_len: int | None = None,
+    y_key=None,
+    cache: dict | None = None,
+) -> dict:
     """Pearson and Spearman r, p-values and block-bootstrap intervals over the finite pairs of x and y.
 
     `y_key` (any hashable naming y) with a `cache` dict lets many signals reuse the target's ranks.
@@ -154,6 +167,7 @@ def correlation(x, y, *, segments=None, n_boot: int = N_BOOT, ci: float = 0.95, 
 
 # --- lagged correlation ------------------------------------------------------------------------------------
 
+
 def _lag_side(v) -> dict:
     """Centred, zero-filled values of one series with prefix sums of them and of their squares."""
     v = np.asarray(v, dtype=np.float64)
@@ -161,8 +175,14 @@ def _lag_side(v) -> dict:
     c = np.where(m, v - (v[m].mean() if m.any() else 0.0), 0.0)
     bad = np.flatnonzero(~m)
     count = np.concatenate([[0.0], np.cumsum(m)]) if len(bad) else np.arange(len(v) + 1, dtype=np.float64)
-    return {"m": m, "c": c, "bad": bad, "s": np.concatenate([[0.0], np.cumsum(c)]),
-            "ss": np.concatenate([[0.0], np.cumsum(c * c)]), "count": count}
+    return {
+        "m": m,
+        "c": c,
+        "bad": bad,
+        "s": np.concatenate([[0.0], np.cumsum(c)]),
+        "ss": np.concatenate([[0.0], np.cumsum(c * c)]),
+        "count": count,
+    }
 
 
 def _lags(x, y, max_lag: int, y_side: dict | None = None) -> dict[str, np.ndarray]:
@@ -192,7 +212,9 @@ def _lags(x, y, max_lag: int, y_side: dict | None = None) -> dict[str, np.ndarra
         sxx = pre["xx"][hi] - pre["xx"][lo] - (cx[only_y] ** 2).sum()
         sy = pre["y"][hi + lag] - pre["y"][lo + lag] - cy[only_x + lag].sum()
         syy = pre["yy"][hi + lag] - pre["yy"][lo + lag] - (cy[only_x + lag] ** 2).sum()
-        sxy = np.einsum("i,i->", cx[lo:hi], cy[lo + lag : hi + lag])  # not BLAS: its threads spin on a busy machine (3x slower)
+        sxy = np.einsum(
+            "i,i->", cx[lo:hi], cy[lo + lag : hi + lag]
+        )  # not BLAS: its threads spin on a busy machine (3x slower)
         den = (n * sxx - sx * sx) * (n * syy - sy * sy)
         count[i] = int(round(n))
         if n >= 3 and den > 0:
@@ -207,28 +229,51 @@ def lagged_correlation(x, y, max_lag: int = MAX_LAG) -> pd.DataFrame:
 
 # --- per run and pooled ------------------------------------------------------------------------------------
 
+
 def _spacing(step: np.ndarray) -> float:
     return float(np.median(np.diff(step))) if len(step) > 1 else 1.0
 
 
-def analyze_runs(runs, source: str = "train", signals=STEP_SIGNALS, groups: bool = True, transforms=TRANSFORMS,
-                 max_lag: int = MAX_LAG, horizon: int = HORIZON, window: int = WINDOW, q: float = ALARM_Q,
-                 n_boot: int = N_BOOT, seed: int = 0, n_boot_groups: int = N_BOOT_GROUPS) -> dict[str, pd.DataFrame]:
+def analyze_runs(
+    runs,
+    source: str = "train",
+    signals=STEP_SIGNALS,
+    groups: bool = True,
+    transforms=TRANSFORMS,
+    max_lag: int = MAX_LAG,
+    horizon: int = HORIZON,
+    window: int = WINDOW,
+    q: float = ALARM_Q,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+    n_boot_groups: int = N_BOOT_GROUPS,
+) -> dict[str, pd.DataFrame]:
     """Correlations, lagged correlations and early-warning scores per run and pooled (run == 'pooled').
 
     Returns {"correlations", "lags", "early_warning"}; `source` picks the training loss ratio or the
     probe loss ratio as the target. Per-group variants use `n_boot_groups` resamples.
     """
-    opts = {"transforms": transforms, "max_lag": max_lag, "horizon": horizon, "window": window, "q": q,
-            "seed": seed, "n_boot": n_boot, "n_boot_groups": n_boot_groups}
+    opts = {
+        "transforms": transforms,
+        "max_lag": max_lag,
+        "horizon": horizon,
+        "window": window,
+        "q": q,
+        "seed": seed,
+        "n_boot": n_boot,
+        "n_boot_groups": n_boot_groups,
+    }
     # With one run the pooled rows are that run's rows: keep no copies of its series for pooling.
     acc = {"corr": [], "lags": [], "warn": [], "pool": {}, "ranks": {}, "sides": {}, "pooling": len(runs) > 1}
     for k, run in enumerate(runs):
         target = target_of(run, source)
         for sig in run_signals(run, signals, groups):
             _analyze_signal(k, run, sig, target, acc, opts)
-    out = {"correlations": pd.DataFrame(acc["corr"]), "lags": _stack(acc["lags"]),
-           "early_warning": pd.DataFrame(acc["warn"])}
+    out = {
+        "correlations": pd.DataFrame(acc["corr"]),
+        "lags": _stack(acc["lags"]),
+        "early_warning": pd.DataFrame(acc["warn"]),
+    }
     return _with_pooled(out, runs, acc["pool"], opts)
 
 
@@ -244,8 +289,11 @@ def _analyze_signal(k, run, sig: Signal, target, acc: dict, o: dict) -> None:
     median, thr = rolling_prev(sig.x, o["window"], (0.5, o["q"]))  # one pass for the lrm and the alarm
     for tr in o["transforms"]:
         xt = transform(sig.x, tr, o["window"], median=median)
-        acc["corr"].append(ident | {"transform": tr} | correlation(xt, y, n_boot=n_boot, seed=o["seed"],
-                                                                    y_key=y_key, cache=acc["ranks"]))
+        acc["corr"].append(
+            ident
+            | {"transform": tr}
+            | correlation(xt, y, n_boot=n_boot, seed=o["seed"], y_key=y_key, cache=acc["ranks"])
+        )
         lag = _lags(xt, y, o["max_lag"], acc["sides"][y_key])
         acc["lags"].append(ident | {"transform": tr, "lag_steps": lag["lag"] * _spacing(sig.step)} | lag)
         if acc["pooling"]:
@@ -265,8 +313,11 @@ def _stack(items: list[dict]) -> pd.DataFrame:
     cols = {}
     for key in items[0]:
         vals = [it[key] for it in items]
-        cols[key] = (np.concatenate(vals) if isinstance(vals[0], np.ndarray)
-                     else np.repeat(np.array(vals, dtype=object), lengths))
+        cols[key] = (
+            np.concatenate(vals)
+            if isinstance(vals[0], np.ndarray)
+            else np.repeat(np.array(vals, dtype=object), lengths)
+        )
     return pd.DataFrame(cols).infer_objects()
 
 
@@ -307,11 +358,15 @@ def _with_pooled(out, runs, pool, o: dict) -> dict[str, pd.DataFrame]:
         lag = _lags(x, y, o["max_lag"])
         lags.append(ident | {"lag_steps": lag["lag"] * entry["spacing"]} | lag)
     meta = out["correlations"][["signal", "stat", "group"]].drop_duplicates("signal")
-    pooled = {"correlations": pd.DataFrame(corr), "lags": _stack(lags),
-              "early_warning": pd.DataFrame(warn)}
-    return {key: pd.concat([out[key], df.merge(meta, on="signal", how="left").assign(run="pooled", method="pooled")],
-                           ignore_index=True) if len(df) else out[key]
-            for key, df in pooled.items()}
+    pooled = {"correlations": pd.DataFrame(corr), "lags": _stack(lags), "early_warning": pd.DataFrame(warn)}
+    return {
+        key: pd.concat(
+            [out[key], df.merge(meta, on="signal", how="left").assign(run="pooled", method="pooled")], ignore_index=True
+        )
+        if len(df)
+        else out[key]
+        for key, df in pooled.items()
+    }
 
 
 def ranking(result: dict[str, pd.DataFrame], run: str = "pooled") -> pd.DataFrame:
@@ -325,7 +380,8 @@ def ranking(result: dict[str, pd.DataFrame], run: str = "pooled") -> pd.DataFram
     if len(lags):
         best = lags.loc[lags["r"].abs().groupby([lags["signal"], lags["transform"]]).idxmax()]
         best = best[["signal", "transform", "lag", "lag_steps", "r"]].rename(
-            columns={"lag": "best_lag", "lag_steps": "best_lag_steps", "r": "r_at_best_lag"})
+            columns={"lag": "best_lag", "lag_steps": "best_lag_steps", "r": "r_at_best_lag"}
+        )
         c = c.merge(best, on=["signal", "transform"], how="left")
     ew = result["early_warning"]
     if len(ew):
@@ -342,5 +398,10 @@ def aligned(run, signal: str, transform_kind: str = "raw", source: str = "train"
     if sig is None:
         return pd.DataFrame(columns=["step", "value", "loss_ratio"])
     tgt_step, ratio, _ = target_of(run, source)
-    return pd.DataFrame({"step": sig.step, "value": transform(sig.x, transform_kind, window),
-                         "loss_ratio": align_to(sig.step, tgt_step, ratio)})
+    return pd.DataFrame(
+        {
+            "step": sig.step,
+            "value": transform(sig.x, transform_kind, window),
+            "loss_ratio": align_to(sig.step, tgt_step, ratio),
+        }
+    )

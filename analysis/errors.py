@@ -1,4 +1,5 @@
 """The errors analysis raises: each message is one line a user can act on."""
+
 from __future__ import annotations
 
 

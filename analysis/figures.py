@@ -3,6 +3,7 @@ nothing shown). Colourblind palette, and runs or methods differ by line style an
 figures survive black-and-white printing. Long runs are thinned to a min/max envelope per bucket so
 spikes stay visible while a million-step line stays cheap to draw.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -63,8 +64,18 @@ def _runs(df: pd.DataFrame):
 def _line(ax, x, y, style, label, max_points=MAX_POINTS, **kw):
     tx, ty = _thin(x, y, max_points)
     every = max(1, len(tx) // 12)  # a few markers per line: identity in print without clutter
-    ax.plot(tx, ty, color=style["color"], linestyle=style["linestyle"], marker=style["marker"], markevery=every,
-            markersize=4, linewidth=1.1, label=label, **kw)
+    ax.plot(
+        tx,
+        ty,
+        color=style["color"],
+        linestyle=style["linestyle"],
+        marker=style["marker"],
+        markevery=every,
+        markersize=4,
+        linewidth=1.1,
+        label=label,
+        **kw,
+    )
 
 
 def _legend(ax, n: int) -> None:
@@ -82,19 +93,35 @@ def fig_loss(steps: pd.DataFrame, rule=DEFAULT_RULE, title: str | None = None) -
         _line(ax_loss, step, loss, st, f"{label} train")
         if "probe_loss" in g and g["probe_loss"].notna().any():
             p = g[g["probe_loss"].notna()]
-            ax_loss.plot(p["step"], p["probe_loss"], color=st["color"], linestyle="none", marker=st["marker"],
-                         markerfacecolor="none", markersize=4, label=f"{label} probe")
+            ax_loss.plot(
+                p["step"],
+                p["probe_loss"],
+                color=st["color"],
+                linestyle="none",
+                marker=st["marker"],
+                markerfacecolor="none",
+                markersize=4,
+                label=f"{label} probe",
+            )
         flags = spike_flags(loss, rule)["any"]
         starts = flags & ~np.concatenate([[False], flags[:-1]])
         # Non-finite spike starts are drawn at the top of the finite range so they stay visible.
         top = np.max(loss[np.isfinite(loss)]) if np.isfinite(loss).any() else 0.0
         fin = np.where(np.isfinite(loss), loss, top)
-        ax_loss.plot(step[starts], fin[starts], linestyle="none", marker="x", color="black", markersize=7,
-                     label=f"{label} spike start" if starts.any() else None)
+        ax_loss.plot(
+            step[starts],
+            fin[starts],
+            linestyle="none",
+            marker="x",
+            color="black",
+            markersize=7,
+            label=f"{label} spike start" if starts.any() else None,
+        )
         ratio = loss_ratio(loss)
         _line(ax_ratio, step, np.where(np.isfinite(ratio), ratio, np.nan), st, label)
-    ax_ratio.axhline(rule.ratio_threshold, color="grey", linestyle="--", linewidth=0.8,
-                     label=f"threshold {rule.ratio_threshold}")
+    ax_ratio.axhline(
+        rule.ratio_threshold, color="grey", linestyle="--", linewidth=0.8, label=f"threshold {rule.ratio_threshold}"
+    )
     ax_loss.set_ylabel("loss (nats)")
     ax_ratio.set_ylabel("loss ratio  L_t / min_{s<t} L_s")
     ax_ratio.set_xlabel("optimizer step")
@@ -127,8 +154,9 @@ def fig_adam_variance(steps: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
-def fig_signal_scatter(df: pd.DataFrame, x: str = "value", y: str = "loss_ratio", label: str | None = None,
-                       max_points: int = 20000) -> Figure:
+def fig_signal_scatter(
+    df: pd.DataFrame, x: str = "value", y: str = "loss_ratio", label: str | None = None, max_points: int = 20000
+) -> Figure:
     """Scatter of a signal against the loss ratio; Pearson and Spearman r (all finite pairs) in the title."""
     d = df[[x, y]].replace([np.inf, -np.inf], np.nan).dropna()
     a, b = d[x].to_numpy(np.float64), d[y].to_numpy(np.float64)
@@ -141,8 +169,10 @@ def fig_signal_scatter(df: pd.DataFrame, x: str = "value", y: str = "loss_ratio"
     ax.scatter(d[x], d[y], s=6, alpha=0.4, color=PALETTE[0], marker="o", rasterized=len(d) > 2000)
     ax.set_xlabel(label or x)
     ax.set_ylabel(y.replace("_", " "))
-    ax.set_title(f"{label or x} vs {y.replace('_', ' ')}\nPearson r = {pr:+.2f}, Spearman ρ = {sr:+.2f}, n = {len(a)}",
-                 fontsize=9)
+    ax.set_title(
+        f"{label or x} vs {y.replace('_', ' ')}\nPearson r = {pr:+.2f}, Spearman ρ = {sr:+.2f}, n = {len(a)}",
+        fontsize=9,
+    )
     return fig
 
 
@@ -156,8 +186,9 @@ def fig_lag(lags: pd.DataFrame, run: str = "pooled", top: int = 6) -> Figure:
     ax = fig.subplots()
     for key, st in zip(keys, styles(len(keys))):
         g = d[d["key"] == key].sort_values("lag")
-        ax.plot(g["lag"], g["r"], label=key, color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
-                markersize=4)
+        ax.plot(
+            g["lag"], g["r"], label=key, color=st["color"], linestyle=st["linestyle"], marker=st["marker"], markersize=4
+        )
     ax.axhline(0, color="grey", linewidth=0.6)
     ax.axvline(0, color="grey", linewidth=0.6, linestyle=":")
     ax.set_xlabel("lag (samples; > 0: signal leads the loss ratio)")
@@ -198,8 +229,14 @@ def fig_slw_schedule(steps: pd.DataFrame, schedule=None) -> Figure:
         _line(ax_tok, g["step"], g["tokens"], st, label)
     if schedule is not None and len(steps):
         t = np.unique(np.linspace(1, steps["step"].max(), 2000).astype(int))  # a curve, not a million calls
-        ax_len.plot(t, [schedule.seqlen(int(v)) for v in t], color="black", linestyle=":", linewidth=1.5,
-                    label=f"configured {schedule.schedule_type}")
+        ax_len.plot(
+            t,
+            [schedule.seqlen(int(v)) for v in t],
+            color="black",
+            linestyle=":",
+            linewidth=1.5,
+            label=f"configured {schedule.schedule_type}",
+        )
     ax_len.set_ylabel("sequence length")
     ax_tok.set_ylabel("tokens consumed")
     for ax in (ax_len, ax_tok):
@@ -218,14 +255,23 @@ def fig_val_loss(evals: pd.DataFrame) -> Figure:
     methods = sorted(evals[method_col].astype(str).unique()) if method_col else ["run"]
     sty = dict(zip(methods, styles(len(methods))))
     seen = set()
-    for label, g in _runs(evals):
+    for _label, g in _runs(evals):
         m = str(g[method_col].iloc[0]) if method_col else "run"
         lab = m if m not in seen else None
         seen.add(m)
         for ax, xcol in ((ax_tok, "tokens"), (ax_time, "time_s")):
             if xcol in g:
-                ax.plot(g[xcol], g["val_loss"], color=sty[m]["color"], linestyle=sty[m]["linestyle"],
-                        marker=sty[m]["marker"], markersize=4, linewidth=1.1, label=lab, alpha=0.85)
+                ax.plot(
+                    g[xcol],
+                    g["val_loss"],
+                    color=sty[m]["color"],
+                    linestyle=sty[m]["linestyle"],
+                    marker=sty[m]["marker"],
+                    markersize=4,
+                    linewidth=1.1,
+                    label=lab,
+                    alpha=0.85,
+                )
     ax_tok.set_xlabel("training tokens")
     ax_time.set_xlabel("wall time (s)")
     ax_tok.set_ylabel("validation loss (nats)")
@@ -258,8 +304,15 @@ def fig_stability_grid(grid: pd.DataFrame) -> Figure:
         for (_, row), lr, batch in zip(g.iterrows(), lr_lab, batch_lab):
             i, j = lrs.index(lr), batches.index(batch)
             ax.add_patch(Rectangle((i - 0.5, j - 0.5), 1, 1, color=colors.get(row["class"], "grey"), alpha=0.7))
-            ax.text(i, j, f"{row['class']}\n{row['n_stable']}/{row['n_spiky']}/{row['n_diverged']}\n"
-                          f"ev {row['spike_events_median']:.0f}", ha="center", va="center", fontsize=7)
+            ax.text(
+                i,
+                j,
+                f"{row['class']}\n{row['n_stable']}/{row['n_spiky']}/{row['n_diverged']}\n"
+                f"ev {row['spike_events_median']:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+            )
         ax.set_xticks(range(len(lrs)), lrs)
         ax.set_yticks(range(len(batches)), batches)
         ax.set_xlim(-0.5, len(lrs) - 0.5)

@@ -9,6 +9,7 @@ kept as they are (the column contract), so in `steps` `lr` is the scheduled LR w
 is the configured peak LR. `peak_lr` means the configured peak LR in every table; group by it (or by the
 `Run.lr` attribute) when mixing tables.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,14 @@ class Run:
 
     @property
     def meta(self) -> dict:
-        return {"run": self.name, "method": self.method, "seed": self.seed,
-                "batch_size": self.batch_size, "lr": self.lr, "peak_lr": self.lr}
+        return {
+            "run": self.name,
+            "method": self.method,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "peak_lr": self.lr,
+        }
 
     @property
     def slw(self) -> dict:
@@ -132,11 +139,19 @@ def load_run(path, name: str | None = None) -> Run:
         warnings.simplefilter("ignore")  # the skipped parts are kept in Run.errors instead
         tables = read_records(p, errors=errors)
     run = Run(
-        name=name or str(config.get("name") or p.name), path=p, config=config, method=method_of(config),
-        batch_size=_num(optim.get("batch_size"), int), lr=_num(optim.get("lr"), float),
+        name=name or str(config.get("name") or p.name),
+        path=p,
+        config=config,
+        method=method_of(config),
+        batch_size=_num(optim.get("batch_size"), int),
+        lr=_num(optim.get("lr"), float),
         seed=_num(config.get("seed"), int),
-        steps=pd.DataFrame(), layers=pd.DataFrame(), probes=pd.DataFrame(), events=pd.DataFrame(),
-        evals=pd.DataFrame(), errors=errors,
+        steps=pd.DataFrame(),
+        layers=pd.DataFrame(),
+        probes=pd.DataFrame(),
+        events=pd.DataFrame(),
+        evals=pd.DataFrame(),
+        errors=errors,
     )
     meta = run.meta
     for table in TABLE_NAMES:

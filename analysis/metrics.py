@@ -11,6 +11,7 @@ Time to recover: steps from an event's first step until the loss first falls bel
 The last section extracts the series the correlation study needs: the gradient-variance signals of a run
 (whole-model columns of `steps`, per-group `stat[group]` series of `layers`) and its loss-ratio target.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,15 +19,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from gradvar.spikes import (SpikeRule, classify_run, loss_ratio, ratio_spikes, running_min_before, spike_events,
-                            z_spikes)
+from gradvar.spikes import SpikeRule, classify_run, loss_ratio, ratio_spikes, running_min_before, spike_events, z_spikes
 
 DEFAULT_RULE = SpikeRule()
 RECOVER_FACTOR = 1.05
 """Recovered = back within 5% of the pre-spike minimum (the ratio rule's 1.2 would end the event, not heal it)."""
 
-STEP_SIGNALS = ("adam_v_max", "adam_v_l1", "grad_trace_sigma", "grad_noise_scale", "grad_noise_scale_ema", "grad_norm",
-                "update_rms", "grad_var_max")
+STEP_SIGNALS = (
+    "adam_v_max",
+    "adam_v_l1",
+    "grad_trace_sigma",
+    "grad_noise_scale",
+    "grad_noise_scale_ema",
+    "grad_norm",
+    "update_rms",
+    "grad_var_max",
+)
 """The whole-model gradient-variance signals of the correlation study (columns of the steps table, and
 grad_noise_scale_ema derived from two of them)."""
 NOISE_SPAN = 20
@@ -112,16 +120,36 @@ def spike_table(losses, steps, rule: SpikeRule = DEFAULT_RULE, factor: float = R
         events = spike_events(flags, st)
         for (start, end), (rec_step, ttr) in zip(events, time_to_recover(x, st, events, factor)):
             i0, i1 = np.searchsorted(st, start), np.searchsorted(st, end) + 1
-            rows.append({"detector": det, "start_step": start, "end_step": end, "n_steps": int(i1 - i0),
-                         "peak_loss": float(np.max(x[i0:i1])), "peak_ratio": float(np.max(ratio[i0:i1])),
-                         "pre_min": float(ref[i0]), "recover_step": rec_step, "time_to_recover": ttr})
-    cols = ["detector", "start_step", "end_step", "n_steps", "peak_loss", "peak_ratio", "pre_min",
-            "recover_step", "time_to_recover"]
+            rows.append(
+                {
+                    "detector": det,
+                    "start_step": start,
+                    "end_step": end,
+                    "n_steps": int(i1 - i0),
+                    "peak_loss": float(np.max(x[i0:i1])),
+                    "peak_ratio": float(np.max(ratio[i0:i1])),
+                    "pre_min": float(ref[i0]),
+                    "recover_step": rec_step,
+                    "time_to_recover": ttr,
+                }
+            )
+    cols = [
+        "detector",
+        "start_step",
+        "end_step",
+        "n_steps",
+        "peak_loss",
+        "peak_ratio",
+        "pre_min",
+        "recover_step",
+        "time_to_recover",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
-def instability(losses, steps, rule: SpikeRule = DEFAULT_RULE, factor: float = RECOVER_FACTOR,
-                prefix: str = "") -> dict:
+def instability(
+    losses, steps, rule: SpikeRule = DEFAULT_RULE, factor: float = RECOVER_FACTOR, prefix: str = ""
+) -> dict:
     """Scalar instability metrics of one loss series (keys prefixed by `prefix`)."""
     x = np.asarray(losses, dtype=np.float64)
     st = np.asarray(steps)
@@ -135,35 +163,55 @@ def instability(losses, steps, rule: SpikeRule = DEFAULT_RULE, factor: float = R
     anyev = table[table["detector"] == "any"]
     span = float(st[-1] - st[0] + 1)
     finite_ratio = ratio[np.isfinite(ratio)]
-    out.update({
-        "ratio_spike_events": int((table["detector"] == "ratio").sum()),
-        "z_spike_events": int((table["detector"] == "z").sum()),
-        "spike_events": len(anyev),
-        "spike_steps": int(anyev["n_steps"].sum()),
-        "spike_events_per_1k_steps": 1000.0 * len(anyev) / span,
-        "max_loss_ratio": float(np.max(ratio)) if len(finite_ratio) < len(ratio) else float(np.max(finite_ratio)),
-        "first_spike_step": float(anyev["start_step"].min()) if len(anyev) else np.nan,
-        "median_time_to_recover": float(anyev["time_to_recover"].median()) if len(anyev) else np.nan,
-        "max_time_to_recover": float(anyev["time_to_recover"].max()) if len(anyev) else np.nan,
-        "unrecovered_events": int(anyev["time_to_recover"].isna().sum()),
-        "nonfinite_points": int((~np.isfinite(x)).sum()),
-        "final_loss": float(x[-1]),
-        "run_class": classify_run(x, rule),
-    })
+    out.update(
+        {
+            "ratio_spike_events": int((table["detector"] == "ratio").sum()),
+            "z_spike_events": int((table["detector"] == "z").sum()),
+            "spike_events": len(anyev),
+            "spike_steps": int(anyev["n_steps"].sum()),
+            "spike_events_per_1k_steps": 1000.0 * len(anyev) / span,
+            "max_loss_ratio": float(np.max(ratio)) if len(finite_ratio) < len(ratio) else float(np.max(finite_ratio)),
+            "first_spike_step": float(anyev["start_step"].min()) if len(anyev) else np.nan,
+            "median_time_to_recover": float(anyev["time_to_recover"].median()) if len(anyev) else np.nan,
+            "max_time_to_recover": float(anyev["time_to_recover"].max()) if len(anyev) else np.nan,
+            "unrecovered_events": int(anyev["time_to_recover"].isna().sum()),
+            "nonfinite_points": int((~np.isfinite(x)).sum()),
+            "final_loss": float(x[-1]),
+            "run_class": classify_run(x, rule),
+        }
+    )
     return {prefix + k: v for k, v in out.items()}
 
 
-_METRIC_KEYS = ("n_points", "ratio_spike_events", "z_spike_events", "spike_events", "spike_steps",
-                "spike_events_per_1k_steps", "max_loss_ratio", "first_spike_step", "median_time_to_recover",
-                "max_time_to_recover", "unrecovered_events", "nonfinite_points", "final_loss", "run_class")
+_METRIC_KEYS = (
+    "n_points",
+    "ratio_spike_events",
+    "z_spike_events",
+    "spike_events",
+    "spike_steps",
+    "spike_events_per_1k_steps",
+    "max_loss_ratio",
+    "first_spike_step",
+    "median_time_to_recover",
+    "max_time_to_recover",
+    "unrecovered_events",
+    "nonfinite_points",
+    "final_loss",
+    "run_class",
+)
 
 
 def run_metrics(run, rule: SpikeRule = DEFAULT_RULE, factor: float = RECOVER_FACTOR) -> dict:
     """Run metadata + training-loss metrics + probe-loss metrics (prefix `probe_`)."""
     meta = {k: v for k, v in run.meta.items() if k != "peak_lr"}
     steps, loss = train_series(run)
-    out = dict(meta, n_steps=len(steps), last_step=int(steps[-1]) if len(steps) else 0,
-               tokens=_last(run.steps, "tokens"), wall_time_s=wall_time(run.steps))
+    out = dict(
+        meta,
+        n_steps=len(steps),
+        last_step=int(steps[-1]) if len(steps) else 0,
+        tokens=_last(run.steps, "tokens"),
+        wall_time_s=wall_time(run.steps),
+    )
     out.update(instability(loss, steps, rule, factor))
     pst, ploss = probe_series(run)
     out.update(instability(ploss, pst, rule, factor, prefix="probe_"))
@@ -186,6 +234,7 @@ def _last(df: pd.DataFrame, col: str) -> float:
 
 
 # --- signal series and targets of a run (the correlation study's inputs) -------------------------------------
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -237,8 +286,15 @@ def run_signals(run, signals=STEP_SIGNALS, groups: bool = True) -> list[Signal]:
         for (group, stat), g in lay.groupby(["group", "stat"], sort=True, observed=True):
             if g["value"].notna().any():
                 g = g.sort_values("step")
-                out.append(Signal(f"{stat}[{group}]", str(stat), str(group), g["step"].to_numpy(np.int64),
-                                  g["value"].to_numpy(np.float64)))
+                out.append(
+                    Signal(
+                        f"{stat}[{group}]",
+                        str(stat),
+                        str(group),
+                        g["step"].to_numpy(np.int64),
+                        g["value"].to_numpy(np.float64),
+                    )
+                )
     return out
 
 

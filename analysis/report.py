@@ -5,6 +5,7 @@ figures, reproduction details and method notes follow. report.html is self-conta
 base64) and is rendered from the markdown by analysis.md_html (markdown-it-py, raw HTML off), so names from
 paths and configs reach the page as escaped text and can never inject markup.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 from .compare import claims_table, compare, summary_compact
-from .correlate import (ALARM_Q, HORIZON, MAX_BLOCKS, N_BOOT, N_BOOT_GROUPS, WINDOW, aligned, analyze_runs,
-                        ranking)
-from .figures import (fig_adam_variance, fig_lag, fig_loss, fig_seqlen_heatmap, fig_signal_scatter,
-                      fig_slw_schedule, fig_stability_grid, fig_val_loss, save_png)
-from .md_html import markdown_to_html
+from .correlate import ALARM_Q, HORIZON, MAX_BLOCKS, N_BOOT, N_BOOT_GROUPS, WINDOW, aligned, analyze_runs, ranking
+from .figures import (
+    fig_adam_variance,
+    fig_lag,
+    fig_loss,
+    fig_seqlen_heatmap,
+    fig_signal_scatter,
+    fig_slw_schedule,
+    fig_stability_grid,
+    fig_val_loss,
+    save_png,
+)
 from .load import NotARunDirError, Run, concat, is_run_dir, load_runs
+from .md_html import markdown_to_html
 from .metrics import DEFAULT_RULE, RECOVER_FACTOR
 from .seqlen import probe_variance_by_length, seqlen_hypothesis, state_seqlen_finding
 
@@ -32,6 +40,7 @@ MAX_RUN_FIGURES = 12
 
 
 # --- markdown helpers ----------------------------------------------------------------------------------------
+
 
 def fmt(v) -> str:
     """Compact cell text: 4 significant digits, '–' for missing."""
@@ -50,8 +59,15 @@ def md_cell(v, fmt=fmt) -> str:
     return fmt(v).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(df: pd.DataFrame, cols=None, max_rows: int | None = None, *, cell=fmt, empty: str = "_(no data)_",
-             more: str = "_({} more rows not shown)_") -> str:
+def md_table(
+    df: pd.DataFrame,
+    cols=None,
+    max_rows: int | None = None,
+    *,
+    cell=fmt,
+    empty: str = "_(no data)_",
+    more: str = "_({} more rows not shown)_",
+) -> str:
     """A markdown table; `cell` formats each value (then escaped), `more` says how many rows were cut."""
     if df is None or not len(df):
         return empty
@@ -70,6 +86,7 @@ def _slug(name: str) -> str:
 
 # --- analysis ------------------------------------------------------------------------------------------------
 
+
 def analyze(runs, target=None, n_boot: int = N_BOOT) -> dict:
     """Every table the report shows."""
     cmp = compare(runs, target)
@@ -83,9 +100,13 @@ def analyze(runs, target=None, n_boot: int = N_BOOT) -> dict:
     last = {r.name: int(r.steps["step"].max()) for r in runs if len(r.steps)}
     res["probes"] = probes
     res["seqlen_table"] = probe_variance_by_length(probes, last_steps=last)
-    res["seqlen_hyp"] = pd.concat([seqlen_hypothesis(probes, stat, last_steps=last)
-                                   for stat in ("adam_v_max_if_applied", "grad_trace_sigma",
-                                                "grad_trace_sigma_per_token")], ignore_index=True)
+    res["seqlen_hyp"] = pd.concat(
+        [
+            seqlen_hypothesis(probes, stat, last_steps=last)
+            for stat in ("adam_v_max_if_applied", "grad_trace_sigma", "grad_trace_sigma_per_token")
+        ],
+        ignore_index=True,
+    )
     res["claims"] = claims_table(res["compare"], res["ranking"], res["seqlen_hyp"])
     return res
 
@@ -127,31 +148,50 @@ def summary_lines(runs, res) -> list[str]:
     methods = per_run["method"].value_counts().sort_index()
     uniq = lambda col: ", ".join(fmt(v) for v in sorted(per_run[col].dropna().unique()))  # noqa: E731
     machines = sorted({str(r.meta_config.get("machine")) for r in runs if r.meta_config.get("machine")})
-    lines = [f"**What was run:** {len(runs)} run{'s' if len(runs) != 1 else ''} ({', '.join(f'{m} ×{n}' for m, n in methods.items())}); seeds "
-             f"{uniq('seed') or '–'}; batch sizes {uniq('batch_size') or '–'}; peak LRs {uniq('lr') or '–'}; up to "
-             f"{fmt(per_run['last_step'].max())} steps and {fmt(per_run['tokens'].max())} tokens"
-             + (f"; machine: {', '.join(machines)}" if machines else "") + "."]
+    arms = ", ".join(f"{m} ×{n}" for m, n in methods.items())
+    lines = [
+        f"**What was run:** {len(runs)} run{'s' if len(runs) != 1 else ''} ({arms}); seeds "
+        f"{uniq('seed') or '–'}; batch sizes {uniq('batch_size') or '–'}; peak LRs {uniq('lr') or '–'}; up to "
+        f"{fmt(per_run['last_step'].max())} steps and {fmt(per_run['tokens'].max())} tokens"
+        + (f"; machine: {', '.join(machines)}" if machines else "")
+        + "."
+    ]
     src = "probe" if (per_run["probe_n_points"] > 0).all() else "training"
     col = "probe_spike_events" if src == "probe" else "spike_events"
-    lines.append(f"**Spike events ({src} loss), median [range] over runs:** {_by_method(per_run, col)}. Max "
-                 f"{src} loss ratio: {_by_method(per_run, 'probe_max_loss_ratio' if src == 'probe' else 'max_loss_ratio')}.")
-    lines.append(f"**Final validation loss:** {_by_method(per_run, 'final_val_loss')} (perplexity "
-                 f"{_by_method(per_run, 'final_val_ppl')}). Tokens to target {fmt(per_run['target_val_loss'].iloc[0])}: "
-                 f"{_by_method(per_run, 'tokens_to_target')}; wall time: {_by_method(per_run, 'time_to_target_s')} s.")
+    lines.append(
+        f"**Spike events ({src} loss), median [range] over runs:** {_by_method(per_run, col)}. Max "
+        f"{src} loss ratio: {_by_method(per_run, 'probe_max_loss_ratio' if src == 'probe' else 'max_loss_ratio')}."
+    )
+    lines.append(
+        f"**Final validation loss:** {_by_method(per_run, 'final_val_loss')} (perplexity "
+        f"{_by_method(per_run, 'final_val_ppl')}). Tokens to target {fmt(per_run['target_val_loss'].iloc[0])}: "
+        f"{_by_method(per_run, 'tokens_to_target')}; wall time: {_by_method(per_run, 'time_to_target_s')} s."
+    )
     rank = res["ranking"]
     if len(rank):
-        best = [(what, r.iloc[0]) for what, r in (("whole model", rank[rank["group"] == "all"]),
-                                                  ("per group", rank[rank["group"] != "all"])) if len(r)]
-        lines.append("**Best signal for the loss ratio** (pooled Spearman ρ, 95% CI): " + "; ".join(
-            f"{what}: {t['signal']} ({t['transform']}) ρ = {t['spearman_r']:+.2f} [{t['spearman_lo']:+.2f}, "
-            f"{t['spearman_hi']:+.2f}], best lag {fmt(t.get('best_lag'))}, early-warning AUROC {fmt(t.get('auroc'))}"
-            for what, t in best) + ".")
+        best = [
+            (what, r.iloc[0])
+            for what, r in (("whole model", rank[rank["group"] == "all"]), ("per group", rank[rank["group"] != "all"]))
+            if len(r)
+        ]
+        lines.append(
+            "**Best signal for the loss ratio** (pooled Spearman ρ, 95% CI): "
+            + "; ".join(
+                f"{what}: {t['signal']} ({t['transform']}) ρ = {t['spearman_r']:+.2f} [{t['spearman_lo']:+.2f}, "
+                f"{t['spearman_hi']:+.2f}], best lag {fmt(t.get('best_lag'))}, "
+                f"early-warning AUROC {fmt(t.get('auroc'))}"
+                for what, t in best
+            )
+            + "."
+        )
     hyp = res["seqlen_hyp"]
     lines.append(state_seqlen_finding(hyp[hyp["stat"] == "adam_v_max_if_applied"]))
     claims = res["claims"]
     neg = claims[claims["verdict"].str.startswith(("not supported", "contradicted"))]
     if len(neg):
-        lines.append("**Not reproduced here:** " + "; ".join(f"{r.claim} — {r.verdict}" for r in neg.itertuples()) + ".")
+        lines.append(
+            "**Not reproduced here:** " + "; ".join(f"{r.claim} — {r.verdict}" for r in neg.itertuples()) + "."
+        )
     ok = claims[claims["verdict"].str.contains("supported") & ~claims["verdict"].str.startswith("not")]
     if len(ok):
         lines.append("**Reproduced here:** " + "; ".join(f"{r.claim} — {r.verdict}" for r in ok.itertuples()) + ".")
@@ -168,8 +208,12 @@ def _figures(runs, res, out_dir: Path) -> dict[str, list[tuple[str, str]]]:
 
     for run in sorted(runs, key=lambda r: (r.method, r.name))[:MAX_RUN_FIGURES]:
         if len(run.steps):
-            save("loss", f"Loss and loss ratio: {run.name}", fig_loss(run.steps, title=f"{run.name} ({run.method})"),
-                 f"loss_{_slug(run.name)}.png")
+            save(
+                "loss",
+                f"Loss and loss ratio: {run.name}",
+                fig_loss(run.steps, title=f"{run.name} ({run.method})"),
+                f"loss_{_slug(run.name)}.png",
+            )
     steps = concat(runs, "steps")
     if len(steps) and "adam_v_max" in steps:
         save("signals", "Adam variance state beside the loss ratio", fig_adam_variance(steps), "adam_variance.png")
@@ -179,12 +223,20 @@ def _figures(runs, res, out_dir: Path) -> dict[str, list[tuple[str, str]]]:
         ratio = res["metrics"].set_index("run")["max_loss_ratio"].replace(np.inf, np.nan).fillna(0.0)
         run = max(runs, key=lambda r: ratio.get(r.name, 0.0))  # the most unstable run shows the most
         d = aligned(run, top["signal"], top["transform"])
-        save("signals", f"Top signal vs loss ratio ({run.name})",
-             fig_signal_scatter(d, label=f"{top['signal']} ({top['transform']})"), "scatter_top_signal.png")
+        save(
+            "signals",
+            f"Top signal vs loss ratio ({run.name})",
+            fig_signal_scatter(d, label=f"{top['signal']} ({top['transform']})"),
+            "scatter_top_signal.png",
+        )
         save("signals", "Lagged correlation", fig_lag(res["corr"]["lags"]), "lags.png")
     if len(res["probes"]):
-        save("seqlen", "Adam variance max if applied, by probe length", fig_seqlen_heatmap(res["probes"]),
-             "seqlen_heatmap.png")
+        save(
+            "seqlen",
+            "Adam variance max if applied, by probe length",
+            fig_seqlen_heatmap(res["probes"]),
+            "seqlen_heatmap.png",
+        )
     if len(steps):
         save("seqlen", "Sequence length schedule", fig_slw_schedule(steps, _schedule(runs)), "slw_schedule.png")
     evals = concat(runs, "evals")
@@ -201,10 +253,17 @@ def _schedule(runs):
         slw = run.slw
         if not slw.get("enabled"):
             continue
-        fields = {k: slw[k] for k in ("schedule_type", "min_seqlen", "total_steps", "difficulty_step",
-                                      "root_degree") if k in slw}
-        fields["max_seqlen"] = int(slw.get("max_seqlen") or (run.config.get("optim") or {}).get("seq_len")
-                                   or (run.config.get("model") or {}).get("n_positions") or 0)
+        fields = {
+            k: slw[k]
+            for k in ("schedule_type", "min_seqlen", "total_steps", "difficulty_step", "root_degree")
+            if k in slw
+        }
+        fields["max_seqlen"] = int(
+            slw.get("max_seqlen")
+            or (run.config.get("optim") or {}).get("seq_len")
+            or (run.config.get("model") or {}).get("n_positions")
+            or 0
+        )
         if slw.get("difficulties"):
             fields.update(difficulties=tuple(slw["difficulties"]), max_steps=tuple(slw.get("max_steps") or ()))
         from gradvar.slw import SLWSchedule  # torch: only for a study report with an SLW run, never for diagnose
@@ -217,6 +276,7 @@ def _schedule(runs):
 
 
 # --- reproduction details ------------------------------------------------------------------------------------
+
 
 def _command(cfg: dict) -> str:
     meta = cfg.get("meta") or {}
@@ -233,11 +293,23 @@ def _runs_table(runs, metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in runs:
         meta = r.meta_config
-        rows.append({"run": r.name, "method": r.method, "seed": r.seed, "batch_size": r.batch_size, "lr": r.lr,
-                     "steps": m.loc[r.name, "last_step"], "tokens": m.loc[r.name, "tokens"],
-                     "wall_time_s": m.loc[r.name, "wall_time_s"], "world_size": meta.get("world_size"),
-                     "machine": meta.get("machine"), "git_commit": str(meta.get("git_commit") or "")[:12],
-                     "events": _event_kinds(r.events), "path": str(r.path)})
+        rows.append(
+            {
+                "run": r.name,
+                "method": r.method,
+                "seed": r.seed,
+                "batch_size": r.batch_size,
+                "lr": r.lr,
+                "steps": m.loc[r.name, "last_step"],
+                "tokens": m.loc[r.name, "tokens"],
+                "wall_time_s": m.loc[r.name, "wall_time_s"],
+                "world_size": meta.get("world_size"),
+                "machine": meta.get("machine"),
+                "git_commit": str(meta.get("git_commit") or "")[:12],
+                "events": _event_kinds(r.events),
+                "path": str(r.path),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -268,6 +340,7 @@ def _reproduce(runs) -> str:
 
 # --- the document --------------------------------------------------------------------------------------------
 
+
 def _figure_md(items) -> list[str]:
     # Captions carry run names: keep brackets, asterisks and backticks out of the markup (intra-word
     # underscores are literal in CommonMark, which markdown_to_html renders).
@@ -275,29 +348,75 @@ def _figure_md(items) -> list[str]:
     return [f"![{cap}]({name})\n\nFigure: {cap}\n" for cap, name in clean]
 
 
-RANK_COLS = ["rank", "signal", "transform", "n", "pearson_r", "pearson_lo", "pearson_hi", "spearman_r",
-             "spearman_lo", "spearman_hi", "spearman_p", "best_lag", "r_at_best_lag", "auroc", "precision", "recall",
-             "median_lead"]
-METRIC_COLS = ["run", "method", "seed", "spike_events", "ratio_spike_events", "z_spike_events", "max_loss_ratio",
-               "median_time_to_recover", "unrecovered_events", "run_class", "probe_spike_events",
-               "probe_max_loss_ratio", "probe_run_class"]
+RANK_COLS = [
+    "rank",
+    "signal",
+    "transform",
+    "n",
+    "pearson_r",
+    "pearson_lo",
+    "pearson_hi",
+    "spearman_r",
+    "spearman_lo",
+    "spearman_hi",
+    "spearman_p",
+    "best_lag",
+    "r_at_best_lag",
+    "auroc",
+    "precision",
+    "recall",
+    "median_lead",
+]
+METRIC_COLS = [
+    "run",
+    "method",
+    "seed",
+    "spike_events",
+    "ratio_spike_events",
+    "z_spike_events",
+    "max_loss_ratio",
+    "median_time_to_recover",
+    "unrecovered_events",
+    "run_class",
+    "probe_spike_events",
+    "probe_max_loss_ratio",
+    "probe_run_class",
+]
 
 
 def _md_metrics(res, figs) -> list[str]:
-    return ["## Instability metrics", "",
-            "Counts are spike *events*. `probe_*` columns use the fixed full-length held-out probe; compare "
-            "methods on those (a short-sequence training loss is higher by construction).", "",
-            md_table(res["metrics"], METRIC_COLS), "", *_figure_md(figs["loss"])]
+    return [
+        "## Instability metrics",
+        "",
+        "Counts are spike *events*. `probe_*` columns use the fixed full-length held-out probe; compare "
+        "methods on those (a short-sequence training loss is higher by construction).",
+        "",
+        md_table(res["metrics"], METRIC_COLS),
+        "",
+        *_figure_md(figs["loss"]),
+    ]
 
 
 def _md_compare(res, figs) -> list[str]:
     cmp = res["compare"]
     target = fmt(cmp["per_run"]["target_val_loss"].iloc[0]) if len(cmp["per_run"]) else "–"
-    return ["## Baseline versus SLW", "", "Medians over seeds, with [min, max] as the spread.", "",
-            md_table(summary_compact(cmp["summary"])), "",
-            f"Target validation loss: {target} (default: the worst of the methods' best validation losses).", "",
-            md_table(cmp["target"]), "", "### Stability grid", "", md_table(cmp["grid"]), "",
-            *_figure_md(figs["compare"])]
+    return [
+        "## Baseline versus SLW",
+        "",
+        "Medians over seeds, with [min, max] as the spread.",
+        "",
+        md_table(summary_compact(cmp["summary"])),
+        "",
+        f"Target validation loss: {target} (default: the worst of the methods' best validation losses).",
+        "",
+        md_table(cmp["target"]),
+        "",
+        "### Stability grid",
+        "",
+        md_table(cmp["grid"]),
+        "",
+        *_figure_md(figs["compare"]),
+    ]
 
 
 def _md_signals(res, figs) -> list[str]:
@@ -305,47 +424,104 @@ def _md_signals(res, figs) -> list[str]:
     whole = rank[rank["group"] == "all"] if len(rank) else rank
     per_group = rank[rank["group"] != "all"] if len(rank) else rank
     ew = ew[ew["group"] == "all"] if len(ew) else ew
-    return ["## Gradient-variance signals against the loss ratio", "",
-            "Pooled over runs, ranked by |Spearman r|; intervals: 95% non-overlapping block bootstrap. "
-            "`raw` = level, `dlog` = step-to-step change of log, `lrm` = log ratio to the rolling median.", "",
-            md_table(whole, RANK_COLS), "", "### Against the probe loss ratio (whole-model signals)", "",
-            "Same statistics at the probe evaluations only (fewer points; comparable between methods).", "",
-            md_table(res["ranking_probe"], RANK_COLS), "", "### Per-group variants (strongest 15)", "",
-            "Many groups x stats x transforms: expect some strong correlations by chance; read the intervals.", "",
-            md_table(per_group, RANK_COLS, max_rows=15), "", "### Early warning per run (whole-model signals)", "",
-            md_table(ew, ["run", "signal", "auroc", "precision", "recall", "median_lead", "n_events", "n_alarms"],
-                     max_rows=60), "", *_figure_md(figs["signals"])]
+    return [
+        "## Gradient-variance signals against the loss ratio",
+        "",
+        "Pooled over runs, ranked by |Spearman r|; intervals: 95% non-overlapping block bootstrap. "
+        "`raw` = level, `dlog` = step-to-step change of log, `lrm` = log ratio to the rolling median.",
+        "",
+        md_table(whole, RANK_COLS),
+        "",
+        "### Against the probe loss ratio (whole-model signals)",
+        "",
+        "Same statistics at the probe evaluations only (fewer points; comparable between methods).",
+        "",
+        md_table(res["ranking_probe"], RANK_COLS),
+        "",
+        "### Per-group variants (strongest 15)",
+        "",
+        "Many groups x stats x transforms: expect some strong correlations by chance; read the intervals.",
+        "",
+        md_table(per_group, RANK_COLS, max_rows=15),
+        "",
+        "### Early warning per run (whole-model signals)",
+        "",
+        md_table(
+            ew, ["run", "signal", "auroc", "precision", "recall", "median_lead", "n_events", "n_alarms"], max_rows=60
+        ),
+        "",
+        *_figure_md(figs["signals"]),
+    ]
 
 
 def _md_seqlen(res, figs) -> list[str]:
     hyp, table = res["seqlen_hyp"], res["seqlen_table"]
-    return ["## Gradient variance by sequence length", "",
-            state_seqlen_finding(hyp[hyp["stat"] == "adam_v_max_if_applied"] if len(hyp) else hyp), "",
-            md_table(hyp), "", md_table(table[table["window"] != "all"], max_rows=60), "",
-            *_figure_md(figs["seqlen"])]
+    return [
+        "## Gradient variance by sequence length",
+        "",
+        state_seqlen_finding(hyp[hyp["stat"] == "adam_v_max_if_applied"] if len(hyp) else hyp),
+        "",
+        md_table(hyp),
+        "",
+        md_table(table[table["window"] != "all"], max_rows=60),
+        "",
+        *_figure_md(figs["seqlen"]),
+    ]
 
 
 def build_markdown(runs, res, figs, title: str, extra_sections=None, lead_sections=None) -> str:
     """The whole report: findings first, then tables and figures, extra sections, reproduction, notes."""
     n = len(runs)
-    out = [f"# {title}", "", f"_Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `gradvar report` "
-           f"from {n} run director{'y' if n == 1 else 'ies'}._", ""]
+    out = [
+        f"# {title}",
+        "",
+        f"_Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `gradvar report` "
+        f"from {n} run director{'y' if n == 1 else 'ies'}._",
+        "",
+    ]
     for section in lead_sections or []:
         out += [section.strip(), ""]
     out += ["## Summary", ""]
     out += [f"- {line}" for line in summary_lines(runs, res)]
-    out += ["", "### The paper's claims beside this study", "", md_table(res["claims"]), "",
-            "## Runs", "", md_table(_runs_table(runs, res["metrics"])), ""]
+    out += [
+        "",
+        "### The paper's claims beside this study",
+        "",
+        md_table(res["claims"]),
+        "",
+        "## Runs",
+        "",
+        md_table(_runs_table(runs, res["metrics"])),
+        "",
+    ]
     out += _md_metrics(res, figs) + _md_compare(res, figs) + _md_signals(res, figs) + _md_seqlen(res, figs)
     for section in extra_sections or []:
         out += ["", section.strip(), ""]
-    out += ["## Reproduce", "", _reproduce(runs), "", "### Library versions", "", md_table(_versions_table(runs)),
-            "", "## Method notes", "", *METHOD_NOTES]
+    out += [
+        "## Reproduce",
+        "",
+        _reproduce(runs),
+        "",
+        "### Library versions",
+        "",
+        md_table(_versions_table(runs)),
+        "",
+        "## Method notes",
+        "",
+        *METHOD_NOTES,
+    ]
     return "\n".join(out) + "\n"
 
 
-def write_report(run_dirs, out_dir, title: str | None = None, extra_sections=None, target=None,
-                 n_boot: int = N_BOOT, lead_sections=None) -> Path:
+def write_report(
+    run_dirs,
+    out_dir,
+    title: str | None = None,
+    extra_sections=None,
+    target=None,
+    n_boot: int = N_BOOT,
+    lead_sections=None,
+) -> Path:
     """Analyse the runs (directories, or Run objects already loaded), write out_dir/report.md (+ PNGs) and
     out_dir/report.html; returns report.md. lead_sections go before the summary, extra_sections after
     the analysis."""
@@ -366,13 +542,15 @@ def write_report(run_dirs, out_dir, title: str | None = None, extra_sections=Non
 
 # --- command line --------------------------------------------------------------------------------------------
 
+
 def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the report arguments to `parser` (the `gradvar report` subparser, or a standalone one)."""
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with records/)")
     parser.add_argument("-o", "--out", required=True, help="output folder, e.g. reports/NAME")
     parser.add_argument("--title", default=None, help="report title")
-    parser.add_argument("--target", type=float, default=None,
-                        help="target validation loss (default: the worst of the methods' best)")
+    parser.add_argument(
+        "--target", type=float, default=None, help="target validation loss (default: the worst of the methods' best)"
+    )
     parser.set_defaults(func=main_report)
     return parser
 

@@ -12,6 +12,7 @@ training". `seqlen_hypothesis` reports the Spearman correlation of probe length 
 early and the late window, the fold change from the shortest to the longest length and the share of probe
 steps where the longest length had the larger value, whatever direction that shows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,9 @@ def _with_window(df: pd.DataFrame, early_frac: float, last_steps: dict | None) -
     return df.assign(run=df["run"].astype(str), window=training_window(df["step"], last, early_frac))
 
 
-def probe_variance_by_length(probes: pd.DataFrame, early_frac: float = EARLY_FRAC,
-                             last_steps: dict | None = None) -> pd.DataFrame:
+def probe_variance_by_length(
+    probes: pd.DataFrame, early_frac: float = EARLY_FRAC, last_steps: dict | None = None
+) -> pd.DataFrame:
     """Median of each probe statistic per (run, window, probe_seqlen), plus 'all' windows."""
     if not len(probes):
         return pd.DataFrame(columns=["run", "window", "probe_seqlen", "n"] + list(PROBE_STATS))
@@ -70,8 +72,12 @@ def _window_test(df: pd.DataFrame, stat: str) -> dict:
     d = df[["step", "probe_seqlen", stat]].replace([np.inf, -np.inf], np.nan).dropna()
     out = {"n": len(d), "n_probe_steps": int(d["step"].nunique()) if len(d) else 0}
     if len(d) < 3 or d["probe_seqlen"].nunique() < 2:
-        return out | {"spearman_rho": np.nan, "p_value": np.nan, "fold_change": np.nan,
-                      "frac_steps_longer_larger": np.nan}
+        return out | {
+            "spearman_rho": np.nan,
+            "p_value": np.nan,
+            "fold_change": np.nan,
+            "frac_steps_longer_larger": np.nan,
+        }
     rho, p = stats.spearmanr(d["probe_seqlen"], d[stat])
     med = d.groupby("probe_seqlen")[stat].median()
     fold = med.iloc[-1] / med.iloc[0] if med.iloc[0] != 0 else np.nan
@@ -79,8 +85,12 @@ def _window_test(df: pd.DataFrame, stat: str) -> dict:
     ends = d.sort_values("probe_seqlen").groupby("step")[stat].agg(["first", "last", "size"])
     ends = ends[ends["size"] >= 2]
     frac = float((ends["last"] > ends["first"]).mean()) if len(ends) else np.nan
-    return out | {"spearman_rho": float(rho), "p_value": float(p), "fold_change": float(fold),
-                  "frac_steps_longer_larger": frac}
+    return out | {
+        "spearman_rho": float(rho),
+        "p_value": float(p),
+        "fold_change": float(fold),
+        "frac_steps_longer_larger": frac,
+    }
 
 
 def _verdict(window: str, rho: float, p: float, alpha: float) -> str:
@@ -94,15 +104,30 @@ def _verdict(window: str, rho: float, p: float, alpha: float) -> str:
     return f"{direction}: hypothesis {'supported' if rho > 0 else 'contradicted'}"
 
 
-def seqlen_hypothesis(probes: pd.DataFrame, stat: str = "adam_v_max_if_applied", early_frac: float = EARLY_FRAC,
-                      alpha: float = ALPHA, last_steps: dict | None = None) -> pd.DataFrame:
+def seqlen_hypothesis(
+    probes: pd.DataFrame,
+    stat: str = "adam_v_max_if_applied",
+    early_frac: float = EARLY_FRAC,
+    alpha: float = ALPHA,
+    last_steps: dict | None = None,
+) -> pd.DataFrame:
     """Test "longer probe length → larger `stat` early in training", per run and pooled, early and late.
 
     The pooled Spearman p-value treats the rows of one probe step as independent (they share the model), so
     read it with the per-step consistency `frac_steps_longer_larger` beside it.
     """
-    cols = ["run", "window", "stat", "n", "n_probe_steps", "spearman_rho", "p_value", "fold_change",
-            "frac_steps_longer_larger", "verdict"]
+    cols = [
+        "run",
+        "window",
+        "stat",
+        "n",
+        "n_probe_steps",
+        "spearman_rho",
+        "p_value",
+        "fold_change",
+        "frac_steps_longer_larger",
+        "verdict",
+    ]
     if not len(probes) or stat not in probes.columns:
         return pd.DataFrame(columns=cols)
     df = _with_window(probes, early_frac, last_steps)
@@ -114,8 +139,11 @@ def seqlen_hypothesis(probes: pd.DataFrame, stat: str = "adam_v_max_if_applied",
     for run, g in groups:
         for window in ("early", "late"):
             res = _window_test(g[g["window"] == window], stat)
-            rows.append({"run": run, "window": window, "stat": stat} | res
-                        | {"verdict": _verdict(window, res.get("spearman_rho", np.nan), res.get("p_value", np.nan), alpha)})
+            rows.append(
+                {"run": run, "window": window, "stat": stat}
+                | res
+                | {"verdict": _verdict(window, res.get("spearman_rho", np.nan), res.get("p_value", np.nan), alpha)}
+            )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -131,10 +159,11 @@ def state_seqlen_finding(hypothesis: pd.DataFrame, run: str | None = None) -> st
         if not np.isfinite(r["spearman_rho"]):
             parts.append(f"{r['window']} window: not enough probe data")
             continue
-        parts.append(f"{r['window']} window: Spearman ρ = {r['spearman_rho']:+.2f} (p = {r['p_value']:.2g}, "
-                     f"n = {r['n']} over {r['n_probe_steps']} probe steps), longest/shortest median = "
-                     f"{r['fold_change']:.2f}×, longest larger in {r['frac_steps_longer_larger']:.0%} of probe "
-                     f"steps → {r['verdict']}")
+        parts.append(
+            f"{r['window']} window: Spearman ρ = {r['spearman_rho']:+.2f} (p = {r['p_value']:.2g}, "
+            f"n = {r['n']} over {r['n_probe_steps']} probe steps), longest/shortest median = "
+            f"{r['fold_change']:.2f}×, longest larger in {r['frac_steps_longer_larger']:.0%} of probe "
+            f"steps → {r['verdict']}"
+        )
     stat = h["stat"].iloc[0] if len(h) else "?"
-    return (f"Hypothesis \"longer probe length → larger {stat} early in training\" ({run}): "
-            + "; ".join(parts) + ".")
+    return f'Hypothesis "longer probe length → larger {stat} early in training" ({run}): ' + "; ".join(parts) + "."

@@ -3,6 +3,7 @@ then the full analysis of the primary comparison (gradvar report) with the findi
 
 Reads only what `gradvar study` left on disk: runs_root/study.json (groups, roles, labels) and the runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,14 @@ from .figures import fig_stability_grid, save_png
 from .load import load_runs
 from .report import md_table, write_report
 
-COLS = {"probe_spike_events": "probe spike events", "probe_max_loss_ratio": "max probe loss ratio",
-        "spike_events": "train spike events", "final_val_loss": "final val loss", "tokens_to_target": "tokens to target",
-        "time_to_target_s": "time to target (s)"}
+COLS = {
+    "probe_spike_events": "probe spike events",
+    "probe_max_loss_ratio": "max probe loss ratio",
+    "spike_events": "train spike events",
+    "final_val_loss": "final val loss",
+    "tokens_to_target": "tokens to target",
+    "time_to_target_s": "time to target (s)",
+}
 
 
 def _spread(v: pd.Series, digits: int = 3) -> str:
@@ -54,7 +60,11 @@ def setting_table(runs, target: float) -> pd.DataFrame:
     per_run = compare_runs(runs, target)  # its method column is each run's (relabelled) method
     rows = []
     for method, g in per_run.groupby("method", sort=False):
-        row = {"method": method, "seeds": len(g), "class": ", ".join(f"{k} {v}" for k, v in g["class"].value_counts().items())}
+        row = {
+            "method": method,
+            "seeds": len(g),
+            "class": ", ".join(f"{k} {v}" for k, v in g["class"].value_counts().items()),
+        }
         row.update({label: _spread(g[col]) if col in g else "–" for col, label in COLS.items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -73,20 +83,38 @@ def findings(runs, manifest: dict) -> tuple[list[str], list[str]]:
     for (batch, lr), group in sorted(settings(runs).items(), key=lambda kv: (kv[0][0], kv[0][1])):
         target = default_target(group)
         table = setting_table(group, target)
-        sections += [f"### Batch {batch:g}, peak LR {lr:g}", "",
-                     f"Target validation loss for the cost columns: {target:.3f} (the worst of the methods' best).", "",
-                     md_table(table), ""]
+        sections += [
+            f"### Batch {batch:g}, peak LR {lr:g}",
+            "",
+            f"Target validation loss for the cost columns: {target:.3f} (the worst of the methods' best).",
+            "",
+            md_table(table),
+            "",
+        ]
         if len(table) > 1:
-            lead.append(f"- **Batch {batch:g}, LR {lr:g}:** " + "; ".join(
-                f"{row['method']}: probe spike events {row['probe spike events']}, final val {row['final val loss']}, "
-                f"tokens to {target:.2f} {row['tokens to target']}" for _, row in table.iterrows()) + ".")
+            lead.append(
+                f"- **Batch {batch:g}, LR {lr:g}:** "
+                + "; ".join(
+                    f"{row['method']}: probe spike events {row['probe spike events']}, "
+                    f"final val {row['final val loss']}, "
+                    f"tokens to {target:.2f} {row['tokens to target']}"
+                    for _, row in table.iterrows()
+                )
+                + "."
+            )
     sweep = [r for r in runs if _role(manifest, r) == "sweep"]
     if sweep:
         t = setting_table_sweep(sweep)
         sections += ["### LR sweep (baseline, larger batch)", "", md_table(t), ""]
-        lead.append("- **LR sweep (baseline, larger batch):** " + "; ".join(
-            f"LR {row['peak LR']}: {row['class']} (probe spike events {row['probe spike events']}, max probe loss "
-            f"ratio {row['max probe loss ratio']})" for _, row in t.iterrows()) + ".")
+        lead.append(
+            "- **LR sweep (baseline, larger batch):** "
+            + "; ".join(
+                f"LR {row['peak LR']}: {row['class']} (probe spike events {row['probe spike events']}, max probe loss "
+                f"ratio {row['max probe loss ratio']})"
+                for _, row in t.iterrows()
+            )
+            + "."
+        )
     return lead, sections
 
 
@@ -100,8 +128,12 @@ def setting_table_sweep(runs) -> pd.DataFrame:
     rows = []
     for (batch, lr), g in per_run.groupby(["batch_size", "lr"], sort=True):
         classes = g["class"].value_counts()
-        row = {"batch": batch, "peak LR": f"{lr:g}", "seeds": len(g),
-               "class": ", ".join(f"{k} {v}/{len(g)}" for k, v in classes.items())}
+        row = {
+            "batch": batch,
+            "peak LR": f"{lr:g}",
+            "seeds": len(g),
+            "class": ", ".join(f"{k} {v}/{len(g)}" for k, v in classes.items()),
+        }
         keep = ("probe_spike_events", "probe_max_loss_ratio", "spike_events", "final_val_loss")
         row.update({COLS[c]: _spread(g[c]) for c in keep if c in g})
         rows.append(row)
@@ -144,23 +176,33 @@ def stability_figure(runs, manifest: dict, out_dir: Path) -> list[str]:
     per_run["method"] = [family for _, family in chosen]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     save_png(fig_stability_grid(stability_grid(per_run)), Path(out_dir) / "study_stability_grid.png")
-    return ["### Stability grid of the study: baseline and SLW at every batch and LR", "",
-            "![Stability grid of the study](study_stability_grid.png)", "",
-            "Figure: majority class per (batch, peak LR) over seeds, with stable/spiky/diverged seed counts and the "
-            "median number of probe spike events. Baseline runs share the primary baseline's LR warmup; at the "
-            "primary setting SLW is the primary SLW group.", ""]
+    return [
+        "### Stability grid of the study: baseline and SLW at every batch and LR",
+        "",
+        "![Stability grid of the study](study_stability_grid.png)",
+        "",
+        "Figure: majority class per (batch, peak LR) over seeds, with stable/spiky/diverged seed counts and the "
+        "median number of probe spike events. Baseline runs share the primary baseline's LR warmup; at the "
+        "primary setting SLW is the primary SLW group.",
+        "",
+    ]
 
 
 def _machine_lines(runs, manifest, command_line: str) -> list[str]:
     cfg = runs[0].config
     versions = (cfg.get("meta") or {}).get("versions", {})
-    return ["## How this was run", "",
-            f"- Command: `{command_line or 'gradvar study --preset ' + manifest['study']}` "
-            f"(runs in `{runs[0].path.parent}`; an interrupted study resumes where it stopped).",
-            f"- Study `{manifest['study']}`: {manifest.get('description', '')}; trainer preset `{manifest['preset']}`; "
-            f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}.",
-            f"- Machine: {platform.machine()} {platform.system()}, device {(cfg.get('meta') or {}).get('device', '?')}; "
-            + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".", ""]
+    return [
+        "## How this was run",
+        "",
+        f"- Command: `{command_line or 'gradvar study --preset ' + manifest['study']}` "
+        f"(runs in `{runs[0].path.parent}`; an interrupted study resumes where it stopped).",
+        f"- Study `{manifest['study']}`: {manifest.get('description', '')}; trainer preset `{manifest['preset']}`; "
+        f"{len(runs)} runs, seeds {sorted({r.seed for r in runs})}.",
+        f"- Machine: {platform.machine()} {platform.system()}, device {(cfg.get('meta') or {}).get('device', '?')}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
+        "",
+    ]
 
 
 def tune_section(runs_root: Path, runs) -> list[str]:
@@ -169,21 +211,39 @@ def tune_section(runs_root: Path, runs) -> list[str]:
     if not path.exists():
         return []
     res = json.loads(path.read_text())
-    walls = [json.loads(p.read_text()).get("wall_time_s", np.nan) for p in (runs_root / "tune-slw").glob("*/summary.json")]
+    walls = [
+        json.loads(p.read_text()).get("wall_time_s", np.nan) for p in (runs_root / "tune-slw").glob("*/summary.json")
+    ]
     base = [r for r in runs if r.method == "baseline"]
-    full = np.nanmedian([json.loads((r.path / "summary.json").read_text())["wall_time_s"] for r in base]) if base else np.nan
+    full = (
+        np.nanmedian([json.loads((r.path / "summary.json").read_text())["wall_time_s"] for r in base])
+        if base
+        else np.nan
+    )
     ev = res["evidence"][-1]["fluctuation"]
-    lines = ["### tune-slw (the paper's low-cost rule) against the grid", "",
-             f"Trials of {res['horizon_steps']} steps per candidate T; significant = validation perplexity rising "
-             f"more than {res['tol']:.0%} between consecutive evaluations.", "",
-             "| T | largest ppl rise |", "|---|---|"]
+    lines = [
+        "### tune-slw (the paper's low-cost rule) against the grid",
+        "",
+        f"Trials of {res['horizon_steps']} steps per candidate T; significant = validation perplexity rising "
+        f"more than {res['tol']:.0%} between consecutive evaluations.",
+        "",
+        "| T | largest ppl rise |",
+        "|---|---|",
+    ]
     lines += [f"| {t} | {'diverged' if not np.isfinite(f) else f'{f:+.1%}'} |" for t, f in ev.items()]
     cost = np.nansum(walls) / full if np.isfinite(full) and full > 0 else np.nan
-    chosen = (f"start length {res['start']}, T = {res['T']}" if res["T"] is not None else
-              f"none: every T fluctuated by more than {res['tol']:.0%} (the rule's answer is to lower the peak LR "
-              f"or lengthen the LR warmup)")
-    lines += ["", f"Chosen: {chosen}. Cost: {np.nansum(walls):.0f} s of trials, "
-              f"{cost:.2f} of one full baseline run's wall time ({full:.0f} s).", ""]
+    chosen = (
+        f"start length {res['start']}, T = {res['T']}"
+        if res["T"] is not None
+        else f"none: every T fluctuated by more than {res['tol']:.0%} (the rule's answer is to lower the peak LR "
+        f"or lengthen the LR warmup)"
+    )
+    lines += [
+        "",
+        f"Chosen: {chosen}. Cost: {np.nansum(walls):.0f} s of trials, "
+        f"{cost:.2f} of one full baseline run's wall time ({full:.0f} s).",
+        "",
+    ]
     return lines
 
 
@@ -197,12 +257,22 @@ def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: l
     primary = manifest.get("primary") or {}
     base = next((r for r in runs if r.method == "baseline" and primary), None)
     main = [r for r in runs if base is not None and (r.batch_size, r.lr) == (base.batch_size, base.lr)] or runs
-    lead += ["", f"The analysis below (correlations, sequence length, figures) covers the primary comparison: "
-             f"the {len(main)} runs at batch {main[0].batch_size:g} and peak LR {main[0].lr:g} "
-             f"('baseline' = {primary.get('baseline', '?')}, 'slw' = {primary.get('slw', '?')}).", ""]
+    lead += [
+        "",
+        f"The analysis below (correlations, sequence length, figures) covers the primary comparison: "
+        f"the {len(main)} runs at batch {main[0].batch_size:g} and peak LR {main[0].lr:g} "
+        f"('baseline' = {primary.get('baseline', '?')}, 'slw' = {primary.get('slw', '?')}).",
+        "",
+    ]
     lead = [*(extra_lead or []), "", *lead]
     grid = stability_figure(runs, manifest, out_dir)
-    extra = ["## All settings", "", *grid, *sections, *tune_section(runs_root, runs),
-             *_machine_lines(runs, manifest, command_line)]
+    extra = [
+        "## All settings",
+        "",
+        *grid,
+        *sections,
+        *tune_section(runs_root, runs),
+        *_machine_lines(runs, manifest, command_line),
+    ]
     title = f"gradvar study '{manifest['study']}': training instability, gradient variance and SLW"
     return write_report(main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)])

@@ -5,6 +5,7 @@ and analysis.diagnose.signals both score with it, so their AUROCs agree by const
 and the average ranks that the rule rests on live here too, although analysis.correlate also uses them for its
 transforms and Spearman r: this module is the lower layer and imports nothing from analysis.correlate.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,9 @@ def auroc(score, label) -> float:
     return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def warning_frame(x, steps, spans, horizon: int = HORIZON, window: int = WINDOW,
-                  q: float = ALARM_Q, thr=None) -> pd.DataFrame:
+def warning_frame(
+    x, steps, spans, horizon: int = HORIZON, window: int = WINDOW, q: float = ALARM_Q, thr=None
+) -> pd.DataFrame:
     """Per step: score, alarm and label of the early-warning rule (steps inside spikes dropped).
 
     `thr` (the rolling q-quantile of the previous window) may be passed in when already computed."""
@@ -107,8 +109,14 @@ def lead_times(frame: pd.DataFrame, starts, horizon: int = HORIZON) -> list[int]
 def warning_scores(frame: pd.DataFrame, n_events: int, leads: list[int]) -> dict:
     """AUROC, step precision, event recall and median lead time of one (or a pooled) warning frame."""
     label, alarm = frame["label"].to_numpy(bool), frame["alarm"].to_numpy(bool)
-    return {"auroc": auroc(frame["score"].to_numpy(np.float64), label), "n_eval": len(frame),
-            "n_positive": int(label.sum()), "n_alarms": int(alarm.sum()),
-            "precision": float(label[alarm].mean()) if alarm.any() else np.nan,
-            "n_events": n_events, "n_detected": len(leads), "recall": len(leads) / n_events if n_events else np.nan,
-            "median_lead": float(np.median(leads)) if leads else np.nan}
+    return {
+        "auroc": auroc(frame["score"].to_numpy(np.float64), label),
+        "n_eval": len(frame),
+        "n_positive": int(label.sum()),
+        "n_alarms": int(alarm.sum()),
+        "precision": float(label[alarm].mean()) if alarm.any() else np.nan,
+        "n_events": n_events,
+        "n_detected": len(leads),
+        "recall": len(leads) / n_events if n_events else np.nan,
+        "median_lead": float(np.median(leads)) if leads else np.nan,
+    }

@@ -7,6 +7,7 @@ full analysis (metrics + correlation + sequence length) against the 10 s goal.
     python benchmarks/analysis_scale.py --steps 100000     # quicker
     python benchmarks/analysis_scale.py --dir /tmp/big     # keep (and reuse) the synthetic run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,9 @@ FLUSH_EVERY = 1000
 LAYER_EVERY = 100
 PROBE_EVERY = 1000
 EVAL_EVERY = 10_000
-GROUPS = ["wte", "wpe"] + [f"h.{i}.{part}" for i in range(3) for part in ("attn", "mlp", "ln_1", "ln_2")] + ["ln_f", "head"]
+GROUPS = (
+    ["wte", "wpe"] + [f"h.{i}.{part}" for i in range(3) for part in ("attn", "mlp", "ln_1", "ln_2")] + ["ln_f", "head"]
+)
 LAYER_STATS = ("adam_v_max", "adam_v_l1", "grad_norm", "grad_trace_sigma", "grad_true_sq", "update_rms")
 LADDER = (64, 128, 256, 512)
 
@@ -48,12 +51,31 @@ def _step_chunk(lo: int, hi: int, rng) -> pd.DataFrame:
     loss = np.where((phase >= 25_000) & (phase < 25_005), loss * 1.5, loss)
     v = 1e-4 * np.exp(0.1 * rng.standard_normal(n)) * np.where((phase >= 24_997) & (phase < 25_000), 30.0, 1.0)
     cols = {c: np.full(n, np.nan) for c in STEPS + STEPS_EXTRA}
-    cols.update(step=step, tokens=step * 8 * 512, seqlen=np.full(n, 512), batch_size=np.full(n, 8), lr=np.full(n, 3e-4),
-                loss=loss, loss_max=loss * 1.01, grad_norm=np.sqrt(v) * 100, adam_v_max=v, adam_v_l1=v * 1e4,
-                adam_v_min=v * 1e-6, grad_trace_sigma=v * 50, grad_true_sq=v * 10, grad_noise_scale=np.full(n, 5.0),
-                grad_var_max=v * 2, grad_var_sum=v * 1e3, update_rms=1e-3 * np.exp(0.1 * rng.standard_normal(n)),
-                nonfinite_loss=np.zeros(n), nonfinite_grad=np.zeros(n), time_s=np.full(n, 0.25), tokens_per_s=np.full(n, 16e3),
-                probe_loss=np.where(step % PROBE_EVERY == 0, loss + 0.1, np.nan), world_size=np.ones(n))
+    cols.update(
+        step=step,
+        tokens=step * 8 * 512,
+        seqlen=np.full(n, 512),
+        batch_size=np.full(n, 8),
+        lr=np.full(n, 3e-4),
+        loss=loss,
+        loss_max=loss * 1.01,
+        grad_norm=np.sqrt(v) * 100,
+        adam_v_max=v,
+        adam_v_l1=v * 1e4,
+        adam_v_min=v * 1e-6,
+        grad_trace_sigma=v * 50,
+        grad_true_sq=v * 10,
+        grad_noise_scale=np.full(n, 5.0),
+        grad_var_max=v * 2,
+        grad_var_sum=v * 1e3,
+        update_rms=1e-3 * np.exp(0.1 * rng.standard_normal(n)),
+        nonfinite_loss=np.zeros(n),
+        nonfinite_grad=np.zeros(n),
+        time_s=np.full(n, 0.25),
+        tokens_per_s=np.full(n, 16e3),
+        probe_loss=np.where(step % PROBE_EVERY == 0, loss + 0.1, np.nan),
+        world_size=np.ones(n),
+    )
     return pd.DataFrame(cols)
 
 
@@ -63,16 +85,37 @@ def _layer_rows(steps: pd.DataFrame, rng) -> list[dict]:
         vals = r["adam_v_max"] * np.exp(0.2 * rng.standard_normal((len(GROUPS), len(LAYER_STATS))))
         for gi, g in enumerate(GROUPS):
             for si, s in enumerate(LAYER_STATS):
-                rows.append({"step": int(r["step"]), "tokens": int(r["tokens"]), "seqlen": 512, "group": g, "stat": s,
-                             "value": float(vals[gi, si])})
+                rows.append(
+                    {
+                        "step": int(r["step"]),
+                        "tokens": int(r["tokens"]),
+                        "seqlen": 512,
+                        "group": g,
+                        "stat": s,
+                        "value": float(vals[gi, si]),
+                    }
+                )
     return rows
 
 
 def _probe_rows(step: int, tokens: int, rng) -> list[dict]:
-    return [{"step": step, "tokens": tokens, "seqlen": 512, "probe_seqlen": L, "probe_tokens": 4 * L,
-             "loss": 4.0 + 64 / L, "grad_norm": 1.0, "grad_trace_sigma": 10.0 / L, "grad_trace_sigma_per_token": 10.0 * 4,
-             "grad_true_sq": 1.0, "grad_noise_scale": 10.0 / L,
-             "adam_v_max_if_applied": 1e-4 * (1 + L / 512) * (1 + 0.1 * rng.random())} for L in LADDER]
+    return [
+        {
+            "step": step,
+            "tokens": tokens,
+            "seqlen": 512,
+            "probe_seqlen": L,
+            "probe_tokens": 4 * L,
+            "loss": 4.0 + 64 / L,
+            "grad_norm": 1.0,
+            "grad_trace_sigma": 10.0 / L,
+            "grad_trace_sigma_per_token": 10.0 * 4,
+            "grad_true_sq": 1.0,
+            "grad_noise_scale": 10.0 / L,
+            "adam_v_max_if_applied": 1e-4 * (1 + L / 512) * (1 + 0.1 * rng.random()),
+        }
+        for L in LADDER
+    ]
 
 
 def write_synthetic_run(run_dir: Path, n_steps: int, seed: int = 0) -> None:
@@ -85,14 +128,27 @@ def write_synthetic_run(run_dir: Path, n_steps: int, seed: int = 0) -> None:
         for _, r in chunk[chunk["step"] % PROBE_EVERY == 0].iterrows():
             writer.append("probes", _probe_rows(int(r["step"]), int(r["tokens"]), rng))
         for _, r in chunk[chunk["step"] % EVAL_EVERY == 0].iterrows():
-            writer.append("evals", {"step": int(r["step"]), "tokens": int(r["tokens"]), "seqlen": 512,
-                                    "val_loss": float(r["loss"]) + 0.1, "val_ppl": float(np.exp(r["loss"] + 0.1)),
-                                    "time_s": float(r["step"]) * 0.25})
+            writer.append(
+                "evals",
+                {
+                    "step": int(r["step"]),
+                    "tokens": int(r["tokens"]),
+                    "seqlen": 512,
+                    "val_loss": float(r["loss"]) + 0.1,
+                    "val_ppl": float(np.exp(r["loss"] + 0.1)),
+                    "time_s": float(r["step"]) * 0.25,
+                },
+            )
         writer.flush()
     writer.close()
-    cfg = {"name": "synthetic-1M", "seed": seed, "model": {"n_positions": 512},
-           "optim": {"lr": 3e-4, "batch_size": 8, "seq_len": 512}, "slw": {"enabled": False},
-           "meta": {"method": "baseline", "machine": "synthetic"}}
+    cfg = {
+        "name": "synthetic-1M",
+        "seed": seed,
+        "model": {"n_positions": 512},
+        "optim": {"lr": 3e-4, "batch_size": 8, "seq_len": 512},
+        "slw": {"enabled": False},
+        "meta": {"method": "baseline", "machine": "synthetic"},
+    }
     (run_dir / "config.json").write_text(json.dumps(cfg))
 
 
@@ -113,8 +169,10 @@ def time_analysis(run_dir: Path) -> dict[str, float]:
     step_variance_by_seqlen(run.steps)
     times["seqlen"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t0
-    print(f"rows: steps {len(run.steps):,}  layers {len(run.layers):,}  probes {len(run.probes):,}  "
-          f"evals {len(run.evals):,}")
+    print(
+        f"rows: steps {len(run.steps):,}  layers {len(run.layers):,}  probes {len(run.probes):,}  "
+        f"evals {len(run.evals):,}"
+    )
     return times
 
 

@@ -1,4 +1,5 @@
 """Shared pieces of the benchmarks: a bare reference loop with the same model, optimizer, batch and length."""
+
 from __future__ import annotations
 
 import contextlib

@@ -9,6 +9,7 @@ min exists) and the non-finite gradient count (the L0 "norm" of g * 0) still lau
 on CUDA. benchmarks/param_traffic.py counts their bytes, not their launches. This script times each
 reduction beside its alternatives, so that the choice on a GPU rests on measured times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,9 @@ CANDIDATES = {
     "min of v: -inf norm (before)": lambda vs: torch._foreach_norm(vs, -math.inf),
     "min of v: -max(-v) (multi-tensor alternative)": lambda vs: torch._foreach_max(torch._foreach_neg(vs)),
     "non-finite count: L0 of g*0 (in use)": lambda vs: torch._foreach_norm(torch._foreach_mul(vs, 0.0), 0),
-    "non-finite flag per tensor from the L2 norms (alternative)": lambda vs: torch.stack(torch._foreach_norm(vs)).isfinite(),
+    "non-finite flag per tensor from the L2 norms (alternative)": lambda vs: torch.stack(
+        torch._foreach_norm(vs)
+    ).isfinite(),
 }
 
 
@@ -57,7 +60,10 @@ def main(argv=None) -> int:
             sync(args.device)
             total[name] += time.perf_counter() - t
     n = args.rounds * args.calls
-    print(f"{len(vs)} tensors, {sum(v.numel() for v in vs) / 1e6:.1f}M elements on {args.device}, torch {torch.__version__}")
+    print(
+        f"{len(vs)} tensors, {sum(v.numel() for v in vs) / 1e6:.1f}M elements on {args.device}, "
+        f"torch {torch.__version__}"
+    )
     for name, secs in total.items():
         print(f"  {1000 * secs / n:8.3f} ms  {name}")
     return 0

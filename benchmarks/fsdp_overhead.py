@@ -11,6 +11,7 @@ them); torch's DTensor norm goes through functional collectives instead,
 so its all-reduce is not in the plain loop's count, and FSDP2 calls its process group's methods directly, so
 its own all-gathers and reduce-scatters (the same in both loops) are not counted either.
 """
+
 from __future__ import annotations
 
 import collections
@@ -35,15 +36,18 @@ def _count_collectives() -> None:
     for name in NAMES:
         fn = getattr(dist, name, None)
         if fn is not None:
+
             def wrapped(*a, _fn=fn, _name=name, **k):
                 COUNTS[_name] += 1
                 return _fn(*a, **k)
+
             setattr(dist, name, wrapped)
 
 
 def _build(cfg, vocab, monitored: bool, out: str):
-    import gradvar
     from torch.distributed.fsdp import fully_shard
+
+    import gradvar
     from trainer.model import build_model
 
     torch.manual_seed(0)
@@ -52,8 +56,13 @@ def _build(cfg, vocab, monitored: bool, out: str):
         fully_shard(block)
     fully_shard(model)
     opt = adamw(cfg, model)
-    mon = gradvar.Monitor(model, opt, Path(out) / "paper", "paper", flush_every=50, handle_sigterm=False,
-                          notify=lambda *a: None) if monitored else None
+    mon = (
+        gradvar.Monitor(
+            model, opt, Path(out) / "paper", "paper", flush_every=50, handle_sigterm=False, notify=lambda *a: None
+        )
+        if monitored
+        else None
+    )
     return model, opt, mon
 
 
@@ -77,6 +86,7 @@ def _stepper(cfg, model, opt, mon, batches, rank: int):
         if mon is not None:
             mon.step(seqlen=o.seq_len - 1, batch_size=o.batch_size)
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -119,16 +129,22 @@ def _worker(rank, port, args):
 
 def _report(args, totals, counts, flush) -> None:
     n = args.rounds * args.steps
-    print(f"FSDP2, 2 gloo ranks (CPU, 1 thread each), preset {args.preset}, K = 2 micro-batches per rank, {n} steps "
-          f"per loop interleaved in {args.rounds} rounds, torch {torch.__version__}")
+    print(
+        f"FSDP2, 2 gloo ranks (CPU, 1 thread each), preset {args.preset}, K = 2 micro-batches per rank, {n} steps "
+        f"per loop interleaved in {args.rounds} rounds, torch {torch.__version__}"
+    )
     print_times(totals, n)
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (aim +2%, budget +5%)")
     per = {m: {k: v / args.warmup for k, v in c.items()} for m, c in counts.items()}
     extra = {k: per["paper"].get(k, 0) - per["none"].get(k, 0) for k in set(per["paper"]) | set(per["none"])}
-    print(f"calls of torch.distributed's collectives per step, plain loop: {dict(sorted(per['none'].items()))} "
-          "(FSDP2 calls its process group directly: its all-gathers and reduce-scatters are the same in both loops)")
-    print(f"collectives per step added by the monitor: {dict(sorted((k, v) for k, v in extra.items() if v))} "
-          "(the all_reduce is clipping's global norm; torch's clip makes it too, uncounted)")
+    print(
+        f"calls of torch.distributed's collectives per step, plain loop: {dict(sorted(per['none'].items()))} "
+        "(FSDP2 calls its process group directly: its all-gathers and reduce-scatters are the same in both loops)"
+    )
+    print(
+        f"collectives per step added by the monitor: {dict(sorted((k, v) for k, v in extra.items() if v))} "
+        "(the all_reduce is clipping's global norm; torch's clip makes it too, uncounted)"
+    )
     print(f"collectives per flush (every 50 steps): {dict(sorted(flush.items()))}")
 
 

@@ -11,6 +11,7 @@ alternate the sides so machine noise hits them alike.
 MFU = tokens/s x (6N + 12 L d T) / the chip's dense bf16 peak (trainer.model.PEAK_BF16_FLOPS; NaN on a chip
 not listed there, and on CPU). The goal on an H100/H200 is 40%.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def variants(backend: str) -> dict[str, dict]:
     plain = {"model.attn": "eager", "optim.fused": False, "model.compile": "off"}
     sdpa = {**plain, "model.attn": "sdpa"}
     fused = {**sdpa, "optim.fused": True}
-    return {"eager attention": plain, "+ sdpa": sdpa, "+ fused AdamW": fused,
-            f"+ compile ({backend})": {**fused, "model.compile": backend}}
+    return {
+        "eager attention": plain,
+        "+ sdpa": sdpa,
+        "+ fused AdamW": fused,
+        f"+ compile ({backend})": {**fused, "model.compile": backend},
+    }
 
 
 def bare_side(trainer, backend: str):
@@ -52,6 +57,7 @@ def bare_side(trainer, backend: str):
     def step():
         i[0] += 1
         bare_step(model, opt, batches[i[0] % 4], o.micro_batch_size, o.clip, loss_fn)
+
     return step
 
 
@@ -61,8 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="global batch in sequences (0: the preset's)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=8, help="timed steps per side per round")
-    p.add_argument("--warmup", type=int, default=31, help="untimed steps per side first (compilation, and the "
-                   "probe loss that runs every step up to step 30)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=31,
+        help="untimed steps per side first (compilation, and the probe loss that runs every step up to step 30)",
+    )
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled sides")
     p.add_argument("--json", help="append the numbers as one JSON line to this file")
     return p
@@ -72,8 +82,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-mfu-")
-    trainers = {name: make_trainer(args.preset, "paper", out, args.batch, ov)
-                for name, ov in variants(args.compile_backend).items()}
+    trainers = {
+        name: make_trainer(args.preset, "paper", out, args.batch, ov)
+        for name, ov in variants(args.compile_backend).items()
+    }
     last = list(trainers.values())[-1]
     steps = {name: t.train_step for name, t in trainers.items()}
     steps["bare loop (compiled)"] = bare_side(last, args.compile_backend)
@@ -95,8 +107,10 @@ def report(args, ref, totals: dict) -> None:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     tokens = args.rounds * args.steps * o.batch_size * o.seq_len
     per_token = flops_per_token(ref.cfg.model, ref.n_params, o.seq_len)
-    print(f"preset {args.preset} on {name}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
-          f"{args.rounds} rounds x {args.steps} steps per side after {args.warmup} untimed, torch {torch.__version__}")
+    print(
+        f"preset {args.preset} on {name}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
+        f"{args.rounds} rounds x {args.steps} steps per side after {args.warmup} untimed, torch {torch.__version__}"
+    )
     peak = f"{peak_flops(name) / 1e12:.0f} TFLOP/s dense bf16" if peak_flops(name) > 0 else "unknown (no MFU)"
     print(f"  {ref.n_params:,} parameters, {per_token / 1e6:.1f} MFLOP per token, chip peak {peak}")
     rows, prev = {}, None
@@ -110,10 +124,22 @@ def report(args, ref, totals: dict) -> None:
     sides = list(totals)
     ratio = totals[sides[-1]] / totals[sides[-2]]
     print(f"ratio trainer (all switches) / bare loop: {ratio:.3f};  MFU goal >= 40% on an H100/H200")
-    write_json(args.json, {"check": "mfu", "preset": args.preset, "device": name, "batch": o.batch_size,
-                           "seq_len": o.seq_len, "micro": o.micro_batch_size, "n_params": ref.n_params,
-                           "flops_per_token": per_token, "peak_flops": peak_flops(name), "sides": rows,
-                           "trainer_over_bare": ratio})
+    write_json(
+        args.json,
+        {
+            "check": "mfu",
+            "preset": args.preset,
+            "device": name,
+            "batch": o.batch_size,
+            "seq_len": o.seq_len,
+            "micro": o.micro_batch_size,
+            "n_params": ref.n_params,
+            "flops_per_token": per_token,
+            "peak_flops": peak_flops(name),
+            "sides": rows,
+            "trainer_over_bare": ratio,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Budgets: "paper" adds at most 5% step time on the CPU tiny preset, with or witho
 "full" with probes every 100 steps at most 15%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%),
 "full" at most 10%.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,13 +51,28 @@ def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0, mi
     if mode != "none":
         probe = fixed_windows(data.val, 4, o.seq_len + 1).to(device)
         ladder = [n + 1 for n in (16, 32, 64, 128, 256) if n < o.seq_len] + [o.seq_len + 1]
+
         def loss_fn(m, x):
             with autocast(device):
                 return next_token_loss(m, x)
+
         sinks = [TensorBoardSink(Path(out) / mode / "tensorboard")] if mode == "paper_tb" else []
-        probes = dict(probe_batch=probe, probe_every=100, probe_seqlens=ladder, loss_fn=loss_fn) if mode == "full" else {}
-        mon = gradvar.Monitor(model, opt, Path(out) / mode, mode.removesuffix("_tb"), sinks=sinks, flush_every=50,
-                              handle_sigterm=False, notify=lambda *a: None, **probes)
+        probes = (
+            {"probe_batch": probe, "probe_every": 100, "probe_seqlens": ladder, "loss_fn": loss_fn}
+            if mode == "full"
+            else {}
+        )
+        mon = gradvar.Monitor(
+            model,
+            opt,
+            Path(out) / mode,
+            mode.removesuffix("_tb"),
+            sinks=sinks,
+            flush_every=50,
+            handle_sigterm=False,
+            notify=lambda *a: None,
+            **probes,
+        )
     return cfg, model, opt, batches, mon
 
 
@@ -79,6 +95,7 @@ def stepper(cfg, model, opt, batches, mon):
         opt.step()
         mon.step(loss=losses, seqlen=o.seq_len, batch_size=o.batch_size)
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
@@ -105,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
     p.add_argument("--micro", type=int, default=0, help="micro-batches per step, K (default: the preset's)")
     p.add_argument("--json", help="append the numbers as one JSON line to this file")
-    p.add_argument("--fsdp", action="store_true", help="FSDP2 on 2 CPU gloo ranks instead (benchmarks/fsdp_overhead.py)")
+    p.add_argument(
+        "--fsdp", action="store_true", help="FSDP2 on 2 CPU gloo ranks instead (benchmarks/fsdp_overhead.py)"
+    )
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     return p
 
@@ -133,29 +152,62 @@ def main(argv=None) -> int:
     n = args.rounds * args.steps
     o = parts["none"][0].optim
     k = o.batch_size // o.micro_batch_size
-    print(f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
-          f"{n} steps per mode interleaved in {args.rounds} rounds, torch {torch.__version__}")
+    print(
+        f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
+        f"{n} steps per mode interleaved in {args.rounds} rounds, torch {torch.__version__}"
+    )
     print_times(totals, n)
     print(f"overhead paper: {totals['paper'] / totals['none'] - 1:+.1%} (budget +5%)")
     print(f"overhead paper + TensorBoard sink: {totals['paper_tb'] / totals['none'] - 1:+.1%} (budget +5%)")
     print(f"overhead full (probes every 100 steps): {totals['full'] / totals['none'] - 1:+.1%} (budget +15%)")
     mem = {}
     for m in modes:
-        res = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--device", args.device, "--batch",
-                              str(args.batch), "--micro", str(args.micro), "--memory-child", m],
-                             capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--preset",
+                args.preset,
+                "--device",
+                args.device,
+                "--batch",
+                str(args.batch),
+                "--micro",
+                str(args.micro),
+                "--memory-child",
+                m,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         mem[m] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mb"]
     kind = "GPU memory allocated" if args.device.startswith("cuda") else "RSS"
-    print(f"peak {kind}: none {mem['none']:.0f} MB, paper {mem['paper']:.0f} MB (+{mem['paper'] - mem['none']:.0f}), "
-          f"full {mem['full']:.0f} MB (+{mem['full'] - mem['none']:.0f})")
+    print(
+        f"peak {kind}: none {mem['none']:.0f} MB, paper {mem['paper']:.0f} MB (+{mem['paper'] - mem['none']:.0f}), "
+        f"full {mem['full']:.0f} MB (+{mem['full'] - mem['none']:.0f})"
+    )
     n_params = sum(p.numel() for p in parts_model(args))
-    print(f"monitor buffers by design: element-wise second moment {4 * n_params / 2**20:.0f} MB (paper, full); "
-          f"parameter snapshot {4 * n_params / 2**20:.0f} MB (full, update size)")
-    write_json(args.json, {"check": "monitor_overhead", "preset": args.preset, "device": args.device, "k": k,
-                           "batch": o.batch_size, "seq_len": o.seq_len, "steps_per_mode": n,
-                           "ms_per_step": {m: 1000 * totals[m] / n for m in modes},
-                           "overhead": {m: totals[m] / totals["none"] - 1 for m in ("paper", "full")},
-                           "peak_mb": mem, "peak_mb_added": {m: mem[m] - mem["none"] for m in ("paper", "full")}})
+    print(
+        f"monitor buffers by design: element-wise second moment {4 * n_params / 2**20:.0f} MB (paper, full); "
+        f"parameter snapshot {4 * n_params / 2**20:.0f} MB (full, update size)"
+    )
+    write_json(
+        args.json,
+        {
+            "check": "monitor_overhead",
+            "preset": args.preset,
+            "device": args.device,
+            "k": k,
+            "batch": o.batch_size,
+            "seq_len": o.seq_len,
+            "steps_per_mode": n,
+            "ms_per_step": {m: 1000 * totals[m] / n for m in modes},
+            "overhead": {m: totals[m] / totals["none"] - 1 for m in ("paper", "full")},
+            "peak_mb": mem,
+            "peak_mb_added": {m: mem[m] - mem["none"] for m in ("paper", "full")},
+        },
+    )
     return 0
 
 

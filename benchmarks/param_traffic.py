@@ -14,6 +14,7 @@ host time of its Python if that ever exceeds the GPU's step. Both can be measure
 The bare step is benchmarks/common.bare_step's loop (accumulation, clip_grad_norm_, AdamW with the preset's
 fused flag); the monitored one is what monitor_overhead.py times (Monitor.clip_grad_norm_, records every step).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,11 @@ class Traffic(TorchDispatchMode):
         read = _bytes(args[1:] if name.startswith(NO_READ) else args) + _bytes(kwargs)
         written = _bytes(out)
         if not written and func._schema.is_mutable:  # in-place foreach ops return nothing: count what they write
-            written = sum(_bytes(a) for a, spec in zip(args, func._schema.arguments)
-                          if spec.alias_info is not None and spec.alias_info.is_write)
+            written = sum(
+                _bytes(a)
+                for a, spec in zip(args, func._schema.arguments)
+                if spec.alias_info is not None and spec.alias_info.is_write
+            )
         moved = read + written
         self.bytes += moved
         self.ops += 1
@@ -102,8 +106,13 @@ def make_step(preset_name: str, mode: str, micro_batches: int, run_dir: Path, na
     g = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, model.config.vocab_size, (o.batch_size, seq + 1), generator=g) for _ in range(4)]
     opt = adamw(cfg, model)
-    mon = None if mode == "none" else gradvar.Monitor(model, opt, run_dir / mode, mode, flush_every=10**9,
-                                                      handle_sigterm=False, notify=lambda *a: None)
+    mon = (
+        None
+        if mode == "none"
+        else gradvar.Monitor(
+            model, opt, run_dir / mode, mode, flush_every=10**9, handle_sigterm=False, notify=lambda *a: None
+        )
+    )
     return stepper(cfg, model, opt, batches, mon)
 
 
@@ -149,15 +158,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     n = sum(q.numel() for q in gpt2_like(args.preset, narrow=False)[1].parameters())
-    print(f"preset {args.preset}: {n / 1e6:.1f}M parameters, one pass = {4 * n / 1e9:.2f} GB; torch {torch.__version__}")
+    print(
+        f"preset {args.preset}: {n / 1e6:.1f}M parameters, one pass = {4 * n / 1e9:.2f} GB; torch {torch.__version__}"
+    )
     for mode in ("paper", "full"):
         for k in (1, 2):
             passes, ops, mon = added_passes(args.preset, mode, k, args.steps)
             ms = passes * 4 * n / (args.bandwidth * 1e12) * 1e3
             bare, monitored = host_ms_added(args.preset, mode, k, args.rounds, 10)
-            print(f"{mode:<5} K={k}: +{passes:.2f} parameter passes/step (+{passes * 4 * n / 1e9:.2f} GB, "
-                  f"{ms:.2f} ms at {args.bandwidth} TB/s), +{ops:.0f} ops/step; host time "
-                  f"{bare:.1f} -> {monitored:.1f} ms/step (+{monitored - bare:.1f})")
+            print(
+                f"{mode:<5} K={k}: +{passes:.2f} parameter passes/step (+{passes * 4 * n / 1e9:.2f} GB, "
+                f"{ms:.2f} ms at {args.bandwidth} TB/s), +{ops:.0f} ops/step; host time "
+                f"{bare:.1f} -> {monitored:.1f} ms/step (+{monitored - bare:.1f})"
+            )
             for src, b in mon.by_source.most_common(6):
                 print(f"    {b / args.steps / (4 * n):5.2f} passes  {src}")
     return 0

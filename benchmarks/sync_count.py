@@ -7,6 +7,7 @@ The design wants none from gradvar or the trainer between flushes; transformers'
 own (counted in the bare loop too). On CPU there is nothing to count: tests/gradvar/test_host_reads.py
 checks the same property there by watching for the operations that would sync.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from monitor_overhead import setup, stepper  # noqa: E402
 from common import write_json  # noqa: E402
+from monitor_overhead import setup, stepper  # noqa: E402
 from trainer_throughput import make_trainer  # noqa: E402
 
 
@@ -62,14 +63,19 @@ def main(argv=None) -> int:
     for backend in ("off", "inductor"):  # the trainer as it runs eagerly and as the GPU preset runs it
         trainer = make_trainer(args.preset, "paper", out, args.batch, {**micro, "model.compile": backend})
         loops[f"trainer (paper, compile {backend})"] = trainer.train_step
-    print(f"preset {args.preset}, batch {args.batch}, {args.steps} steps each after one untimed, torch {torch.__version__}")
+    print(
+        f"preset {args.preset}, batch {args.batch}, {args.steps} steps each after one untimed, "
+        f"torch {torch.__version__}"
+    )
     counts = {}
     for name, fn in loops.items():
         per_step, where = count(fn, args.steps)
         counts[name] = {"per_step": per_step, "where": dict(where)}
         print(f"  {name:<32} {per_step:5.1f} syncs/step  {dict(where.most_common(6))}")
-    write_json(args.json, {"check": "sync_count", "preset": args.preset, "batch": args.batch, "steps": args.steps,
-                           "syncs": counts})
+    write_json(
+        args.json,
+        {"check": "sync_count", "preset": args.preset, "batch": args.batch, "steps": args.steps, "syncs": counts},
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ trainer runs with its defaults (gradvar "paper" records every step, clipping, LR
 for the timing) and with records reduced to the loss ("minimal"). Rounds alternate so machine noise hits
 both sides alike; the ratio of total tokens/s is printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,13 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=8, help="steps per side per round")
     p.add_argument("--batch", type=int, default=0, help="override the preset's global batch (sequences)")
-    p.add_argument("--warmup", type=int, default=31,
-                   help="untimed steps first: the probe loss runs every step up to step 30 (spikes come early), "
-                        "every 5 after; the default times the steady state")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=31,
+        help="untimed steps first: the probe loss runs every step up to step 30 (spikes come early), "
+        "every 5 after; the default times the steady state",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-bench-")
@@ -74,8 +79,10 @@ def main(argv=None) -> int:
         for q, t in trainers.items():
             totals[q] += timed(t.train_step, args.steps, dev)
     tokens = args.rounds * args.steps * o.batch_size * o.seq_len
-    print(f"preset {args.preset} on {dev}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
-          f"{args.rounds} rounds x {args.steps} steps per side after {args.warmup} untimed, torch {torch.__version__}")
+    print(
+        f"preset {args.preset} on {dev}: batch {o.batch_size} x {o.seq_len}, micro {o.micro_batch_size}, "
+        f"{args.rounds} rounds x {args.steps} steps per side after {args.warmup} untimed, torch {torch.__version__}"
+    )
     for name, sec in totals.items():
         print(f"  {name:<22} {tokens / sec:10,.0f} tokens/s")
     for q in ("paper", "minimal"):

@@ -1,11 +1,12 @@
 """gradvar: record gradient variance, Adam variance-state extremes and loss spikes per sequence length.
 
-    mon = gradvar.Monitor(model, optimizer, "runs/my_run", quantities="paper")
-    ...  # loss.backward(); optimizer.step()
-    mon.step(loss=loss)
-    mon.close()
-    tables = gradvar.read_records("runs/my_run")   # {"steps": DataFrame, "layers": ..., ...}
+mon = gradvar.Monitor(model, optimizer, "runs/my_run", quantities="paper")
+...  # loss.backward(); optimizer.step()
+mon.step(loss=loss)
+mon.close()
+tables = gradvar.read_records("runs/my_run")   # {"steps": DataFrame, "layers": ..., ...}
 """
+
 import importlib
 from typing import TYPE_CHECKING
 
@@ -14,15 +15,34 @@ __version__ = "0.1.0"
 # Names are bound on first use, so `import gradvar` (and the `gradvar` command's --help) costs no torch import
 # until the Monitor is touched.
 _EXPORTS = {
-    "Monitor": "monitor", "RecordsWriteError": "records", "read_records": "records", "SCHEMA_VERSION": "schema",
-    "SLWSchedule": "slw", "truncate": "slw", "SpikeRule": "spikes", "classify_run": "spikes",
-    "loss_ratio": "spikes", "ratio_spikes": "spikes", "spike_events": "spikes", "z_spikes": "spikes",
+    "Monitor": "monitor",
+    "RecordsWriteError": "records",
+    "read_records": "records",
+    "SCHEMA_VERSION": "schema",
+    "SLWSchedule": "slw",
+    "truncate": "slw",
+    "SpikeRule": "spikes",
+    "classify_run": "spikes",
+    "loss_ratio": "spikes",
+    "ratio_spikes": "spikes",
+    "spike_events": "spikes",
+    "z_spikes": "spikes",
 }
 _SUBMODULES = ("integrations", "io", "quantities", "sinks")
 
 __all__ = [
-    "Monitor", "RecordsWriteError", "SCHEMA_VERSION", "SLWSchedule", "SpikeRule", "classify_run", "loss_ratio",
-    "ratio_spikes", "read_records", "spike_events", "truncate", "z_spikes",
+    "Monitor",
+    "RecordsWriteError",
+    "SCHEMA_VERSION",
+    "SLWSchedule",
+    "SpikeRule",
+    "classify_run",
+    "loss_ratio",
+    "ratio_spikes",
+    "read_records",
+    "spike_events",
+    "truncate",
+    "z_spikes",
 ]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ binds the same names

@@ -10,6 +10,7 @@ public API offers:
 - multi-tensor kernels (`torch._foreach_*`): a handful of launches for all parameters instead of one each.
 If a torch release drops one of them, importing gradvar says which, instead of failing inside a hook.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,11 +20,14 @@ MIN_TORCH = (2, 6)
 _NEEDED = {
     "torch._C._current_graph_task_id": lambda: torch._C._current_graph_task_id,
     "torch._C._will_engine_execute_node": lambda: torch._C._will_engine_execute_node,
-    "torch.autograd.Variable._execution_engine.queue_callback":
-        lambda: torch.autograd.Variable._execution_engine.queue_callback,
+    "torch.autograd.Variable._execution_engine.queue_callback": lambda: (
+        torch.autograd.Variable._execution_engine.queue_callback
+    ),
     "torch.amp.GradScaler._get_scale_async": lambda: torch.amp.GradScaler._get_scale_async,
-    **{f"torch._foreach_{op}": (lambda op=op: getattr(torch, f"_foreach_{op}"))
-       for op in ("norm", "max", "mul", "mul_", "addcmul_", "copy_", "sub", "add_", "div_")},
+    **{
+        f"torch._foreach_{op}": (lambda op=op: getattr(torch, f"_foreach_{op}"))
+        for op in ("norm", "max", "mul", "mul_", "addcmul_", "copy_", "sub", "add_", "div_")
+    },
 }
 
 
@@ -36,9 +40,11 @@ def _check() -> None:
         except AttributeError:
             missing.append(name)
     if version < MIN_TORCH or missing:
-        raise ImportError(f"gradvar needs torch >= {'.'.join(map(str, MIN_TORCH))} with "
-                          f"{', '.join(missing) or 'its private autograd and foreach APIs'}; this is torch "
-                          f"{torch.__version__}")
+        raise ImportError(
+            f"gradvar needs torch >= {'.'.join(map(str, MIN_TORCH))} with "
+            f"{', '.join(missing) or 'its private autograd and foreach APIs'}; this is torch "
+            f"{torch.__version__}"
+        )
 
 
 _check()

@@ -23,6 +23,7 @@ to `optimizer.step`, Lightning). The versions of the `.grad` tensors at that poi
 loop changed them since (`modified_since_end`), and, when the next pass starts, whether the loop zeroed or
 replaced them between two passes of one step (`broken`).
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,15 +32,21 @@ import torch
 
 from . import _torch_compat as tc
 from .groups import Subsets
-from .sharded import local
 from .hooks import WeakHook
+from .sharded import local
 
 
 class GradCapture:
     """Accumulates micro-batch gradient moments between optimizer steps."""
 
-    def __init__(self, params: list[torch.Tensor], subsets: Subsets, elementwise: bool = False, lazy: bool = True,
-                 grad_params: list[torch.Tensor] | None = None):
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        subsets: Subsets,
+        elementwise: bool = False,
+        lazy: bool = True,
+        grad_params: list[torch.Tensor] | None = None,
+    ):
         self.params, self._subsets = params, subsets
         self.grad_params = params if grad_params is None else grad_params
         """Whose `.grad` the end-of-pass read sees: `params` itself, or under FSDP2 the sharded parameters
@@ -103,8 +110,13 @@ class GradCapture:
         if ps is None or not (ps["open"] or task < max(ps["tasks"])):
             self._check_unchanged()
             self._take_first()  # nothing of this backward is in .grad yet
-            ps = self._pass = {"tasks": set(), "open": set(), "grads": {}, "counted": False,
-                               "first": self.lazy and self.micro_batches == 0}
+            ps = self._pass = {
+                "tasks": set(),
+                "open": set(),
+                "grads": {},
+                "counted": False,
+                "first": self.lazy and self.micro_batches == 0,
+            }
         ps["tasks"].add(task)
         ps["open"].add(task)
         # runs once the task's every gradient is accumulated
@@ -156,7 +168,7 @@ class GradCapture:
     def _check_unchanged(self) -> None:
         if self.micro_batches and self.broken is None and self.modified_since_end():
             gone = sum(g is None for g, seen in zip(self._grads(), self._versions) if seen is not None)
-            self.broken = (f".grad of {gone} parameters was set to None" if gone else ".grad was zeroed or replaced")
+            self.broken = f".grad of {gone} parameters was set to None" if gone else ".grad was zeroed or replaced"
             self.first_in_grad = None  # .grad no longer holds the first pass
 
     def _take_first(self) -> None:
@@ -206,4 +218,3 @@ def _grad_accumulator(param: torch.Tensor):
     """The autograd node a parameter's gradient flows into (held, so that autograd keeps this one)."""
     with torch.enable_grad():
         return param.view_as(param).grad_fn.next_functions[0][0]
-

@@ -6,6 +6,7 @@ Registration must stay cheap (argparse only; torch, transformers and matplotlib 
 and only the chosen command's entry point is loaded, so `gradvar --help` and `gradvar CMD --help` take a
 fraction of a second.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ MAX-type values; RANK-type values occupy one slot per rank in the SUM tensor. Th
 the host in a single copy. The layout is deterministic across ranks because schedules depend on the step
 only, and SAME-type values (identical on every rank, or computed on rank 0 alone) never enter a collective.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ def combine(rows: list[dict], world_size: int, rank: int, extra=()) -> tuple[dic
             if flat[op] is not None:
                 dist.all_reduce(flat[op], op=red)
     host = _to_host(flat)
-    return _unpack(layout, host, len(rows)), (host[SAME][-len(extra):].tolist() if extra else [])
+    return _unpack(layout, host, len(rows)), (host[SAME][-len(extra) :].tolist() if extra else [])
 
 
 def _to_host(flat: dict) -> dict:

@@ -1,6 +1,7 @@
 """Parameter groups for per-layer statistics: token/position embedding, each block's attention / MLP /
 layer norms, final norm, head. A tied head shares its tensor with the token embedding and counts once
 (named_parameters already yields a shared tensor once)."""
+
 from __future__ import annotations
 
 import re
@@ -26,7 +27,7 @@ def group_name(param_name: str) -> str:
     name = param_name
     for prefix in _WRAPPERS:
         while name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     for pattern, label in _GPT2:
         m = pattern.search(name)
         if m:
@@ -88,6 +89,7 @@ class Subsets:
         if got is None:
             groups = torch.tensor([self._group_of[i] for i in key], dtype=torch.long)
             numel = torch.zeros(self.n_groups).index_add_(0, groups, torch.tensor([self._numel[i] for i in key]))
-            got = self._cache[key] = Subset(torch.tensor(key, dtype=torch.long).to(self._device),
-                                            groups.to(self._device), numel.to(self._device))
+            got = self._cache[key] = Subset(
+                torch.tensor(key, dtype=torch.long).to(self._device), groups.to(self._device), numel.to(self._device)
+            )
         return got

@@ -5,6 +5,7 @@ its capture and autograd nodes, which neither deepcopy nor pickle can copy (`can
 object`). These hooks call their owner through a weak reference, and a copy of the model gets an inert hook
 instead: a copy (an EMA, a checkpointed module) is not the model being monitored.
 """
+
 from __future__ import annotations
 
 import weakref

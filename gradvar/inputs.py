@@ -5,6 +5,7 @@ tensor argument: `input_ids` when given, else the first tensor among the positio
 arguments and the values of a dict argument (`model(batch)`, `model(**batch)`). Sequence length and tokens
 come from an integer (token id) tensor of two or more dimensions; other inputs give sequences only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,14 @@ def describe(args=(), kwargs=None) -> MicroBatch | None:
     first = next((t for t in _tensors(args, kwargs) if t.dim() >= 1), None)
     if first is None:
         return None
-    ids = next((t for t in _tensors(args, kwargs) if t.dim() >= 2 and not t.is_floating_point()
-                and not t.is_complex() and t.dtype != torch.bool), None)
+    ids = next(
+        (
+            t
+            for t in _tensors(args, kwargs)
+            if t.dim() >= 2 and not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool
+        ),
+        None,
+    )
     if ids is None or ids.shape[0] != first.shape[0]:
         return MicroBatch(int(first.shape[0]))
     return MicroBatch(int(ids.shape[0]), int(ids.shape[1]), int(ids.numel()))
@@ -89,8 +96,10 @@ class StepInputs:
             return None, "no forward of the model was seen with gradients enabled (infer_inputs=False?)"
         if not self.described:
             return None, "the model's forward received no tensor with a batch dimension"
-        return None, (f"{self.forwards} forwards with gradients enabled for {passes} backward passes, so the "
-                      "sequences per micro-batch are ambiguous")
+        return None, (
+            f"{self.forwards} forwards with gradients enabled for {passes} backward passes, so the "
+            "sequences per micro-batch are ambiguous"
+        )
 
 
 def loss_share(kwargs) -> tuple | None:
@@ -105,4 +114,3 @@ def loss_share(kwargs) -> tuple | None:
             return None
         total = total.detach().float().reshape(())
     return total, (labels[..., 1:] != -100).sum().clamp(min=1)  # the shifted labels the loss counts
-

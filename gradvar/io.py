@@ -8,6 +8,7 @@ summary and checkpoints):
 time the process reaches that point it prints "GRADVAR_FAULT <name> reached" to stderr and sleeps
 GRADVAR_FAULT_SLEEP seconds (default 60), so a test can SIGKILL it exactly there (see docs/fault-tolerance.md).
 """
+
 from .records import atomic_write_text, fault_point
 
 __all__ = ["atomic_write_text", "fault_point"]

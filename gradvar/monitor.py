@@ -11,6 +11,7 @@ when the step's last backward pass ends, before any clipping (torch's or Lightni
 to `optimizer.step` too); the optimizer state after the step. Statistics stay on the device and are combined
 and written every `flush_every` steps. What the monitor needs and infers: docs/monitor.md.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -48,12 +49,29 @@ PROBE_OPTIONS = ("probe_batch", "probe_every", "probe_loss_every", "probe_micro_
 class Monitor:
     """Records gradient variance, Adam variance state and loss spikes, per step and sequence length."""
 
-    def __init__(self, model, optimizer, run_dir, quantities="paper", *, flush_every: int = 50,
-                 probe_batch: torch.Tensor | None = None, probe_every: int | None = None,
-                 probe_loss_every: int | None = None, probe_micro_batch: int | None = None, probe_seqlens=None,
-                 loss_fn=None, layers_every: int = 1, spike_rule: SpikeRule = SpikeRule(),
-                 resume_step: int | None = None, handle_sigterm: bool = True, infer_inputs: bool = True,
-                 grad_scaler=None, notify=None, sinks=()):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        run_dir,
+        quantities="paper",
+        *,
+        flush_every: int = 50,
+        probe_batch: torch.Tensor | None = None,
+        probe_every: int | None = None,
+        probe_loss_every: int | None = None,
+        probe_micro_batch: int | None = None,
+        probe_seqlens=None,
+        loss_fn=None,
+        layers_every: int = 1,
+        spike_rule: SpikeRule = SpikeRule(),
+        resume_step: int | None = None,
+        handle_sigterm: bool = True,
+        infer_inputs: bool = True,
+        grad_scaler=None,
+        notify=None,
+        sinks=(),
+    ):
         self.model, self.optimizer = model, optimizer
         self.notify = notify or _warn
         """Called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty,
@@ -63,8 +81,9 @@ class Monitor:
         self.run_dir = Path(run_dir)
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.rank = dist.get_rank() if self.world_size > 1 else 0
-        probe = dict(zip(PROBE_OPTIONS, (probe_batch, probe_every, probe_loss_every, probe_micro_batch,
-                                         probe_seqlens, loss_fn)))
+        probe = dict(
+            zip(PROBE_OPTIONS, (probe_batch, probe_every, probe_loss_every, probe_micro_batch, probe_seqlens, loss_fn))
+        )
         self.quantities = Q.resolve(quantities, probe)
         self._has = {cls: any(isinstance(q, cls) for q in self.quantities) for cls in (Q.GradVariance, Q.Loss)}
         names, self.params = trainable_params(self.module)
@@ -75,10 +94,18 @@ class Monitor:
         self.sharded = sharded.is_sharded(self.module)
         """FSDP2: the capture hooks the unsharded parameters (the per-rank gradient before the reduce-scatter);
         the element-wise variance would need every rank's micro-batch gradients per element: not kept."""
-        with sharded.unsharded_params(self.module, self.params) if self.sharded else contextlib.nullcontext(
-                self.params) as hooked:
-            self.capture = GradCapture(hooked, self.subsets, elementwise=elementwise and not self.sharded,
-                                       lazy=self.world_size == 1, grad_params=self.params)
+        with (
+            sharded.unsharded_params(self.module, self.params)
+            if self.sharded
+            else contextlib.nullcontext(self.params) as hooked
+        ):
+            self.capture = GradCapture(
+                hooked,
+                self.subsets,
+                elementwise=elementwise and not self.sharded,
+                lazy=self.world_size == 1,
+                grad_params=self.params,
+            )
         self.capture.on_pass_end = WeakHook(self, "_after_pass")
         self.flush_every, self.layers_every = flush_every, layers_every
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
@@ -107,8 +134,10 @@ class Monitor:
     # ----------------------------------------------------------------- hooks
     def _install_hooks(self, infer_inputs):
         # weak hooks: deepcopy, torch.save(model) and EMA copies of the model keep working (gradvar.hooks)
-        handles = [self.optimizer.register_step_pre_hook(WeakHook(self, "_pre_step")),
-                   self.optimizer.register_step_post_hook(WeakHook(self, "_post_step"))]
+        handles = [
+            self.optimizer.register_step_pre_hook(WeakHook(self, "_pre_step")),
+            self.optimizer.register_step_post_hook(WeakHook(self, "_post_step")),
+        ]
         if infer_inputs:
             handles.append(self.module.register_forward_pre_hook(WeakHook(self, "_on_forward_pre"), with_kwargs=True))
             handles.append(self.module.register_forward_hook(WeakHook(self, "_on_forward")))
@@ -141,9 +170,19 @@ class Monitor:
             self._stale_read = True
 
     def _ctx(self) -> Q.StepContext:
-        return Q.StepContext(self.step_num + 1, self.module, self.optimizer, tuple(self.params), self.group_index,
-                             len(self.groups), self.capture, self.subsets, self.world_size, self._extras,
-                             self.sharded)
+        return Q.StepContext(
+            self.step_num + 1,
+            self.module,
+            self.optimizer,
+            tuple(self.params),
+            self.group_index,
+            len(self.groups),
+            self.capture,
+            self.subsets,
+            self.world_size,
+            self._extras,
+            self.sharded,
+        )
 
     def _read_grads(self):
         """Run the quantities that need the step's gradient before clipping (once per step)."""
@@ -160,9 +199,12 @@ class Monitor:
             if not (cap.broken and q.needs_micro_batches):
                 self._grad_stats.update(q.on_grads(ctx))
         if cap.broken:
-            self._note_once("grads_changed_between_passes", f"step {self.step_num + 1}: {cap.broken} between two "
-                            "backward passes of one step (zero_grad inside the accumulation loop?), so .grad no longer "
-                            "sums the step's micro-batches: the gradient-variance columns are NaN for such steps")
+            self._note_once(
+                "grads_changed_between_passes",
+                f"step {self.step_num + 1}: {cap.broken} between two "
+                "backward passes of one step (zero_grad inside the accumulation loop?), so .grad no longer "
+                "sums the step's micro-batches: the gradient-variance columns are NaN for such steps",
+            )
 
     def _pre_step(self, optimizer, args, kwargs):
         if self.grad_scaler is None:
@@ -195,8 +237,12 @@ class Monitor:
                 scaler = frame.f_locals.get("self")
                 if isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled():
                     self.grad_scaler = scaler
-                    self.log_event("note", "the optimizer steps through an enabled GradScaler that was not passed as "
-                                   "grad_scaler=: its loss scale is divided out of the gradient statistics", value=1.0)
+                    self.log_event(
+                        "note",
+                        "the optimizer steps through an enabled GradScaler that was not passed as "
+                        "grad_scaler=: its loss scale is divided out of the gradient statistics",
+                        value=1.0,
+                    )
                 return
             frame = frame.f_back
 
@@ -247,8 +293,17 @@ class Monitor:
         finally:
             self.capture.active = was
 
-    def step(self, loss=None, *, seqlen: int | None = None, tokens: int | None = None, lr: float | None = None,
-             grad_norm=None, batch_size: int | None = None, extra: dict | None = None) -> None:
+    def step(
+        self,
+        loss=None,
+        *,
+        seqlen: int | None = None,
+        tokens: int | None = None,
+        lr: float | None = None,
+        grad_norm=None,
+        batch_size: int | None = None,
+        extra: dict | None = None,
+    ) -> None:
         """Close the current optimizer step.
 
         loss: the step's loss, or a list of the micro-batch losses (unscaled); defaults to the losses the
@@ -264,12 +319,18 @@ class Monitor:
             self._read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
         if self._stale_read:
             self._grad_stats = {}
-            self._note_once("backward_after_read", f"step {self.step_num + 1}: a backward pass ran after "
-                            "optimizer.step() and before Monitor.step(): the gradient columns are NaN for such steps; "
-                            "call Monitor.step() right after the optimizer step")
+            self._note_once(
+                "backward_after_read",
+                f"step {self.step_num + 1}: a backward pass ran after "
+                "optimizer.step() and before Monitor.step(): the gradient columns are NaN for such steps; "
+                "call Monitor.step() right after the optimizer step",
+            )
         self._pending.update(self._grad_stats)
-        self._extras.update(losses=self._losses(loss), loss_given=loss is not None,
-                            forward_losses=torch.stack(self._inputs.losses) if self._inputs.losses else None)
+        self._extras.update(
+            losses=self._losses(loss),
+            loss_given=loss is not None,
+            forward_losses=torch.stack(self._inputs.losses) if self._inputs.losses else None,
+        )
         if grad_norm is not None:
             self._extras["grad_norm_user"] = torch.as_tensor(sharded.replicated(grad_norm)).detach().float()
         self._extras.update(rank=self.rank, module=self.module, side_rows=self._side_rows)
@@ -289,16 +350,22 @@ class Monitor:
         """Say why a column of the step just closed stays empty (once per monitor and reason)."""
         k, n = self._extras.get("k_local", 0), self.step_num
         if k * self.world_size == 1 and self._has[Q.GradVariance]:
-            self._note_once("single_micro_batch", f"step {n} had one micro-batch (one backward, one process): the "
-                            "gradient-variance columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) "
-                            "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
-                            "or DDP ranks)")
+            self._note_once(
+                "single_micro_batch",
+                f"step {n} had one micro-batch (one backward, one process): the "
+                "gradient-variance columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) "
+                "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
+                "or DDP ranks)",
+            )
         for reason, msg in sharded.notes(self.quantities, n) if self.sharded else ():
             self._note_once(reason, msg)
         if k and self._extras.get("losses") is None and self._has[Q.Loss]:
-            self._note_once("no_loss", f"step {n} had a backward but no loss reached the monitor (the model's forward "
-                            "returned no `.loss`, or infer_inputs=False): pass it, mon.step(loss=...); loss, "
-                            "loss_ratio and the spike columns are NaN without it")
+            self._note_once(
+                "no_loss",
+                f"step {n} had a backward but no loss reached the monitor (the model's forward "
+                "returned no `.loss`, or infer_inputs=False): pass it, mon.step(loss=...); loss, "
+                "loss_ratio and the spike columns are NaN without it",
+            )
 
     def _note_once(self, reason: str, msg: str) -> None:
         if reason not in self._told:
@@ -324,14 +391,24 @@ class Monitor:
         if batch_size is None and k:
             batch_size, why = inp.sequences_per_step(k, self.world_size, int(tokens) - self.rows.tokens, seqlen)
             if why and self._has[Q.GradVariance]:
-                self._note_once("batch_size_unknown", f"step {self.step_num}: the sequences per micro-batch are "
-                                f"unknown ({why}): grad_trace_sigma and grad_noise_scale are NaN; pass "
-                                "Monitor.step(batch_size=...) (sequences per optimizer step, all ranks)")
+                self._note_once(
+                    "batch_size_unknown",
+                    f"step {self.step_num}: the sequences per micro-batch are "
+                    f"unknown ({why}): grad_trace_sigma and grad_noise_scale are NaN; pass "
+                    "Monitor.step(batch_size=...) (sequences per optimizer step, all ranks)",
+                )
         if lr is None:  # no update this step (a GradScaler skipped it): the current LR
             lr = self._extras.get("lr_applied", self.optimizer.param_groups[0].get("lr", math.nan))
-        meta = {"step": self.step_num, "tokens": int(tokens), "seqlen": seqlen, "batch_size": batch_size,
-                "lr": float(lr), "time_s": now - self._last_time, "k_local": k,
-                "step_tokens": int(tokens) - self.rows.tokens}
+        meta = {
+            "step": self.step_num,
+            "tokens": int(tokens),
+            "seqlen": seqlen,
+            "batch_size": batch_size,
+            "lr": float(lr),
+            "time_s": now - self._last_time,
+            "k_local": k,
+            "step_tokens": int(tokens) - self.rows.tokens,
+        }
         self.rows.tokens = int(tokens)
         self._last_time = now
         return meta
@@ -349,8 +426,9 @@ class Monitor:
 
     def log_row(self, table: str, row: dict) -> None:
         """Append a row to another table (e.g. `evals`); it carries step, tokens and seqlen."""
-        self.rows.extra.append((table, {"step": self.step_num, "tokens": self.rows.tokens,
-                                        "seqlen": self.rows.last_seqlen, **row}))
+        self.rows.extra.append(
+            (table, {"step": self.step_num, "tokens": self.rows.tokens, "seqlen": self.rows.last_seqlen, **row})
+        )
 
     def flush(self) -> None:
         """Combine buffered statistics across ranks (collective under DDP) and write them (rank 0)."""
@@ -359,8 +437,9 @@ class Monitor:
         sent: dict[str, list[dict]] = {}
         if buffer:
             slots = [(r, k) for _, r in side for k, v in r.items() if isinstance(v, torch.Tensor)]
-            raw, values = combine([stats for _, stats in buffer], self.world_size, self.rank,
-                                  extra=[r[k] for r, k in slots])
+            raw, values = combine(
+                [stats for _, stats in buffer], self.world_size, self.rank, extra=[r[k] for r, k in slots]
+            )
             for (r, k), v in zip(slots, values):
                 r[k] = v
             metas = [m for m, _ in buffer]
@@ -449,8 +528,5 @@ def _warn(reason: str, msg: str) -> None:
 def _flush_at_exit(ref) -> None:
     mon = ref()
     if mon is not None and not mon._closed:
-        try:
+        with contextlib.suppress(Exception):  # the interpreter is going down: never mask the original error
             mon.flush()
-        except Exception:  # the interpreter is going down: never mask the original error
-            pass
-

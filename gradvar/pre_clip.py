@@ -9,6 +9,7 @@ read |grad|^2 per parameter when the last pass ended; here that read becomes
 A uniform change (clipping, unscaling) is undone exactly; `.grad` changed otherwise gives NaN factors for the
 parameters whose gradient vanished (the element-wise variance is then NaN, never a wrong number).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,8 +32,9 @@ def _norms_sq(params) -> torch.Tensor:
     return torch.stack(tc.foreach_norm(gs, 2, dtype=torch.float32)).square()
 
 
-def pre_clip(capture, params, scale: torch.Tensor | None, unscaled_now: bool,
-             clip_coef: torch.Tensor | None) -> PreClip:
+def pre_clip(
+    capture, params, scale: torch.Tensor | None, unscaled_now: bool, clip_coef: torch.Tensor | None
+) -> PreClip:
     """scale: the loss scale of the step's passes (None without a GradScaler); unscaled_now: the scaler has
     divided it out of `.grad` since; clip_coef: Monitor.clip_grad_norm_'s factor, the only change since the
     last pass when `capture.modified_since_end()` is False."""

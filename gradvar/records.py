@@ -6,6 +6,7 @@ LSM tree), which keeps the file count logarithmic and the flush cost flat as a r
 orders parts by their sequence number and keeps the newest copy of each key, so a crash between writing a
 merged part and deleting its inputs, or a resumed run rewriting steps, never yields duplicate rows.
 """
+
 from __future__ import annotations
 
 import errno
@@ -119,8 +120,12 @@ class RecordWriter:
         self._seq = max((s for t in TABLES for s, _, _ in _parts(self.root / t)), default=0)
         meta = self.root / "schema.json"
         if not meta.exists():
-            atomic_write_text(meta, json.dumps({"schema_version": SCHEMA_VERSION,
-                                                "tables": {k: list(v) for k, v in TABLES.items()}}, indent=1))
+            atomic_write_text(
+                meta,
+                json.dumps(
+                    {"schema_version": SCHEMA_VERSION, "tables": {k: list(v) for k, v in TABLES.items()}}, indent=1
+                ),
+            )
         if resume_step is not None:
             self.truncate_after(resume_step)
 

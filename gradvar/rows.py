@@ -3,6 +3,7 @@
 The spike detectors run here, on the host, over the flushed losses in step order: the same pure rules as
 the offline analysis, with state that is saved in checkpoints so a resumed run continues them.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,6 @@ from .quantities.base import FlushMeta
 from .quantities.probe import finalize_probe_rows
 from .schema import PROBES, STEPS, STEPS_EXTRA
 from .spikes import OnlineSpikeDetector, SpikeRule
-
 
 SEQLEN_MEMORY = 4096
 """Steps whose (tokens, seqlen) are remembered to label late events and probe rows (older ones fall back to
@@ -35,8 +35,14 @@ class RowBuilder:
 
     def event(self, step: int, kind: str, message: str, value: float = math.nan) -> dict:
         tokens, seqlen = self._seqlen_by_step.get(step, (self.tokens, self.last_seqlen))
-        return {"step": int(step), "tokens": int(tokens), "seqlen": _num(seqlen), "kind": kind,
-                "value": float(value), "message": message}
+        return {
+            "step": int(step),
+            "tokens": int(tokens),
+            "seqlen": _num(seqlen),
+            "kind": kind,
+            "value": float(value),
+            "message": message,
+        }
 
     def take_extra(self):
         out = [("events", e) for e in self.events] + self.extra
@@ -58,7 +64,7 @@ class RowBuilder:
             self.notes += q.notes(raw)
         for name in raw:
             if name.startswith("extra:"):
-                steps[name[len("extra:"):]] = raw[name][:, 0]
+                steps[name[len("extra:") :]] = raw[name][:, 0]
         with np.errstate(invalid="ignore", divide="ignore"):
             steps["tokens_per_s"] = col("step_tokens") / steps["time_s"]
         steps["world_size"] = np.full(n, float(self.world_size))
@@ -106,7 +112,9 @@ class RowBuilder:
         for i, v in enumerate(probe):
             if np.isnan(v):
                 continue
-            steps["probe_loss_ratio"][i] = 1.0 if math.isinf(self.probe_best) else (v / self.probe_best if np.isfinite(v) else math.inf)
+            steps["probe_loss_ratio"][i] = (
+                1.0 if math.isinf(self.probe_best) else (v / self.probe_best if np.isfinite(v) else math.inf)
+            )
             if np.isfinite(v):
                 self.probe_best = min(self.probe_best, float(v))
 
@@ -121,13 +129,21 @@ class RowBuilder:
         bad = steps.get("nonfinite_grad")
         if bad is not None:
             for i in np.flatnonzero(bad > 0):
-                out.append(self._event_at(steps, i, "nonfinite_grad", f"{int(bad[i])} non-finite gradient elements", bad[i]))
+                out.append(
+                    self._event_at(steps, i, "nonfinite_grad", f"{int(bad[i])} non-finite gradient elements", bad[i])
+                )
         return out
 
     @staticmethod
     def _event_at(steps, i, kind, msg, value):
-        return {"step": int(steps["step"][i]), "tokens": int(steps["tokens"][i]), "seqlen": steps["seqlen"][i],
-                "kind": kind, "value": float(value), "message": msg}
+        return {
+            "step": int(steps["step"][i]),
+            "tokens": int(steps["tokens"][i]),
+            "seqlen": steps["seqlen"][i],
+            "kind": kind,
+            "value": float(value),
+            "message": msg,
+        }
 
     def _layers(self, steps, layer_cols, every: int) -> list[dict]:
         rows = []
@@ -136,8 +152,16 @@ class RowBuilder:
                 continue
             for (group, stat), values in layer_cols.items():
                 if not np.isnan(values[i]):
-                    rows.append({"step": int(step), "tokens": int(steps["tokens"][i]), "seqlen": steps["seqlen"][i],
-                                 "group": group, "stat": stat, "value": float(values[i])})
+                    rows.append(
+                        {
+                            "step": int(step),
+                            "tokens": int(steps["tokens"][i]),
+                            "seqlen": steps["seqlen"][i],
+                            "group": group,
+                            "stat": stat,
+                            "value": float(values[i]),
+                        }
+                    )
         return rows
 
     def _ranks(self, steps, raw) -> list[dict]:
@@ -147,8 +171,16 @@ class RowBuilder:
         for i, step in enumerate(steps["step"]):
             for r in range(self.world_size):
                 gs = raw["rank_micro_sq"][i, r] if "rank_micro_sq" in raw else math.nan
-                rows.append({"step": int(step), "tokens": int(steps["tokens"][i]), "seqlen": steps["seqlen"][i],
-                             "rank": r, "loss": float(raw["rank_loss"][i, r]), "grad_sq_micro_local": float(gs)})
+                rows.append(
+                    {
+                        "step": int(step),
+                        "tokens": int(steps["tokens"][i]),
+                        "seqlen": steps["seqlen"][i],
+                        "rank": r,
+                        "loss": float(raw["rank_loss"][i, r]),
+                        "grad_sq_micro_local": float(gs),
+                    }
+                )
         return rows
 
     def state_dict(self) -> dict:

@@ -10,6 +10,7 @@ Every statistic of a shard is then a shard-local reduction (sum, max, min) that 
 ranks; nothing is gathered. Values identical on every rank under DDP become per-rank partial values here:
 `reduce_op` says how each combines.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,10 @@ def unsharded_params(module: torch.nn.Module, params: list[torch.Tensor]):
         ids = {id(p) for p in params}
         sharded = [p for p in module.parameters() if p.requires_grad]
         if len(sharded) != len(params) or any(id(p) in ids for p in sharded):
-            raise RuntimeError("gradvar: under FSDP2 every trainable parameter must belong to a fully_shard'ed "
-                               "module: shard the root module too (fully_shard(model) after its blocks)")
+            raise RuntimeError(
+                "gradvar: under FSDP2 every trainable parameter must belong to a fully_shard'ed "
+                "module: shard the root module too (fully_shard(model) after its blocks)"
+            )
         yield sharded
     finally:
         for m in mods:
@@ -90,12 +93,22 @@ def notes(quantities, step: int) -> list[tuple[str, str]]:
     """(reason, message) for each column that stays empty under FSDP2 and why."""
     out = []
     if any(q.needs_elementwise for q in quantities):
-        out.append(("fsdp_elementwise", f"step {step}: grad_var_max is NaN under FSDP2: the element-wise variance "
-                    "needs every rank's micro-batch gradients element by element, and each rank holds only its own "
-                    "(unsharded) and a shard of their mean; gathering them would cost a parameter-sized collective. "
-                    "grad_var_sum, grad_trace_sigma and grad_true_sq are exact"))
+        out.append(
+            (
+                "fsdp_elementwise",
+                f"step {step}: grad_var_max is NaN under FSDP2: the element-wise variance "
+                "needs every rank's micro-batch gradients element by element, and each rank holds only its own "
+                "(unsharded) and a shard of their mean; gathering them would cost a parameter-sized collective. "
+                "grad_var_sum, grad_trace_sigma and grad_true_sq are exact",
+            )
+        )
     if any(q.name == "seqlen_probe" for q in quantities):
-        out.append(("fsdp_seqlen_probe", f"step {step}: the sequence-length probe does not run under FSDP2 (its "
-                    "gradients would pass through FSDP's reduce-scatter into .grad); the probes table stays empty. "
-                    "The probe loss runs, on every rank together"))
+        out.append(
+            (
+                "fsdp_seqlen_probe",
+                f"step {step}: the sequence-length probe does not run under FSDP2 (its "
+                "gradients would pass through FSDP's reduce-scatter into .grad); the probes table stays empty. "
+                "The probe loss runs, on every rank together",
+            )
+        )
     return out

@@ -10,6 +10,7 @@ with t <= max_step[i], else the last difficulty. DeepSpeed's scheduler is statef
 max_difficulty it stays there, and a start at or above max_difficulty never moves; `seqlen` reproduces that
 without state. Pure functions: the trainer and the analysis share them.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,7 +92,7 @@ class SLWSchedule:
         return asdict(self)
 
     @classmethod
-    def from_deepspeed(cls, block: dict) -> "SLWSchedule":
+    def from_deepspeed(cls, block: dict) -> SLWSchedule:
         """Build from a DeepSpeed seqlen curriculum block (min/max_difficulty, schedule_type, schedule_config),
         requiring the keys DeepSpeed's CurriculumScheduler requires."""
         if block.get("curriculum_type", "seqlen") != "seqlen":
@@ -101,17 +102,25 @@ class SLWSchedule:
                 raise ValueError(f"curriculum_learning block lacks {key!r}")
         cfg, kind = block["schedule_config"], block["schedule_type"]
         lo, hi = int(block["min_difficulty"]), int(block["max_difficulty"])
-        need = {"fixed_discrete": ("difficulty", "max_step"),
-                "fixed_linear": ("total_curriculum_step", "difficulty_step"),
-                "fixed_root": ("total_curriculum_step", "difficulty_step", "root_degree")}.get(kind, ())
+        need = {
+            "fixed_discrete": ("difficulty", "max_step"),
+            "fixed_linear": ("total_curriculum_step", "difficulty_step"),
+            "fixed_root": ("total_curriculum_step", "difficulty_step", "root_degree"),
+        }.get(kind, ())
         for key in need:
             if key not in cfg:
                 raise ValueError(f"schedule_config of a {kind} schedule lacks {key!r}")
         if kind == "fixed_discrete":
-            return cls(kind, lo, hi, difficulties=tuple(int(d) for d in cfg["difficulty"]),
-                       max_steps=tuple(int(m) for m in cfg["max_step"]))
-        return cls(kind, lo, hi, int(cfg["total_curriculum_step"]), int(cfg["difficulty_step"]),
-                   int(cfg.get("root_degree", 2)))
+            return cls(
+                kind,
+                lo,
+                hi,
+                difficulties=tuple(int(d) for d in cfg["difficulty"]),
+                max_steps=tuple(int(m) for m in cfg["max_step"]),
+            )
+        return cls(
+            kind, lo, hi, int(cfg["total_curriculum_step"]), int(cfg["difficulty_step"]), int(cfg.get("root_degree", 2))
+        )
 
 
 SEQLEN_METRICS = ("seqlen", "seqlen_truncate")
@@ -127,22 +136,28 @@ def deepspeed_curriculum(config: dict) -> dict:
     sampling = eff.get("data_sampling") if isinstance(eff, dict) else None
     current = sampling.get("curriculum_learning") if isinstance(sampling, dict) else None
     if legacy is not None and current is not None:
-        raise ValueError("both curriculum_learning and data_efficiency.data_sampling.curriculum_learning are "
-                         "set: keep one (DeepSpeed 0.19 reads only the latter)")
+        raise ValueError(
+            "both curriculum_learning and data_efficiency.data_sampling.curriculum_learning are "
+            "set: keep one (DeepSpeed 0.19 reads only the latter)"
+        )
     if legacy is not None:
         if not isinstance(legacy, dict):
             raise ValueError("curriculum_learning must be a JSON object (DeepSpeed's block)")
         return legacy
     if not isinstance(current, dict):
-        raise ValueError("no curriculum_learning block: expected data_efficiency.data_sampling.curriculum_learning "
-                         "(DeepSpeed 0.19) or a top-level curriculum_learning (older DeepSpeed)")
+        raise ValueError(
+            "no curriculum_learning block: expected data_efficiency.data_sampling.curriculum_learning "
+            "(DeepSpeed 0.19) or a top-level curriculum_learning (older DeepSpeed)"
+        )
     enabled = all(isinstance(d, dict) and bool(d.get("enabled", False)) for d in (eff, sampling, current))
     metrics = current.get("curriculum_metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise ValueError("data_efficiency.data_sampling.curriculum_learning lacks 'curriculum_metrics'")
     if set(metrics) - set(SEQLEN_METRICS) or len(metrics) != 1:
-        raise ValueError(f"curriculum_metrics must hold one sequence-length metric ({' or '.join(SEQLEN_METRICS)}; "
-                         f"this trainer truncates each sample), got {sorted(metrics)}")
+        raise ValueError(
+            f"curriculum_metrics must hold one sequence-length metric ({' or '.join(SEQLEN_METRICS)}; "
+            f"this trainer truncates each sample), got {sorted(metrics)}"
+        )
     block = next(iter(metrics.values()))
     if not isinstance(block, dict):
         raise ValueError("the curriculum metric must be a JSON object")

@@ -8,6 +8,7 @@ Definitions (docs/records.md):
   non-finite      NaN/inf losses are always spikes (and divergence), never errors
 Consecutive spike steps form one spike event.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -160,7 +161,13 @@ class OnlineSpikeDetector:
             self.history.append(loss)
             while len(self.history) > self.rule.z_window:
                 self.history.popleft()
-        return {"loss_ratio": ratio, "spike_ratio": bool(ratio_hit), "spike_z": bool(z_hit), "z": z, "new_event": new_event}
+        return {
+            "loss_ratio": ratio,
+            "spike_ratio": bool(ratio_hit),
+            "spike_z": bool(z_hit),
+            "z": z,
+            "new_event": new_event,
+        }
 
     def state_dict(self) -> dict:
         return {"best": self.best, "history": list(self.history), "in_event": self.in_event}

@@ -10,6 +10,7 @@ OUT/numbers.jsonl, every line printed to OUT/log.txt, a short table to OUT/summa
 Files in OUT: gpu.txt (chip, driver, versions), log.txt, numbers.jsonl, summary.txt, study.tar.gz (the study's
 records without checkpoints, and its report).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,11 @@ def plan(dry: bool, numbers: Path, study_overrides=()) -> list[Step]:
     js = ["--json", str(numbers)]
     if dry:  # the smoke model (2 x 64, context 128), one round of two steps, aot_eager for the compiled sides
         model, big, small = ["--preset", "smoke"], ["--batch", "4"], ["--batch", "4"]
-        short, mfu_extra, study = ["--rounds", "1", "--steps", "2", "--warmup", "1"], ["--compile-backend", "aot_eager"], "smoke"
+        short, mfu_extra, study = (
+            ["--rounds", "1", "--steps", "2", "--warmup", "1"],
+            ["--compile-backend", "aot_eager"],
+            "smoke",
+        )
         sync = []
     else:
         model, big, small = ["--preset", "gpt2-117m"], ["--batch", "32"], ["--batch", "16"]
@@ -50,13 +55,36 @@ def plan(dry: bool, numbers: Path, study_overrides=()) -> list[Step]:
         sync = ["--steps", "4"]
     return [
         Step("syncs per step", [str(BENCH / "sync_count.py"), *model, *big, "--micro", "2", *sync, *js], 150),
-        Step("monitor cost, K = 1", [str(BENCH / "monitor_overhead.py"), *model, *small, "--micro", "1", *short, *js], 120),
-        Step("monitor cost, K = 4", [str(BENCH / "monitor_overhead.py"), *model, *big, "--micro", "4", *short, *js], 140),
-        Step("throughput and MFU", [str(BENCH / "mfu.py"), *model, *big, *short[:4], *mfu_extra, *js]
-             + (["--warmup", "31"] if not dry else ["--warmup", "1"]), 200),
+        Step(
+            "monitor cost, K = 1",
+            [str(BENCH / "monitor_overhead.py"), *model, *small, "--micro", "1", *short, *js],
+            120,
+        ),
+        Step(
+            "monitor cost, K = 4", [str(BENCH / "monitor_overhead.py"), *model, *big, "--micro", "4", *short, *js], 140
+        ),
+        Step(
+            "throughput and MFU",
+            [str(BENCH / "mfu.py"), *model, *big, *short[:4], *mfu_extra, *js]
+            + (["--warmup", "31"] if not dry else ["--warmup", "1"]),
+            200,
+        ),
         Step("HF fp16 records", [str(ROOT / "scripts" / "gpu_hf_fp16.py")], 90, cuda_only=True),
-        Step(f"study {study}", ["-m", "study", "--preset", study, "--runs-dir", f"runs/study-{study}",
-                                "-o", f"reports/{study}", *(f"--{o}" for o in study_overrides)], 0),
+        Step(
+            f"study {study}",
+            [
+                "-m",
+                "study",
+                "--preset",
+                study,
+                "--runs-dir",
+                f"runs/study-{study}",
+                "-o",
+                f"reports/{study}",
+                *(f"--{o}" for o in study_overrides),
+            ],
+            0,
+        ),
     ]
 
 
@@ -64,8 +92,14 @@ def run_step(step: Step, cap: float, log, cwd: Path) -> tuple[int, float]:
     """Run one step with its output teed to the log; SIGTERM at the cap (a study's runs checkpoint on it)."""
     log(f"\n=== {step.name} (cap {cap:.0f} s): python {' '.join(step.argv)}")
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, *step.argv], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, *step.argv],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     timer = _Timer(proc, cap)
     for line in proc.stdout:
         log(line.rstrip("\n"))
@@ -106,17 +140,26 @@ class _Timer:
 def environment(out: Path, log) -> None:
     lines = []
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=30, check=False)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         lines.append(f"nvidia-smi: {smi.stdout.strip() or smi.stderr.strip()}")
     except (OSError, subprocess.SubprocessError):
         lines.append("nvidia-smi: not found (no NVIDIA GPU here)")
     import torch
     import transformers
 
-    lines.append(f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}, "
-                 f"cuda available: {torch.cuda.is_available()}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    lines.append(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}, "
+        f"cuda available: {torch.cuda.is_available()}"
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     lines.append(f"code: {commit.stdout.strip() or 'not a git checkout'}")
     (out / "gpu.txt").write_text("\n".join(lines) + "\n")
     for line in lines:
@@ -129,8 +172,11 @@ def pack_study(work: Path, study: str, out: Path, log) -> None:
     with tarfile.open(out / "study.tar.gz", "w:gz") as tar:
         for top in (work / "runs" / f"study-{study}", work / "reports" / study):
             if top.exists():
-                tar.add(top, arcname=str(top.relative_to(work)),
-                        filter=lambda info: None if "/checkpoints" in info.name else info)
+                tar.add(
+                    top,
+                    arcname=str(top.relative_to(work)),
+                    filter=lambda info: None if "/checkpoints" in info.name else info,
+                )
     log(f"packed {out / 'study.tar.gz'} ({(out / 'study.tar.gz').stat().st_size / 2**20:.1f} MiB)")
 
 
@@ -139,10 +185,14 @@ def summary(numbers: Path, took: dict, out: Path, log) -> None:
     for rec in (json.loads(line) for line in numbers.read_text().splitlines()) if numbers.exists() else ():
         if rec["check"] == "monitor_overhead":
             o, m = rec["overhead"], rec["peak_mb_added"]
-            rows.append(f"monitor K={rec['k']} batch {rec['batch']}: paper {o['paper']:+.1%} (budget 2%), "
-                        f"full {o['full']:+.1%} (budget 10%); peak MB added paper {m['paper']:+.0f}, full {m['full']:+.0f}")
+            rows.append(
+                f"monitor K={rec['k']} batch {rec['batch']}: paper {o['paper']:+.1%} (budget 2%), "
+                f"full {o['full']:+.1%} (budget 10%); peak MB added paper {m['paper']:+.0f}, full {m['full']:+.0f}"
+            )
         elif rec["check"] == "mfu":
-            rows += [f"{side:<24} {v['tokens_per_s']:10,.0f} tok/s  MFU {v['mfu']:.1%}" for side, v in rec["sides"].items()]
+            rows += [
+                f"{side:<24} {v['tokens_per_s']:10,.0f} tok/s  MFU {v['mfu']:.1%}" for side, v in rec["sides"].items()
+            ]
         elif rec["check"] == "sync_count":
             rows += [f"syncs/step {name:<32} {v['per_step']:.1f}" for name, v in rec["syncs"].items()]
     (out / "summary.txt").write_text("\n".join(rows) + "\n")
@@ -163,15 +213,31 @@ def dry_work(args) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT", "out-gpu"), help="where the files go (default $OUT)")
-    p.add_argument("--work", help="folder for data_cache/, runs/ and reports/ (default: the repo; a temporary "
-                   "folder on a dry run, its data_cache linked to the repo's)")
-    p.add_argument("--budget", type=float, default=float(os.environ.get("GRADVAR_GPU_BUDGET_S", "480")),
-                   help="seconds for everything; the study gets what the checks leave (default 480)")
-    p.add_argument("--dry-run", action="store_true", default=os.environ.get("GRADVAR_DRY_RUN") == "1",
-                   help="CPU rehearsal: smoke sizes, CUDA-only parts skipped (also GRADVAR_DRY_RUN=1)")
+    p.add_argument(
+        "--work",
+        help="folder for data_cache/, runs/ and reports/ (default: the repo; a temporary "
+        "folder on a dry run, its data_cache linked to the repo's)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=float(os.environ.get("GRADVAR_GPU_BUDGET_S", "480")),
+        help="seconds for everything; the study gets what the checks leave (default 480)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=os.environ.get("GRADVAR_DRY_RUN") == "1",
+        help="CPU rehearsal: smoke sizes, CUDA-only parts skipped (also GRADVAR_DRY_RUN=1)",
+    )
     p.add_argument("--list", action="store_true", help="print the plan and exit")
-    p.add_argument("--study-override", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config field for every study run (e.g. model.compile=off); repeatable")
+    p.add_argument(
+        "--study-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config field for every study run (e.g. model.compile=off); repeatable",
+    )
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only the steps whose names start so (e.g. 'study')")
     args = p.parse_args(argv)
     out, work = Path(args.out).resolve(), dry_work(args)
@@ -189,7 +255,7 @@ def main(argv=None) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     numbers.unlink(missing_ok=True)
-    logf = open(out / "log.txt", "a")
+    logf = open(out / "log.txt", "a")  # noqa: SIM115 (open for the whole run, every step appends)
 
     def log(line: str) -> None:
         print(line, flush=True)

@@ -4,6 +4,7 @@ tests/gradvar/test_hf_trainer.py with a CPU GradScaler put in accelerate's place
 
     python scripts/gpu_hf_fp16.py            # about 30 s on one GPU; prints the comparison and PASS/FAIL
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,11 +35,31 @@ class Tokens(torch.utils.data.Dataset):
 
 def run(out: Path, fp16: bool):
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=4, n_head=4, n_embd=256, n_positions=128, vocab_size=512,
-                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
-    args = TrainingArguments(output_dir=str(out / "hf"), per_device_train_batch_size=8, gradient_accumulation_steps=2,
-                             max_steps=20, learning_rate=1e-3, max_grad_norm=0.5, fp16=fp16, report_to=[],
-                             save_strategy="no", disable_tqdm=True, logging_steps=1)
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=4,
+            n_head=4,
+            n_embd=256,
+            n_positions=128,
+            vocab_size=512,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+        )
+    )
+    args = TrainingArguments(
+        output_dir=str(out / "hf"),
+        per_device_train_batch_size=8,
+        gradient_accumulation_steps=2,
+        max_steps=20,
+        learning_rate=1e-3,
+        max_grad_norm=0.5,
+        fp16=fp16,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        logging_steps=1,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=Tokens())
     trainer.add_callback(GradvarCallback(out / "gv"))
     trainer.train()

@@ -11,6 +11,7 @@ Exit status 1 if the resident memory grows by more than --max-rss-growth-mb (def
 of the warm-up and the end of the run, or if the median flush of the last tenth of the run takes more than
 --max-flush-ratio (default 3) times the median flush of the first tenth after warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,9 @@ def main(argv=None) -> int:
 
     tmp = None if args.out else tempfile.TemporaryDirectory()
     run_dir = Path(args.out or tmp.name)
-    mon = gradvar.Monitor(model, opt, run_dir, args.quantities, flush_every=args.flush_every,
-                          handle_sigterm=False, infer_inputs=False)
+    mon = gradvar.Monitor(
+        model, opt, run_dir, args.quantities, flush_every=args.flush_every, handle_sigterm=False, infer_inputs=False
+    )
     flushes: list[tuple[int, float]] = []  # (step, seconds)
     real_flush = mon.flush
 
@@ -96,8 +98,11 @@ def main(argv=None) -> int:
 
     rows = gradvar.read_records(run_dir, ["steps"])["steps"]
     ok_rows = len(rows) == args.steps and rows["step"].is_unique
-    print(f"{args.steps:,} steps in {wall:.1f} s ({wall / args.steps * 1e3:.3f} ms/step), flush_every {args.flush_every}, "
-          f"quantities {args.quantities!r}; steps rows {len(rows):,} (each once: {ok_rows})")
+    print(
+        f"{args.steps:,} steps in {wall:.1f} s ({wall / args.steps * 1e3:.3f} ms/step), "
+        f"flush_every {args.flush_every}, "
+        f"quantities {args.quantities!r}; steps rows {len(rows):,} (each once: {ok_rows})"
+    )
     print(f"{'step':>9} {'RSS MB':>8} {'records MB':>11} {'bytes/step':>11}")
     for s, r, b in samples:
         print(f"{s:>9,} {r:>8.1f} {b / 1e6:>11.2f} {b / s:>11.1f}")
@@ -110,10 +115,14 @@ def main(argv=None) -> int:
     rss_warm = next(r for s, r, _ in samples if s >= warmup)
     growth = samples[-1][1] - rss_warm
     ratio = late / early if early > 0 else float("nan")
-    print(f"flushes: {len(flushes):,}; median early {early * 1e3:.2f} ms, late {late * 1e3:.2f} ms (x{ratio:.2f}); "
-          f"slowest {worst[1] * 1e3:.1f} ms at step {worst[0]:,} (a merge of parts)")
-    print(f"RSS: {rss_warm:.1f} MB after warm-up (step {warmup:,}) -> {samples[-1][1]:.1f} MB at the end "
-          f"({growth:+.1f} MB); records {samples[-1][2] / args.steps:.1f} bytes/step")
+    print(
+        f"flushes: {len(flushes):,}; median early {early * 1e3:.2f} ms, late {late * 1e3:.2f} ms (x{ratio:.2f}); "
+        f"slowest {worst[1] * 1e3:.1f} ms at step {worst[0]:,} (a merge of parts)"
+    )
+    print(
+        f"RSS: {rss_warm:.1f} MB after warm-up (step {warmup:,}) -> {samples[-1][1]:.1f} MB at the end "
+        f"({growth:+.1f} MB); records {samples[-1][2] / args.steps:.1f} bytes/step"
+    )
     if tmp is not None:
         tmp.cleanup()
 

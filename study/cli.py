@@ -6,6 +6,7 @@
 
 Rerunning a finished study only rewrites the report; an interrupted one continues where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,16 @@ PER_RUN = ("name", "out_dir", "seed")
 
 def write_manifest(study, out_root: Path) -> None:
     out_root.mkdir(parents=True, exist_ok=True)
-    manifest = {"study": study.name, "preset": study.preset, "description": study.description,
-                "primary": study.primary,
-                "runs": [{"name": s.name, "group": s.group, "role": s.role, "labels": s.labels,
-                          "overrides": s.overrides} for s in study.runs]}
+    manifest = {
+        "study": study.name,
+        "preset": study.preset,
+        "description": study.description,
+        "primary": study.primary,
+        "runs": [
+            {"name": s.name, "group": s.group, "role": s.role, "labels": s.labels, "overrides": s.overrides}
+            for s in study.runs
+        ],
+    }
     (out_root / "study.json").write_text(json.dumps(manifest, indent=2))
 
 
@@ -73,8 +80,9 @@ def main_study(args) -> int:
         return 1
     from analysis.study_report import write_study_report
 
-    path = write_study_report(out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(),
-                              extra_lead=lead)
+    path = write_study_report(
+        out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(), extra_lead=lead
+    )
     print(f"report written: {path}")
     return 0 if len(run_dirs) == len(study.runs) else 1
 
@@ -97,16 +105,22 @@ def add_arguments(p) -> None:
 
     from .presets import STUDIES
 
-    p.usage = ("%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
-               "       [--SECTION.FIELD VALUE ...]")
+    p.usage = (
+        "%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
+        "       [--SECTION.FIELD VALUE ...]"
+    )
     p.epilog = "Config options (--data.source my_corpus.txt) are set in every run of the study."
     p.add_argument("--preset", default="quick", metavar="NAME", help=f"study preset: {', '.join(STUDIES)}")
     p.add_argument("-o", "--output", metavar="DIR", help="report folder (default reports/<preset>)")
     p.add_argument("--runs-dir", metavar="DIR", help="where the runs go (default runs/study-<preset>)")
     p.add_argument("--jobs", type=int, metavar="N", help="runs side by side (default: the preset's, 2 on CPU)")
     p.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
-    p.add_argument("--lead", metavar="FILE", help="markdown put first in the report: findings written after "
-                   "reading the generated report (rerunning a finished study only rewrites the report)")
+    p.add_argument(
+        "--lead",
+        metavar="FILE",
+        help="markdown put first in the report: findings written after "
+        "reading the generated report (rerunning a finished study only rewrites the report)",
+    )
     add_config_options(p, exclude=PER_RUN)
     p.set_defaults(func=main_study)
 

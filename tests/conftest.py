@@ -4,6 +4,7 @@ the resume, DDP, golden and fault tests compare against.
 
 Everything runs on CPU with one thread per process (the test machines are small and shared).
 """
+
 from __future__ import annotations
 
 import os
@@ -50,8 +51,19 @@ class Smoke:
 
     def cli_args(self, out_dir, name: str, *extra: str) -> list[str]:
         """Arguments for `python -m trainer.cli` (or torchrun) running the smoke preset."""
-        return ["--preset", "smoke", "--out_dir", str(out_dir), "--name", name,
-                "--data.cache_dir", str(self.cache_dir), "--threads", "1", *extra]
+        return [
+            "--preset",
+            "smoke",
+            "--out_dir",
+            str(out_dir),
+            "--name",
+            name,
+            "--data.cache_dir",
+            str(self.cache_dir),
+            "--threads",
+            "1",
+            *extra,
+        ]
 
     @staticmethod
     def env(**extra: str) -> dict:
@@ -59,20 +71,36 @@ class Smoke:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADVAR_FAULT", "TORCHELASTIC_"))}
         for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(k, None)
-        env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
-                   TOKENIZERS_PARALLELISM="false")
+        env.update(
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            CUDA_VISIBLE_DEVICES="",
+            TOKENIZERS_PARALLELISM="false",
+        )
         env.update(extra)
         return env
 
-    def popen(self, args: list[str], logs: Path, *, torchrun: int = 0, torchrun_args: tuple = (),
-              **env: str) -> subprocess.Popen:
+    def popen(
+        self, args: list[str], logs: Path, *, torchrun: int = 0, torchrun_args: tuple = (), **env: str
+    ) -> subprocess.Popen:
         """`python -m trainer.cli ARGS` (or `torchrun --standalone --nproc_per_node N -m trainer.cli ARGS` with
         torchrun=N) in a new process; its stdout and stderr go to logs/stdout.txt and logs/stderr.txt."""
         logs = Path(logs)
         logs.mkdir(parents=True, exist_ok=True)
         if torchrun:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun),
-                   *torchrun_args, "-m", "trainer.cli", *args]
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                str(torchrun),
+                *torchrun_args,
+                "-m",
+                "trainer.cli",
+                *args,
+            ]
         else:
             cmd = [sys.executable, "-m", "trainer.cli", *args]
         with open(logs / "stdout.txt", "w") as out, open(logs / "stderr.txt", "w") as err:

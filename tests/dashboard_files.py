@@ -1,9 +1,11 @@
 """What the dashboards' own files hold, read with their own readers: TensorBoard event files through
 tensorboard's EventAccumulator, a W&B run's .wandb transaction log through wandb's protobuf schema."""
+
 from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 
@@ -37,7 +39,19 @@ def tensorboard_texts(log_dir) -> dict[str, dict[int, str]]:
 
 
 # ---------------------------------------------------------------- W&B, through its own transaction-log format
-def wandb_records(path):
+def wandb_records(path, wait_s: float = 60.0):
+    """Every protobuf Record (wandb's own schema) of a finished run, once its `exit` record is on disk:
+    wandb-core writes the file in its own process, and on a loaded machine `run.finish()` can return before
+    the last records reach the file."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        recs = _read_records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in recs) or time.monotonic() > deadline:
+            return recs
+        time.sleep(0.2)
+
+
+def _read_records(path):
     """Every protobuf Record (wandb's own schema) in a run's .wandb file: a LevelDB-style log of 32 KiB blocks
     after a 7-byte header (':W&B', magic 0xBEE1, version 0), each chunk crc32c(4) length(2) type(1)."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -51,6 +65,8 @@ def wandb_records(path):
             pos += left
             continue
         length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        if pos + 7 + length > len(data):  # a chunk still being written
+            break
         chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0 and length == 0:
             break

@@ -7,6 +7,7 @@ host-to-device copy on CUDA), and ops whose output
 size depends on the data (`nonzero`, `masked_select`). Only calls made directly from `gradvar/` or `trainer/` count:
 what torch or transformers do inside is theirs.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -23,7 +24,10 @@ METHODS = ("tolist", "numpy", "cpu")
 
 
 TORCH = Path(torch.__file__).parent
-PLUMBING = (__file__, *(str(TORCH / part) for part in ("utils/_python_dispatch.py", "_ops.py", "_dynamo/", "_compile.py")))
+PLUMBING = (
+    __file__,
+    *(str(TORCH / part) for part in ("utils/_python_dispatch.py", "_ops.py", "_dynamo/", "_compile.py")),
+)
 """Frames between a call and the watcher (path prefixes)."""
 
 
@@ -66,6 +70,7 @@ class HostReads(TorchDispatchMode):
                 if k.get("device") is not None:
                     self._note(f"torch.{_name}(..., device=)")
                 return _real(*a, **k)
+
             setattr(torch, name, factory)
         for name in METHODS:
             real = getattr(torch.Tensor, name)
@@ -74,6 +79,7 @@ class HostReads(TorchDispatchMode):
             def wrapped(t, *a, _real=real, _name=name, **k):
                 self._note(f"Tensor.{_name}")
                 return _real(t, *a, **k)
+
             setattr(torch.Tensor, name, wrapped)
         return super().__enter__()
 

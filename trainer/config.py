@@ -2,6 +2,7 @@
 
 Every field has a one-line docstring under it: `gradvar train --help` lists each field with its default and
 that line, and `--section.field VALUE` sets it (trainer/options.py, trainer/overrides.py)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -213,14 +214,20 @@ class TrainConfig:
 
     def validate(self, world_size: int = 1) -> TrainConfig:
         o, s = self.optim, self.slw
-        for name, value in (("optim.lr", o.lr), ("optim.train_tokens", o.train_tokens),
-                            ("optim.batch_size", o.batch_size), ("optim.micro_batch_size", o.micro_batch_size),
-                            ("optim.seq_len", o.seq_len)):
+        for name, value in (
+            ("optim.lr", o.lr),
+            ("optim.train_tokens", o.train_tokens),
+            ("optim.batch_size", o.batch_size),
+            ("optim.micro_batch_size", o.micro_batch_size),
+            ("optim.seq_len", o.seq_len),
+        ):
             if not value > 0:  # first: the checks below divide by these
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if o.batch_size % (world_size * o.micro_batch_size):
-            raise ConfigError(f"optim.batch_size {o.batch_size} is not divisible by ranks ({world_size}) x "
-                              f"optim.micro_batch_size ({o.micro_batch_size})")
+            raise ConfigError(
+                f"optim.batch_size {o.batch_size} is not divisible by ranks ({world_size}) x "
+                f"optim.micro_batch_size ({o.micro_batch_size})"
+            )
         if o.seq_len > self.model.n_positions:
             raise ConfigError(f"optim.seq_len {o.seq_len} exceeds model.n_positions {self.model.n_positions}")
         if s.enabled:
@@ -237,8 +244,9 @@ class TrainConfig:
         if s.schedule not in ("fixed", "variance"):
             raise ConfigError(f"slw.schedule must be fixed or variance, got {s.schedule!r}")
         if self.intervention.nonfinite not in ("skip", "stop", "record"):
-            raise ConfigError("intervention.nonfinite must be skip, stop or record, "
-                              f"got {self.intervention.nonfinite!r}")
+            raise ConfigError(
+                f"intervention.nonfinite must be skip, stop or record, got {self.intervention.nonfinite!r}"
+            )
         if self.parallel.strategy not in ("ddp", "fsdp"):
             raise ConfigError(f"parallel.strategy must be ddp or fsdp, got {self.parallel.strategy!r}")
         if self.monitor.quantities not in ("paper", "full", "minimal"):

@@ -5,6 +5,7 @@ file or folder, or a pre-tokenized nanoGPT-style .bin (uint16 GPT-2 tokens; a fo
 val.bin, or one file whose last part is held out). Whole documents (plays, files) are held out, so no
 near-identical text sits on both sides of the split. Nothing is fetched from the network.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,10 @@ def text_documents(source: str) -> list[tuple[str, str]]:
         files = [p]
     else:
         raise DataError(f"{source}: no such file or folder (data.source)")
-    docs = [(str(f.relative_to(p) if p.is_dir() else f.name), f.read_text(encoding="utf-8", errors="replace")) for f in files]
+    docs = [
+        (str(f.relative_to(p) if p.is_dir() else f.name), f.read_text(encoding="utf-8", errors="replace"))
+        for f in files
+    ]
     docs = [(n, t) for n, t in docs if t.strip()]
     if not docs:
         raise DataError(f"{source}: no text found")
@@ -128,10 +132,18 @@ def _build_cache(cfg: DataConfig, folder: Path) -> None:
             ids = tok.encode_documents([t for _, t in part])
             np.asarray(ids, dtype=dtype).tofile(tmp / f"{split}.bin")
             n[split] = len(ids)
-        meta = {"dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size, "tokenizer": cfg.tokenizer,
-                "tokenizer_sha256": tok.identity, "source": str(cfg.source), "val_fraction": cfg.val_fraction,
-                "train_tokens": n["train"], "val_tokens": n["val"],
-                "train_documents": [d for d, _ in train_docs][:1000], "val_documents": [d for d, _ in val_docs][:1000]}
+        meta = {
+            "dtype": np.dtype(dtype).name,
+            "vocab_size": tok.vocab_size,
+            "tokenizer": cfg.tokenizer,
+            "tokenizer_sha256": tok.identity,
+            "source": str(cfg.source),
+            "val_fraction": cfg.val_fraction,
+            "train_tokens": n["train"],
+            "val_tokens": n["val"],
+            "train_documents": [d for d, _ in train_docs][:1000],
+            "val_documents": [d for d, _ in val_docs][:1000],
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         try:
             os.rename(tmp, folder)  # atomic: a concurrent builder either wins or finds ours
@@ -163,9 +175,11 @@ def _open_bin(cfg: DataConfig) -> TokenData:
         cut = int(len(train) * (1 - cfg.val_fraction))
         train, val = train[:cut], train[cut:]
     vocab = 50257
-    if len(train) and int(np.max(train[: 1_000_000])) >= vocab:
+    if len(train) and int(np.max(train[:1_000_000])) >= vocab:
         raise DataError(f"{cfg.source}: token ids >= {vocab}; expected GPT-2 tokens (nanoGPT layout)")
-    return TokenData(train, val, load_tokenizer("gpt2"), vocab, {"dtype": "uint16", "tokenizer": "gpt2", "source": str(p)})
+    return TokenData(
+        train, val, load_tokenizer("gpt2"), vocab, {"dtype": "uint16", "tokenizer": "gpt2", "source": str(p)}
+    )
 
 
 class WindowSampler:

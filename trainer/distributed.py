@@ -1,4 +1,5 @@
 """torch.distributed setup: torchrun's environment, gloo on CPU (one thread per rank), NCCL on CUDA."""
+
 from __future__ import annotations
 
 import os
@@ -37,10 +38,15 @@ def setup(device: str = "auto") -> Dist:
             # torchrun --max-restarts: the new workers share the agent's TCPStore with the failed attempt, whose
             # keys (the peers' old gloo addresses, NCCL ids) are still there; a rank that starts faster than its
             # peers reads them and fails with "connection refused". A per-attempt prefix keeps attempts apart.
-            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                                  is_master=rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True")
-            dist.init_process_group(backend, store=dist.PrefixStore(f"attempt{restart}", store), rank=rank,
-                                    world_size=world)
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"],
+                int(os.environ["MASTER_PORT"]),
+                world,
+                is_master=rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True",
+            )
+            dist.init_process_group(
+                backend, store=dist.PrefixStore(f"attempt{restart}", store), rank=rank, world_size=world
+            )
         else:
             dist.init_process_group(backend=backend)
     return Dist(rank, local, world, torch.device(f"cuda:{local}" if use_cuda else "cpu"))

@@ -3,6 +3,7 @@ each, `jobs` at a time) writing its own run directory. A finished run (its summa
 and an interrupted one resumes from its checkpoint, so rerunning the same grid continues where it stopped.
 `gradvar study` and `gradvar tune-slw` are built on it.
 """
+
 from __future__ import annotations
 
 import json

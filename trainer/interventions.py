@@ -8,6 +8,7 @@ OLMo-core's skip-step optimizer).
 Rewind: on a loss spike, reload the newest checkpoint and skip the next batches (as PaLM did). This is a
 host decision by nature: it reads the loss once per step.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ class DeviceZGate:
         mean = (self.buf * valid).sum() / n.clamp(min=1)
         var = (((self.buf - mean) * valid) ** 2).sum() / n.clamp(min=1)
         std = var.sqrt()
-        z_hit = (n >= self.rule.z_min_history) & (value - mean > self.rule.z_k * std) & (value - mean >= self.rule.min_rise)
+        z_hit = (
+            (n >= self.rule.z_min_history) & (value - mean > self.rule.z_k * std) & (value - mean >= self.rule.min_rise)
+        )
         return z_hit | ~torch.isfinite(value)
 
     def push(self, value: torch.Tensor) -> None:
@@ -78,8 +81,8 @@ class SkipStepAdamW(torch.optim.Optimizer):
                 m.add_(k * (1 - beta1) * (g - m))
                 v.add_(k * (1 - beta2) * (g * g - v))
                 t = st["step"].clamp(min=1)
-                denom = (v / (1 - beta2 ** t)).sqrt().add_(group["eps"])
-                update = (m / (1 - beta1 ** t)) / denom + group["weight_decay"] * p
+                denom = (v / (1 - beta2**t)).sqrt().add_(group["eps"])
+                update = (m / (1 - beta1**t)) / denom + group["weight_decay"] * p
                 p.add_(-group["lr"] * k * update)
         return None
 
@@ -111,12 +114,17 @@ def rewind(trainer, spike_step: int, loss: float) -> bool:
     mon = trainer.monitor
     mon.truncate_after(trainer.step)  # the steps table keeps one row per step; the event keeps the spike
     mon.load_state_dict(state["monitor"])
-    mon.log_event("rewind", f"loss spike {loss:.4g} at step {spike_step}: rewound to {path.name}, skipped {n} batches",
-                  value=loss, step=spike_step)
+    mon.log_event(
+        "rewind",
+        f"loss spike {loss:.4g} at step {spike_step}: rewound to {path.name}, skipped {n} batches",
+        value=loss,
+        step=spike_step,
+    )
     return True
 
 
 def rewind_needed(loss: float, best: float, rule: SpikeRule) -> bool:
     """A loss spike by the ratio rule (the host side of the PaLM-style rewind)."""
-    return not math.isfinite(loss) or (math.isfinite(best) and loss / best > rule.ratio_threshold
-                                       and loss - best >= rule.min_rise)
+    return not math.isfinite(loss) or (
+        math.isfinite(best) and loss / best > rule.ratio_threshold and loss - best >= rule.min_rise
+    )

@@ -3,6 +3,7 @@ lines in logs and CI; and gradvar's dashboards (TensorBoard, W&B) from the `log`
 
 The bar is updated from host counters only (tokens, steps, runs finished): it never reads the device.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,9 +21,19 @@ def dashboard_sinks(cfg) -> list:
         out.append(WandbSink(project=log.wandb, name=cfg.name, config=cfg.to_dict(), dir=str(cfg.run_dir)))
     return out
 
+
 class Progress:
-    def __init__(self, total: int, *, unit: str, desc: str = "", initial: int = 0, log=print, stream=None,
-                 bar: bool | None = None):
+    def __init__(
+        self,
+        total: int,
+        *,
+        unit: str,
+        desc: str = "",
+        initial: int = 0,
+        log=print,
+        stream=None,
+        bar: bool | None = None,
+    ):
         """bar: None decides by whether `stream` (stderr by default) is a terminal. Without a bar, `write`
         is just `log` (the plain lines)."""
         stream = stream or sys.stderr
@@ -31,8 +42,16 @@ class Progress:
         if bar if bar is not None else _isatty(stream):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=True, desc=desc, file=stream,
-                            dynamic_ncols=True, smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                unit=unit,
+                unit_scale=True,
+                desc=desc,
+                file=stream,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def update_to(self, n: int, postfix: str | None = None) -> None:
         if self.bar is not None:

@@ -1,5 +1,6 @@
 """Learning rate: linear warmup over steps, cosine decay over tokens to min_lr (as the paper and
 Megatron-DeepSpeed do under SLW, whose steps carry fewer tokens)."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """The model: Hugging Face transformers GPT-2 built from a config (no weights are downloaded), the optional
 torch.compile of its training loss, and the FLOP accounting behind MFU."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,15 @@ from .config import ConfigError, ModelConfig
 
 ATTENTION = ("sdpa", "eager")
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "GH200": 989e12, "H100 PCIE": 756e12, "H100 NVL": 835e12,
-                   "H200 NVL": 835e12, "A100": 312e12}
+PEAK_BF16_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "H100 PCIE": 756e12,
+    "H100 NVL": 835e12,
+    "H200 NVL": 835e12,
+    "A100": 312e12,
+}
 """Dense bf16 tensor-core peak per chip from NVIDIA's datasheets (no sparsity); the longest name that the
 device name contains wins, so 'NVIDIA H100 PCIe' is not taken for the SXM part."""
 
@@ -21,9 +29,18 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> GPT2LMHeadModel:
     if cfg.attn not in ATTENTION:
         raise ConfigError(f"model.attn must be one of {', '.join(ATTENTION)}, got {cfg.attn!r}")
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-        tie_word_embeddings=cfg.tie_embeddings, bos_token_id=None, eos_token_id=None, use_cache=False,
+        vocab_size=vocab_size,
+        n_positions=cfg.n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=None,
+        eos_token_id=None,
+        use_cache=False,
     )
     # "sdpa": torch's scaled_dot_product_attention picks the flash / memory-efficient kernels on a GPU;
     # "eager": transformers' explicit softmax(q k^T) v, the reference the sdpa path is tested against
@@ -42,8 +59,10 @@ def compiled(fn, backend: str):
     if backend in ("off", "", "none"):
         return fn
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        raise ConfigError(f"model.compile must be 'off' or a torch.compile backend "
-                          f"({', '.join(torch._dynamo.list_backends())}, ...), got {backend!r}")
+        raise ConfigError(
+            f"model.compile must be 'off' or a torch.compile backend "
+            f"({', '.join(torch._dynamo.list_backends())}, ...), got {backend!r}"
+        )
     return torch.compile(fn, backend=backend)
 
 

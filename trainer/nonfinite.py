@@ -8,6 +8,7 @@ fused kernel leaves everything untouched and the step count is restored), so no 
 in the hot path; the skip events are written later, where the loop reads device values anyway. Other
 optimizers read one flag per step (a host-device sync on GPUs, free on CPU).
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ field (`--optim.lr 0.1`; `--optim.micro-batch-size` works as well as `--optim.mi
 Values stay strings here; `apply_overrides` coerces them to the field's type, so a command line, a JSON file
 and a study preset go through the same checks and give the same one-line errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     docs = {}
     for node, after in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
             docs[node.target.id] = " ".join(after.value.value.split())  # a docstring wrapped over lines reads as one
     return docs
 
@@ -91,8 +97,12 @@ def add_config_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...]
             continue
         section, _, leaf = opt.key.rpartition(".")
         flag = f"--{opt.key}"
-        kwargs = {"dest": opt.key, "action": _Override, "default": argparse.SUPPRESS,
-                  "metavar": TYPE_NAMES.get(opt.type, "VALUE")}
+        kwargs = {
+            "dest": opt.key,
+            "action": _Override,
+            "default": argparse.SUPPRESS,
+            "metavar": TYPE_NAMES.get(opt.type, "VALUE"),
+        }
         if opt.type is bool:  # `--slw.enabled` alone means true
             kwargs.update(nargs="?", const="true")
         doc = opt.doc.replace("%", "%%")  # argparse %-formats help strings

@@ -1,6 +1,7 @@
 """Setting config fields from outside: dotted keys (`optim.lr`) with string values from the command line or
 JSON values from a file, coerced to each field's type with one-line errors; JSON config files, nested or
 dotted; and DeepSpeed's `curriculum_learning` block taken as is."""
+
 from __future__ import annotations
 
 import dataclasses

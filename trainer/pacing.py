@@ -7,6 +7,7 @@ During the first `calib_steps` the length grows as usual and the largest s seen 
 values step the progress back by `back_steps`. Reading adam_v_max costs one scalar per step (a host sync
 on GPU), the price of a decision made every step.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,7 +46,11 @@ class VariancePacer:
     def observe(self, v_max: float) -> str:
         """Feed this step's adam_v_max; returns the action taken for the next step."""
         logv = math.log(v_max) if v_max > 0 and math.isfinite(v_max) else math.inf
-        s = logv - float(np.median(self.history)) if self.history and math.isfinite(logv) else (0.0 if math.isfinite(logv) else math.inf)
+        s = (
+            logv - float(np.median(self.history))
+            if self.history and math.isfinite(logv)
+            else (0.0 if math.isfinite(logv) else math.inf)
+        )
         if math.isfinite(logv):
             self.history.append(logv)
             while len(self.history) > self.window:
@@ -66,7 +71,12 @@ class VariancePacer:
         return self.last_action
 
     def state_dict(self) -> dict:
-        return {"progress": self.progress, "bound": self.bound, "history": list(self.history), "calib": list(self.calib)}
+        return {
+            "progress": self.progress,
+            "bound": self.bound,
+            "history": list(self.history),
+            "calib": list(self.calib),
+        }
 
     def load_state_dict(self, st: dict) -> None:
         self.progress, self.bound = float(st["progress"]), float(st["bound"])

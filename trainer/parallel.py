@@ -2,6 +2,7 @@
 the root sharded with fully_shard, bf16 mixed precision on CUDA, sharded checkpoints). One process trains the
 plain model under either name. The trainer talks to a Strategy only: wrap, no-sync, save, load.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,9 @@ class Strategy:
 
     def save(self, run_dir, step: int, model, optimizer, extra: dict, keep: int):
         if self.d.is_main:
-            return ckpt.save(run_dir, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                             **extra}, keep)
+            return ckpt.save(
+                run_dir, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra}, keep
+            )
         return None
 
     def load_latest(self, run_dir, model, optimizer, log) -> tuple[dict, object] | None:
@@ -62,7 +64,11 @@ class FSDP(Strategy):
         if self.d.world_size == 1:
             return False
         # bf16 compute, fp32 gradient reduction and fp32 master weights (the sharded parameters)
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+        mp = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if bf16
+            else MixedPrecisionPolicy()
+        )
         for block in model.transformer.h:
             fully_shard(block, mp_policy=mp)
         fully_shard(model, mp_policy=mp)

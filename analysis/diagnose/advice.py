@@ -4,6 +4,7 @@ Text only: every number comes from the Diagnosis that analysis.diagnose has alre
 and signal tables). Kept apart so the detectors and the wording can change independently; this module never
 imports analysis.diagnose (which imports it), so a Diagnosis is only ever passed in.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,23 +21,43 @@ from .events import NOISE_K
 from .log_advice import _adv_eval, _adv_logging, _adv_memorise, _adv_near_zero, _adv_record
 from .words import _g
 
-
-PAPER = ('Li, Zhang & He 2022, "The Stability-Efficiency Dilemma: Investigating Sequence Length Warmup for '
-         'Training GPT Models"')
-SNIPPET = ('mon = gradvar.Monitor(model, optimizer, "runs/my_run", quantities="paper")\n'
-           '...  # after optimizer.step():\n'
-           'mon.step(loss=loss)')
+PAPER = (
+    'Li, Zhang & He 2022, "The Stability-Efficiency Dilemma: Investigating Sequence Length Warmup for '
+    'Training GPT Models"'
+)
+SNIPPET = (
+    'mon = gradvar.Monitor(model, optimizer, "runs/my_run", quantities="paper")\n'
+    "...  # after optimizer.step():\n"
+    "mon.step(loss=loss)"
+)
 HF_SNIPPET = 'trainer.add_callback(gradvar.integrations.hf.GradvarCallback("runs/my_run"))'
-_VARIANT_WORDS = {"raw": "its value", "dlog": "its step-to-step change of log",
-                  "log_ratio_median": "its ratio to its recent median"}
+_VARIANT_WORDS = {
+    "raw": "its value",
+    "dlog": "its step-to-step change of log",
+    "log_ratio_median": "its ratio to its recent median",
+}
 
 
 def build_advice(diag, rule: SpikeRule) -> list:
     """Plain-English advice for a Diagnosis, most important first; each item is one paragraph."""
     f, sp = diag.facts, diag.spikes
     out = []
-    for make in (_adv_resume, _adv_divergence, _adv_sustained, _adv_grad_nan, _adv_early, _adv_grad_spikes, _adv_grad_cause,
-                 _adv_signal, _adv_near_zero, _adv_eval, _adv_memorise, _adv_logging, _adv_stable, _adv_record):
+    for make in (
+        _adv_resume,
+        _adv_divergence,
+        _adv_sustained,
+        _adv_grad_nan,
+        _adv_early,
+        _adv_grad_spikes,
+        _adv_grad_cause,
+        _adv_signal,
+        _adv_near_zero,
+        _adv_eval,
+        _adv_memorise,
+        _adv_logging,
+        _adv_stable,
+        _adv_record,
+    ):
         out.extend(make(f, sp, diag, rule))
     return out
 
@@ -58,21 +79,32 @@ def _adv_divergence(f, sp, diag, rule):
     nonfin = sp[sp["kind"] == "nonfinite"]
     if len(nonfin):
         s, ev = f["first_nonfinite_step"], nonfin.iloc[0]
-        tail = ("and later became finite again (steps were probably skipped)" if f["recovered_after_nonfinite"]
-                else "and stayed non-finite: the run diverged")
+        tail = (
+            "and later became finite again (steps were probably skipped)"
+            if f["recovered_after_nonfinite"]
+            else "and stayed non-finite: the run diverged"
+        )
         before = sp[sp["start_step"] < ev["start_step"]]
-        warn = (f" The loss already spiked {len(before)} time(s) before (first at step {before['start_step'].iloc[0]}):"
-                " restart before that first spike." if len(before) else "")
-        out.append(f"The loss became NaN/inf at step {s} {tail}.{_lr_phrase(ev, f)}{warn} Restart from the last "
-                   f"checkpoint saved before the trouble with the peak LR halved{lower}, gradient clipping at 1.0 "
-                   "and a longer LR warmup.")
+        warn = (
+            f" The loss already spiked {len(before)} time(s) before (first at step {before['start_step'].iloc[0]}):"
+            " restart before that first spike."
+            if len(before)
+            else ""
+        )
+        out.append(
+            f"The loss became NaN/inf at step {s} {tail}.{_lr_phrase(ev, f)}{warn} Restart from the last "
+            f"checkpoint saved before the trouble with the peak LR halved{lower}, gradient clipping at 1.0 "
+            "and a longer LR warmup."
+        )
     ends = sp[(sp["kind"] == "sustained_rise") & sp["at_end"].astype(bool)]
     if len(ends) and not len(nonfin):
         ev = ends.iloc[-1]
-        out.append(f"The loss rose from {_g(ev['ref_loss'])} to {_g(ev['peak_loss'])} ({ev['peak_ratio']:.2f}x) from "
-                   f"step {ev['start_step']} and had not come back by the last entry (step {ev['end_step']}): the run "
-                   f"diverged without NaN.{_lr_phrase(ev, f)} Restart from a checkpoint before step {ev['start_step']} "
-                   f"with a lower peak LR{lower} and gradient clipping at 1.0.")
+        out.append(
+            f"The loss rose from {_g(ev['ref_loss'])} to {_g(ev['peak_loss'])} ({ev['peak_ratio']:.2f}x) from "
+            f"step {ev['start_step']} and had not come back by the last entry (step {ev['end_step']}): the run "
+            f"diverged without NaN.{_lr_phrase(ev, f)} Restart from a checkpoint before step {ev['start_step']} "
+            f"with a lower peak LR{lower} and gradient clipping at 1.0."
+        )
     return out
 
 
@@ -82,20 +114,26 @@ def _adv_sustained(f, sp, diag, rule):
         return []
     ev = _worst(sus)
     span = int(ev["end_step"] - ev["start_step"] + diag.interval)
-    txt = (f"Sustained rise: the loss stayed above its best for {ev['n_entries']} log entries (steps {ev['start_step']}"
-           f"-{ev['end_step']}, about {span} steps), peaking at {_g(ev['peak_loss'])} at step {ev['peak_step']}, "
-           f"{ev['peak_ratio']:.2f}x its earlier minimum {_g(ev['ref_loss'])}, then recovered.{_lr_phrase(ev, f)} "
-           "A rise that lasts this long is the optimizer overshooting at this learning rate, not one bad batch: ")
+    txt = (
+        f"Sustained rise: the loss stayed above its best for {ev['n_entries']} log entries (steps {ev['start_step']}"
+        f"-{ev['end_step']}, about {span} steps), peaking at {_g(ev['peak_loss'])} at step {ev['peak_step']}, "
+        f"{ev['peak_ratio']:.2f}x its earlier minimum {_g(ev['ref_loss'])}, then recovered.{_lr_phrase(ev, f)} "
+        "A rise that lasts this long is the optimizer overshooting at this learning rate, not one bad batch: "
+    )
     if f.get("eval_improved"):
-        txt = txt.split(" A rise that")[0] + (" Held-out metrics kept improving, so this looks like a harder "
-                                             "stretch of data (or a shift in the data mix) more than the optimizer; "
-                                             "if it recurs: ")
+        txt = txt.split(" A rise that")[0] + (
+            " Held-out metrics kept improving, so this looks like a harder "
+            "stretch of data (or a shift in the data mix) more than the optimizer; "
+            "if it recurs: "
+        )
     peak = f.get("peak_lr")
     txt += f"lower the peak LR (try {_g(peak / 3)} to {_g(peak / 2)})" if peak else "lower the peak LR (by 2-3x)"
     txt += " or decay it sooner"
     if peak and not f.get("warmup_visible"):
-        txt += ("; the log shows no LR warmup (the LR is at its peak from the first entry): add a linear warmup over "
-                "the first 1-5% of the steps")
+        txt += (
+            "; the log shows no LR warmup (the LR is at its peak from the first entry): add a linear warmup over "
+            "the first 1-5% of the steps"
+        )
     return [txt + "." + (f" ({len(sus)} sustained rises in all.)" if len(sus) > 1 else "")]
 
 
@@ -104,9 +142,11 @@ def _adv_grad_nan(f, sp, diag, rule):
     if not nan:
         return []
     df = diag.entries
-    txt = (f"grad_norm is NaN/inf at {len(nan)} logged step(s) ({_step_list(nan)}) while the loss is finite. With "
-           "fp16 mixed precision that is the GradScaler at work: it found inf/NaN gradients, skipped that optimizer "
-           "step and lowered its loss scale.")
+    txt = (
+        f"grad_norm is NaN/inf at {len(nan)} logged step(s) ({_step_list(nan)}) while the loss is finite. With "
+        "fp16 mixed precision that is the GradScaler at work: it found inf/NaN gradients, skipped that optimizer "
+        "step and lowered its loss scale."
+    )
     lr = df["lr"].to_numpy(np.float64) if "lr" in df else None
     if lr is not None and diag.interval == 1:  # only a per-step log shows a scheduler that did not advance
         steps = df["step"].to_numpy()
@@ -115,8 +155,11 @@ def _adv_grad_nan(f, sp, diag, rule):
         if stalled:
             txt += f" The LR did not advance at {stalled} of them, which confirms the skipped steps."
     early = max(nan) <= f["first_step"] + 0.1 * (f["last_step"] - f["first_step"])
-    txt += (" A few at the very start are the scaler calibrating its scale and are harmless." if early and len(nan) <= 5
-            else " Repeated, they mean overflowing gradients: use bf16 if the hardware has it, or lower the LR.")
+    txt += (
+        " A few at the very start are the scaler calibrating its scale and are harmless."
+        if early and len(nan) <= 5
+        else " Repeated, they mean overflowing gradients: use bf16 if the hardware has it, or lower the LR."
+    )
     return [txt]
 
 
@@ -129,8 +172,7 @@ def _early_trouble(f, sp) -> str:
     """What went wrong early in the run at a high LR, in words ('' if nothing did)."""
     cut = f["first_step"] + 0.3 * (f["last_step"] - f["first_step"])
     early_grad = [s for s in _after_init(f, f.get("grad_spike_steps") or []) if s <= cut]
-    grad = (f"grad_norm up to {f['grad_spike_max'] / f['grad_norm_median']:.0f}x its median"
-            if early_grad else "")
+    grad = f"grad_norm up to {f['grad_spike_max'] / f['grad_norm_median']:.0f}x its median" if early_grad else ""
     # Isolated spikes with a normal gradient are data noise (see _adv_grad_cause); rises that last are not.
     noise = f.get("grad_at_spikes") is not None and f["grad_at_spikes"] < 1.3 and (sp["kind"] == "spike").all()
     ev = sp[sp["position"] <= 0.3]
@@ -153,13 +195,15 @@ def _adv_early(f, sp, diag, rule):
     peak = f.get("peak_lr")
     alt = f" a lower peak LR (e.g. {_g(peak / 2)})" if peak else " a lower peak LR"
     longer = f" (now {w} steps; try {max(2 * w, round(0.05 * f['last_step']))})" if w else ""
-    return [f"Early instability at a high learning rate: {what}. That is the regime Sequence Length Warmup (SLW) "
-            f"targets ({PAPER}): early in training, long sequences at a large batch and LR give extreme gradient "
-            "variance (seen in Adam's variance state) and loss spikes. Train on truncated sequences first: start at "
-            "length 8 (64 for billion-parameter models) and grow linearly to the full length over T steps, T a few "
-            f"multiples of the LR warmup{t}; keep the largest T whose validation perplexity shows no significant "
-            f"fluctuation during the first few multiples of the LR warmup. Otherwise, or as well:{alt} and a longer "
-            f"LR warmup{longer}."]
+    return [
+        f"Early instability at a high learning rate: {what}. That is the regime Sequence Length Warmup (SLW) "
+        f"targets ({PAPER}): early in training, long sequences at a large batch and LR give extreme gradient "
+        "variance (seen in Adam's variance state) and loss spikes. Train on truncated sequences first: start at "
+        "length 8 (64 for billion-parameter models) and grow linearly to the full length over T steps, T a few "
+        f"multiples of the LR warmup{t}; keep the largest T whose validation perplexity shows no significant "
+        f"fluctuation during the first few multiples of the LR warmup. Otherwise, or as well:{alt} and a longer "
+        f"LR warmup{longer}."
+    ]
 
 
 def _grad_spike_words(f, steps) -> str:
@@ -177,9 +221,11 @@ def _adv_grad_spikes(f, sp, diag, rule):
     w = f.get("warmup_end_step") if f.get("warmup_visible") else None
     soon = w is not None and 0 <= steps[0] - w <= 5 * max(w, 1)
     near = f", just after the LR warmup ended (step {w})" if soon else ""
-    return [f"{_grad_spike_words(f, steps)}{near}. Make sure gradient clipping is on (torch.nn.utils.clip_grad_norm_ "
-            "at 1.0; HF Trainer: max_grad_norm=1.0 is its default, and it logs the norm before clipping), and "
-            "lengthen the LR warmup so the first large updates come later."]
+    return [
+        f"{_grad_spike_words(f, steps)}{near}. Make sure gradient clipping is on (torch.nn.utils.clip_grad_norm_ "
+        "at 1.0; HF Trainer: max_grad_norm=1.0 is its default, and it logs the norm before clipping), and "
+        "lengthen the LR warmup so the first large updates come later."
+    ]
 
 
 def _adv_grad_cause(f, sp, diag, rule):
@@ -190,16 +236,23 @@ def _adv_grad_cause(f, sp, diag, rule):
     if g < 1.3:
         bs = f.get("batch_size")
         small = f"; a batch of {bs} per device makes each logged loss a noisy estimate" if bs and bs <= 8 else ""
-        mild = (f" Spikes this mild (peak ratio at most {finite['peak_ratio'].max():.2f}) need no optimizer change."
-                if (finite["severity"] == "mild").all() else "")
-        return [f"At the loss spikes grad_norm was normal (median {g:.2f}x its recent level): the optimizer did not "
-                f"blow up, so these spikes most likely come from the data (hard, noisy or mislabeled batches){small}. "
-                f"Raise the effective batch (gradient accumulation), shuffle better or inspect the examples at steps "
-                f"{_step_list(list(finite['peak_step']))}.{mild}"]
+        mild = (
+            f" Spikes this mild (peak ratio at most {finite['peak_ratio'].max():.2f}) need no optimizer change."
+            if (finite["severity"] == "mild").all()
+            else ""
+        )
+        return [
+            f"At the loss spikes grad_norm was normal (median {g:.2f}x its recent level): the optimizer did not "
+            f"blow up, so these spikes most likely come from the data (hard, noisy or mislabeled batches){small}. "
+            f"Raise the effective batch (gradient accumulation), shuffle better or inspect the examples at steps "
+            f"{_step_list(list(finite['peak_step']))}.{mild}"
+        ]
     if g >= 2:
-        return [f"grad_norm was {g:.1f}x its recent level at the loss spikes: the spikes come with large gradient "
-                "steps (an optimizer instability, not bad data). Clip gradients at 1.0 and lower the peak LR; "
-                "grad_norm jumps in the same logged step as the loss, so it is a same-step alarm."]
+        return [
+            f"grad_norm was {g:.1f}x its recent level at the loss spikes: the spikes come with large gradient "
+            "steps (an optimizer instability, not bad data). Clip gradients at 1.0 and lower the peak LR; "
+            "grad_norm jumps in the same logged step as the loss, so it is a same-step alarm."
+        ]
     return []
 
 
@@ -211,14 +264,21 @@ def _adv_signal(f, sp, diag, rule):
     hsteps = f"{int(h * diag.interval)} steps"
     few = f" (only {top['n_events']} events: treat as a hint)" if top["n_events"] < 5 else ""
     if not _warns(top):
-        return [f"No logged signal warns reliably before the spikes (best: {top['signal']}, AUROC {top['auroc']:.2f} "
-                f"for 'an event within the next {h} entries'){few}."]
-    lead = (f", a median {top['median_lead_entries']:.0f} log entries ({top['median_lead_steps']:.0f} steps) ahead"
-            if np.isfinite(top["median_lead_entries"]) else "")
-    return [f"Best early warning: {top['signal']} ({_VARIANT_WORDS[top['variant']]}) rose above its rolling "
-            f"{QUANTILE:.0%} quantile before {top['hit_rate']:.0%} of the events{lead}; AUROC {top['auroc']:.2f} for "
-            f"'an event within the next {h} entries ({hsteps})'{few}. Watch it live; when it fires, lower the LR "
-            "or stop and restart from a checkpoint."]
+        return [
+            f"No logged signal warns reliably before the spikes (best: {top['signal']}, AUROC {top['auroc']:.2f} "
+            f"for 'an event within the next {h} entries'){few}."
+        ]
+    lead = (
+        f", a median {top['median_lead_entries']:.0f} log entries ({top['median_lead_steps']:.0f} steps) ahead"
+        if np.isfinite(top["median_lead_entries"])
+        else ""
+    )
+    return [
+        f"Best early warning: {top['signal']} ({_VARIANT_WORDS[top['variant']]}) rose above its rolling "
+        f"{QUANTILE:.0%} quantile before {top['hit_rate']:.0%} of the events{lead}; AUROC {top['auroc']:.2f} for "
+        f"'an event within the next {h} entries ({hsteps})'{few}. Watch it live; when it fires, lower the LR "
+        "or stop and restart from a checkpoint."
+    ]
 
 
 def _warns(top) -> bool:
@@ -230,11 +290,17 @@ def _adv_stable(f, sp, diag, rule):
     if len(sp):
         return []
     sub = f.get("sub_floor_rise")
-    note = (f" One relative rise is left out: steps {sub['start_step']}-{sub['end_step']}, {sub['ratio']:.1f}x its "
-            f"earlier level but only +{sub['rise']:.3g} in the loss, under the {rule.min_rise}-nat floor (pass a "
-            "smaller --min-rise to count it)." if sub else "")
-    return [f"No loss events: no entry rose above its recent level by {NOISE_K:g} of this log's noise scales and by "
-            f"{rule.min_rise} nats (and {rule.ratio_threshold}x its running minimum).{note}"]
+    note = (
+        f" One relative rise is left out: steps {sub['start_step']}-{sub['end_step']}, {sub['ratio']:.1f}x its "
+        f"earlier level but only +{sub['rise']:.3g} in the loss, under the {rule.min_rise}-nat floor (pass a "
+        "smaller --min-rise to count it)."
+        if sub
+        else ""
+    )
+    return [
+        f"No loss events: no entry rose above its recent level by {NOISE_K:g} of this log's noise scales and by "
+        f"{rule.min_rise} nats (and {rule.ratio_threshold}x its running minimum).{note}"
+    ]
 
 
 def _adv_resume(f, sp, diag, rule):
@@ -245,10 +311,12 @@ def _adv_resume(f, sp, diag, rule):
         if len(hit):
             ev = hit.iloc[0]
             g = f" with grad_norm {ev['grad_norm_rel']:.0f}x its recent level" if ev["grad_norm_rel"] > 2 else ""
-            out.append(f"The event at step {ev['start_step']} ({ev['peak_ratio']:.2f}x{g}) comes right after the "
-                       f"resume at step {r}: the likely cause is optimizer state or the data position not restored "
-                       "(load the optimizer and LR-scheduler state with the weights, and skip the batches already "
-                       "seen), not the learning rate.")
+            out.append(
+                f"The event at step {ev['start_step']} ({ev['peak_ratio']:.2f}x{g}) comes right after the "
+                f"resume at step {r}: the likely cause is optimizer state or the data position not restored "
+                "(load the optimizer and LR-scheduler state with the weights, and skip the batches already "
+                "seen), not the learning rate."
+            )
     return out
 
 

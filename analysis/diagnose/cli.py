@@ -6,6 +6,7 @@
 
 Bad input prints one line, `gradvar diagnose: error: <message>`, to stderr and returns 2; never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,25 +19,40 @@ import numpy as np
 
 from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD, SpikeRule
 
+from ..logs import LogError, load_log
 from . import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
 from .advice import HF_SNIPPET
-from ..logs import LogError, load_log
 
 PROG = "gradvar diagnose"
 
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the diagnose arguments to `parser` (a subparser of `gradvar`, or a standalone parser)."""
-    parser.add_argument("path", help="a training log: gradvar run dir, HF trainer_state.json or runs/ folder, "
-                        "TensorBoard events, LLaMA-Factory trainer_log.jsonl, Lightning metrics.csv, W&B CSV export, "
-                        "CSV/JSONL, build-nanogpt log.txt, or nanoGPT/llm.c/Megatron console output")
+    parser.add_argument(
+        "path",
+        help="a training log: gradvar run dir, HF trainer_state.json or runs/ folder, "
+        "TensorBoard events, LLaMA-Factory trainer_log.jsonl, Lightning metrics.csv, W&B CSV export, "
+        "CSV/JSONL, build-nanogpt log.txt, or nanoGPT/llm.c/Megatron console output",
+    )
     parser.add_argument("-o", "--out-dir", default=None, help="write report.md, report.html and figures here")
-    parser.add_argument("--ratio-threshold", type=float, default=RATIO_THRESHOLD,
-                        help=f"loss / earlier minimum above which a step is a spike (default {RATIO_THRESHOLD})")
-    parser.add_argument("--min-rise", type=float, default=MIN_RISE,
-                        help=f"absolute rise in nats a spike must also have (default {MIN_RISE})")
-    parser.add_argument("--horizon", type=int, default=DEFAULT_HORIZON,
-                        help=f"log entries ahead in which a signal must warn (default {DEFAULT_HORIZON})")
+    parser.add_argument(
+        "--ratio-threshold",
+        type=float,
+        default=RATIO_THRESHOLD,
+        help=f"loss / earlier minimum above which a step is a spike (default {RATIO_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--min-rise",
+        type=float,
+        default=MIN_RISE,
+        help=f"absolute rise in nats a spike must also have (default {MIN_RISE})",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=DEFAULT_HORIZON,
+        help=f"log entries ahead in which a signal must warn (default {DEFAULT_HORIZON})",
+    )
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON instead of text")
     parser.set_defaults(func=main_diagnose)
     return parser
@@ -98,23 +114,30 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
     sp = diag.spikes
     out.append(f"Spike events ({len(sp)}):" if len(sp) else "Spike events: none")
     if len(sp):
-        out.append(f"  {'#':>3}  {'kind':<15}{'steps':<16}{'entries':>8}{'peak loss':>11}{'ratio':>8}{'rise':>9}"
-                   "  severity")
+        out.append(
+            f"  {'#':>3}  {'kind':<15}{'steps':<16}{'entries':>8}{'peak loss':>11}{'ratio':>8}{'rise':>9}  severity"
+        )
         for _, e in sp.head(30).iterrows():
             steps = f"{e['start_step']}-{e['end_step']}" if e["end_step"] != e["start_step"] else str(e["start_step"])
-            out.append(f"  {e['event']:>3}  {e['kind']:<15}{steps:<16}{e['n_entries']:>8}{_num(e['peak_loss']):>11}"
-                       f"{_num(e['peak_ratio'], '{:.2f}'):>8}{_num(e['rise']):>9}  {e['severity']}")
+            out.append(
+                f"  {e['event']:>3}  {e['kind']:<15}{steps:<16}{e['n_entries']:>8}{_num(e['peak_loss']):>11}"
+                f"{_num(e['peak_ratio'], '{:.2f}'):>8}{_num(e['rise']):>9}  {e['severity']}"
+            )
         if len(sp) > 30:
             out.append(f"  ... {len(sp) - 30} more")
     out += ["", f"Signals before the events (horizon {diag.horizon} entries = {diag.horizon * diag.interval:g} steps):"]
     if len(diag.signals):
-        out.append(f"  {'signal':<22}{'role':<10}{'variant':<18}{'AUROC':>6}{'hits':>6}{'chance':>7}"
-                   f"{'lead(entries)':>14}{'lead(steps)':>12}{'at spike':>9}")
+        out.append(
+            f"  {'signal':<22}{'role':<10}{'variant':<18}{'AUROC':>6}{'hits':>6}{'chance':>7}"
+            f"{'lead(entries)':>14}{'lead(steps)':>12}{'at spike':>9}"
+        )
         for _, s in diag.signals.head(15).iterrows():
-            out.append(f"  {s['signal'][:21]:<22}{s['role']:<10}{s['variant']:<18}{_num(s['auroc'], '{:.2f}'):>6}"
-                       f"{_num(s['hit_rate'], '{:.0%}'):>6}{_num(s['chance_hit_rate'], '{:.0%}'):>7}"
-                       f"{_num(s['median_lead_entries'], '{:.0f}'):>14}{_num(s['median_lead_steps'], '{:.0f}'):>12}"
-                       f"{_num(s['at_spike'], '{:.2f}x'):>9}")
+            out.append(
+                f"  {s['signal'][:21]:<22}{s['role']:<10}{s['variant']:<18}{_num(s['auroc'], '{:.2f}'):>6}"
+                f"{_num(s['hit_rate'], '{:.0%}'):>6}{_num(s['chance_hit_rate'], '{:.0%}'):>7}"
+                f"{_num(s['median_lead_entries'], '{:.0f}'):>14}{_num(s['median_lead_steps'], '{:.0f}'):>12}"
+                f"{_num(s['at_spike'], '{:.2f}x'):>9}"
+            )
     else:
         out.append("  (no other numeric signal in this log)")
     out += ["", "Advice:"] + [wrap(f"- {a}") for a in diag.advice]

@@ -15,6 +15,7 @@ stays above its pre-event level (a spike that decays over 30 entries is one spik
 A sustained rise is a rolling median of the log loss that climbs above its own running minimum by the ratio
 threshold, by NOISE_K_SUSTAINED noise scales of a median and by min_rise nats, for at least `sustain` entries.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,8 +108,10 @@ def episodes(flags: np.ndarray, x: np.ndarray, level: np.ndarray, scale: np.ndar
     for a, b in spike_events(flags, np.arange(len(flags))):
         i0, i1 = int(a), int(b)
         b0, s0 = level[i0], scale[i0]
-        while i1 + 1 < len(x) and (not np.isfinite(x[i1 + 1]) or (
-                np.isfinite(b0) and y[i1 + 1] - b0 > 2 * s0 and x[i1 + 1] - math.exp(b0) >= rule.min_rise / 2)):
+        while i1 + 1 < len(x) and (
+            not np.isfinite(x[i1 + 1])
+            or (np.isfinite(b0) and y[i1 + 1] - b0 > 2 * s0 and x[i1 + 1] - math.exp(b0) >= rule.min_rise / 2)
+        ):
             i1 += 1
         if out and i0 - out[-1][1] <= GAP + 1:
             out[-1] = (out[-1][0], max(out[-1][1], i1))
@@ -121,12 +124,29 @@ def _long_runs(flags: np.ndarray, n: int) -> np.ndarray:
     """Keep only runs of True at least n long."""
     out = np.zeros(len(flags), bool)
     for a, b in spike_events(flags, np.arange(len(flags))):
-        out[a:b + 1] = b - a + 1 >= n
+        out[a : b + 1] = b - a + 1 >= n
     return out
 
 
-SPIKE_COLUMNS = ("event", "kind", "start_step", "end_step", "peak_step", "n_entries", "peak_loss", "ref_loss",
-                 "peak_ratio", "rise", "noise_z", "severity", "at_end", "position", "lr", "lr_frac", "grad_norm_rel")
+SPIKE_COLUMNS = (
+    "event",
+    "kind",
+    "start_step",
+    "end_step",
+    "peak_step",
+    "n_entries",
+    "peak_loss",
+    "ref_loss",
+    "peak_ratio",
+    "rise",
+    "noise_z",
+    "severity",
+    "at_end",
+    "position",
+    "lr",
+    "lr_frac",
+    "grad_norm_rel",
+)
 
 
 def find_spikes(df: pd.DataFrame, rule: SpikeRule, sustain: int) -> tuple[pd.DataFrame, pd.DataFrame, list]:
@@ -149,11 +169,20 @@ def find_spikes(df: pd.DataFrame, rule: SpikeRule, sustain: int) -> tuple[pd.Dat
         # A centred rolling median starts a rise a few entries early: the event starts where the loss is up.
         while i0 < i1 and np.isfinite(x[i0]) and x[i0] - _reference(i0, x, level, trend) < rule.min_rise:
             i0 += 1
-        event_id[i0:i1 + 1] = k
+        event_id[i0 : i1 + 1] = k
         kind = "spike" if i1 - i0 + 1 < sustain else "sustained_rise"
         rows.append(_event_row(k, i0, i1, steps, x, kind, _reference(i0, x, level, trend)))
-    entries = pd.DataFrame({"step": steps, "loss": x, "loss_ratio": x / running_min_before(x), "ref_loss": np.exp(level),
-                            "noise": scale, "trend": trend, "event": event_id})
+    entries = pd.DataFrame(
+        {
+            "step": steps,
+            "loss": x,
+            "loss_ratio": x / running_min_before(x),
+            "ref_loss": np.exp(level),
+            "noise": scale,
+            "trend": trend,
+            "event": event_id,
+        }
+    )
     entries.loc[0, "loss_ratio"] = 1.0
     spikes = pd.DataFrame(rows, columns=[c for c in SPIKE_COLUMNS if c not in ("lr", "lr_frac", "grad_norm_rel")])
     return entries, spikes, notes
@@ -177,7 +206,7 @@ def _reference(i0: int, x, level, trend) -> float:
 
 
 def _event_row(k: int, i0: int, i1: int, steps, x, kind: str, ref: float) -> dict:
-    seg = x[i0:i1 + 1]
+    seg = x[i0 : i1 + 1]
     bad = ~np.isfinite(seg)
     if bad.any():
         kind, peak = "nonfinite", i0 + int(np.argmax(bad))
@@ -190,11 +219,22 @@ def _event_row(k: int, i0: int, i1: int, steps, x, kind: str, ref: float) -> dic
         r = float(x[peak] / ref_loss) if ref_loss > 0 else math.inf if ref_loss == 0 else math.nan
     span = max(1, int(steps[-1] - steps[0]))
     rise = float(x[peak] - ref_loss)
-    return {"event": k, "kind": kind, "start_step": int(steps[i0]), "end_step": int(steps[i1]),
-            "peak_step": int(steps[peak]), "n_entries": i1 - i0 + 1, "peak_loss": float(x[peak]),
-            "ref_loss": ref_loss, "peak_ratio": r, "rise": rise, "noise_z": math.nan,
-            "severity": _severity(kind, r, rise), "at_end": i1 == len(x) - 1,
-            "position": float(steps[i0] - steps[0]) / span}
+    return {
+        "event": k,
+        "kind": kind,
+        "start_step": int(steps[i0]),
+        "end_step": int(steps[i1]),
+        "peak_step": int(steps[peak]),
+        "n_entries": i1 - i0 + 1,
+        "peak_loss": float(x[peak]),
+        "ref_loss": ref_loss,
+        "peak_ratio": r,
+        "rise": rise,
+        "noise_z": math.nan,
+        "severity": _severity(kind, r, rise),
+        "at_end": i1 == len(x) - 1,
+        "position": float(steps[i0] - steps[0]) / span,
+    }
 
 
 def _severity(kind: str, ratio: float, rise: float) -> str:
@@ -221,7 +261,6 @@ def annotate(spikes: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
     return spikes.loc[:, list(SPIKE_COLUMNS)]
 
 
-
 def sub_floor_rise(x: np.ndarray, rule: SpikeRule, sustain: int, steps: np.ndarray):
     """The largest sustained relative rise that only the absolute floor rejected, or None (for a note)."""
     with_floor, _ = sustained_flags(x, rule, sustain)
@@ -229,10 +268,15 @@ def sub_floor_rise(x: np.ndarray, rule: SpikeRule, sustain: int, steps: np.ndarr
     flags &= ~with_floor
     best = None
     for a, b in spike_events(flags, np.arange(len(flags))):
-        ref = np.nanmin(smooth[:a + 1])
-        peak = a + int(np.nanargmax(smooth[a:b + 1]))
-        row = {"start_step": int(steps[a]), "end_step": int(steps[b]), "peak_step": int(steps[peak]),
-               "ratio": float(smooth[peak] / ref), "rise": float(smooth[peak] - ref)}
+        ref = np.nanmin(smooth[: a + 1])
+        peak = a + int(np.nanargmax(smooth[a : b + 1]))
+        row = {
+            "start_step": int(steps[a]),
+            "end_step": int(steps[b]),
+            "peak_step": int(steps[peak]),
+            "ratio": float(smooth[peak] / ref),
+            "rise": float(smooth[peak] - ref),
+        }
         if best is None or row["ratio"] > best["ratio"]:
             best = row
     return best

@@ -1,4 +1,5 @@
 """Plain numbers about a run (LR schedule, grad norm, eval trend, noise level, its kind) for advice and summary."""
+
 from __future__ import annotations
 
 import math
@@ -12,20 +13,29 @@ from ..logs import LogData
 from .kind import run_kind
 
 
-def collect_facts(log: LogData, entries: pd.DataFrame, spikes: pd.DataFrame, signals: pd.DataFrame,
-                  rule: SpikeRule) -> dict:
+def collect_facts(
+    log: LogData, entries: pd.DataFrame, spikes: pd.DataFrame, signals: pd.DataFrame, rule: SpikeRule
+) -> dict:
     """Plain numbers about the run (LR schedule, grad norm, eval trend, noise level) for advice and summary."""
     df, x = log.df, log.df["loss"].to_numpy(np.float64)
     fin = x[np.isfinite(x)]
     ratio = entries["loss_ratio"].to_numpy()
-    late = fin[len(fin) // 2:]
-    f = {"n_entries": len(df), "first_step": int(df["step"].iloc[0]), "last_step": int(df["step"].iloc[-1]),
-         "interval": log.interval, "fmt": log.fmt, "ratio_threshold": rule.ratio_threshold, "min_rise": rule.min_rise,
-         "near_zero": bool(len(late) and np.median(late) < 0.1 and (fin >= 0).all()),
-         "median_loss_late": float(np.median(late)) if len(late) else math.nan,
-         "naive_fire_frac": float(np.mean(ratio[np.isfinite(ratio)] > rule.ratio_threshold)) if len(df) else 0.0,
-         "loss_decimals": _decimals(fin), "batch_size": log.meta.get("train_batch_size"),
-         "epochs": log.meta.get("epoch", float(df["epoch"].max()) if "epoch" in df else None)}
+    late = fin[len(fin) // 2 :]
+    f = {
+        "n_entries": len(df),
+        "first_step": int(df["step"].iloc[0]),
+        "last_step": int(df["step"].iloc[-1]),
+        "interval": log.interval,
+        "fmt": log.fmt,
+        "ratio_threshold": rule.ratio_threshold,
+        "min_rise": rule.min_rise,
+        "near_zero": bool(len(late) and np.median(late) < 0.1 and (fin >= 0).all()),
+        "median_loss_late": float(np.median(late)) if len(late) else math.nan,
+        "naive_fire_frac": float(np.mean(ratio[np.isfinite(ratio)] > rule.ratio_threshold)) if len(df) else 0.0,
+        "loss_decimals": _decimals(fin),
+        "batch_size": log.meta.get("train_batch_size"),
+        "epochs": log.meta.get("epoch", float(df["epoch"].max()) if "epoch" in df else None),
+    }
     finite_ratio = np.where(np.isfinite(ratio), ratio, np.nan)
     if np.isfinite(finite_ratio).any():
         i = int(np.nanargmax(finite_ratio))
@@ -61,8 +71,13 @@ def _lr_facts(df: pd.DataFrame) -> dict:
     peak = float(np.nanmax(np.where(np.isfinite(lr), lr, np.nan)))
     reach = np.flatnonzero(np.nan_to_num(lr) >= (1 - 1e-6) * peak)  # warmup ends where the LR first peaks
     first = lr[np.isfinite(lr)][0]
-    return {"peak_lr": peak, "warmup_end_step": int(steps[reach[0]]) if len(reach) else None,
-            "warmup_visible": bool(first < 0.5 * peak), "lr_first": float(first), "lr_last": float(lr[-1])}
+    return {
+        "peak_lr": peak,
+        "warmup_end_step": int(steps[reach[0]]) if len(reach) else None,
+        "warmup_visible": bool(first < 0.5 * peak),
+        "lr_first": float(first),
+        "lr_last": float(lr[-1]),
+    }
 
 
 def _grad_facts(df: pd.DataFrame, spikes: pd.DataFrame) -> dict:
@@ -74,11 +89,15 @@ def _grad_facts(df: pd.DataFrame, spikes: pd.DataFrame) -> dict:
     nan_steps = [int(s) for s in steps[~np.isfinite(g) & np.isfinite(x)]]
     big = np.isfinite(g) & (g > 5 * med) if np.isfinite(med) and med > 0 else np.zeros(len(g), bool)
     rel = spikes.loc[spikes["kind"] != "nonfinite", "grad_norm_rel"].to_numpy(np.float64)
-    return {"has_grad_norm": True, "grad_norm_median": med, "nan_grad_steps": nan_steps,
-            "grad_spike_steps": [int(s) for s in steps[big]],
-            "grad_spike_max": float(g[big].max()) if big.any() else None,
-            "grad_spike_max_step": int(steps[big][np.argmax(g[big])]) if big.any() else None,
-            "grad_at_spikes": float(np.nanmedian(rel)) if np.isfinite(rel).any() else None}
+    return {
+        "has_grad_norm": True,
+        "grad_norm_median": med,
+        "nan_grad_steps": nan_steps,
+        "grad_spike_steps": [int(s) for s in steps[big]],
+        "grad_spike_max": float(g[big].max()) if big.any() else None,
+        "grad_spike_max_step": int(steps[big][np.argmax(g[big])]) if big.any() else None,
+        "grad_at_spikes": float(np.nanmedian(rel)) if np.isfinite(rel).any() else None,
+    }
 
 
 def _eval_facts(ev) -> dict:
@@ -95,6 +114,14 @@ def _eval_facts(ev) -> dict:
             continue
         up = any(w in metric for w in ("acc", "bleu", "f1", "rouge", "exact", "score"))  # higher is better
         d = np.diff(v) if up else -np.diff(v)
-        out.append({"metric": metric, "first": float(v[0]), "last": float(v[-1]), "n": int(len(v)),
-                    "improved": bool(d.sum() > 0), "monotone": bool((d >= 0).all())})
+        out.append(
+            {
+                "metric": metric,
+                "first": float(v[0]),
+                "last": float(v[-1]),
+                "n": int(len(v)),
+                "improved": bool(d.sum() > 0),
+                "monotone": bool((d >= 0).all()),
+            }
+        )
     return {"evals": out, "eval_improved": out[0]["improved"] if out else None}

@@ -7,6 +7,7 @@ Evidence, each named in the result so the advice can cite it:
   * LoRA/PEFT or reward/accuracy/eval columns, which pre-training logs rarely have;
   * the log's format: LLaMA-Factory and TRL logs are fine-tunes by construction.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,22 @@ import pandas as pd
 
 SCRATCH_FIRST_LOSS = 6.5
 """A first logged loss above this (nats) is an untrained LM; below 4 a pretrained one (or not an LM)."""
-FINETUNE_COLUMNS = ("lora", "peft", "adapter", "reward", "accuracy", "rewards", "kl", "mean_token_accuracy",
-                    "chosen", "rejected", "wer", "cer", "bleu", "rouge")
+FINETUNE_COLUMNS = (
+    "lora",
+    "peft",
+    "adapter",
+    "reward",
+    "accuracy",
+    "rewards",
+    "kl",
+    "mean_token_accuracy",
+    "chosen",
+    "rejected",
+    "wer",
+    "cer",
+    "bleu",
+    "rouge",
+)
 FINETUNE_FORMATS = ("llamafactory",)
 
 
@@ -29,13 +44,18 @@ def run_kind(df: pd.DataFrame, fmt: str, eval_df) -> dict:
         evidence_scratch.append(f"first logged loss {first:.3g} nats, near ln(vocabulary) of an untrained LM")
     elif first < 4.0:
         evidence_ft.append(f"first logged loss {first:.3g} nats, far below an untrained LM's ~10")
-    cols = [c for c in list(df.columns) + list(eval_df.columns if eval_df is not None else [])
-            if any(w in c.split("_") or c.startswith(w) for w in FINETUNE_COLUMNS)]
+    cols = [
+        c
+        for c in list(df.columns) + list(eval_df.columns if eval_df is not None else [])
+        if any(w in c.split("_") or c.startswith(w) for w in FINETUNE_COLUMNS)
+    ]
     if cols:
         evidence_ft.append("fine-tuning columns: " + ", ".join(sorted(set(cols))[:3]))
     lr = df["lr"].to_numpy(np.float64) if "lr" in df else np.array([])
     if np.isfinite(lr).any() and 0 < np.nanmax(lr) <= 5e-5:
-        evidence_ft.append(f"peak LR {np.nanmax(lr):.2g}, a fine-tuning LR (pre-training from scratch uses ~1e-4 to 1e-3)")
+        evidence_ft.append(
+            f"peak LR {np.nanmax(lr):.2g}, a fine-tuning LR (pre-training from scratch uses ~1e-4 to 1e-3)"
+        )
     if fmt in FINETUNE_FORMATS:
         evidence_ft.append(f"a {fmt} log (a fine-tuning framework)")
     if evidence_scratch and not evidence_ft:

@@ -1,5 +1,6 @@
 """Advice about the log itself rather than its events: logging interval, a loss near zero, the eval trend,
 memorisation, and which signals to record next time."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,21 +13,29 @@ def _adv_near_zero(f, sp, diag, rule):
         return []
     d = f" and rounded to {f['loss_decimals']} decimals" if f.get("loss_decimals") else ""
     rises = sp.loc[sp["kind"] != "nonfinite", "rise"]
-    small = (f" The {len(rises)} events found here rise at most {_g(rises.max())} nats above the earlier minimum."
-             if len(rises) else "")
-    return [f"The loss is near zero (median {_g(f['median_loss_late'])} nats over the second half{d}), where relative "
-            f"thresholds are unreliable: {f['naive_fire_frac']:.0%} of the entries exceed the loss ratio "
-            f"{rule.ratio_threshold} on noise alone. Single-entry spikes here count only when they also rise at least "
-            f"{rule.min_rise} nats; longer excursions are found by a noise-aware detector on the log loss.{small} "
-            "Judge the run by its held-out metrics."]
+    small = (
+        f" The {len(rises)} events found here rise at most {_g(rises.max())} nats above the earlier minimum."
+        if len(rises)
+        else ""
+    )
+    return [
+        f"The loss is near zero (median {_g(f['median_loss_late'])} nats over the second half{d}), where relative "
+        f"thresholds are unreliable: {f['naive_fire_frac']:.0%} of the entries exceed the loss ratio "
+        f"{rule.ratio_threshold} on noise alone. Single-entry spikes here count only when they also rise at least "
+        f"{rule.min_rise} nats; longer excursions are found by a noise-aware detector on the log loss.{small} "
+        "Judge the run by its held-out metrics."
+    ]
 
 
 def _adv_eval(f, sp, diag, rule):
     evals = f.get("evals") or []
     if not evals:
         return []
-    words = [f"{e['metric']} {'improved' if e['improved'] else 'got worse'}{' steadily' if e['monotone'] else ''} "
-             f"from {_g(e['first'])} to {_g(e['last'])}" for e in evals]
+    words = [
+        f"{e['metric']} {'improved' if e['improved'] else 'got worse'}{' steadily' if e['monotone'] else ''} "
+        f"from {_g(e['first'])} to {_g(e['last'])}"
+        for e in evals
+    ]
     txt = "Held-out: " + "; ".join(words) + f" over {evals[0]['n']} evaluations"
     if f["eval_improved"]:
         return [txt + (": the training-loss spikes did not hurt held-out performance." if len(sp) else ".")]
@@ -37,18 +46,22 @@ def _adv_memorise(f, sp, diag, rule):
     ep = f.get("epochs")
     if ep is None or not np.isfinite(ep) or ep < 20 or not f["near_zero"]:
         return []
-    return [f"The run made about {ep:.0f} passes over its data and the training loss is near zero: the model is "
-            "memorising its training set. Fewer epochs, or early stopping on a held-out set, would save compute; at "
-            "this loss level, excursions matter only if held-out metrics suffer."]
+    return [
+        f"The run made about {ep:.0f} passes over its data and the training loss is near zero: the model is "
+        "memorising its training set. Fewer epochs, or early stopping on a held-out set, would save compute; at "
+        "this loss level, excursions matter only if held-out metrics suffer."
+    ]
 
 
 def _adv_logging(f, sp, diag, rule):
     k = diag.interval
     if k <= 1:
         return []
-    return [f"The log has one entry every {k:g} steps. If the logger averages the loss over that interval (HF Trainer "
-            f"does), a one-step spike is diluted about {k:g}x and lead times cannot be resolved below {k:g} steps: log "
-            "every step (HF: logging_steps=1), or record with gradvar, which keeps every step."]
+    return [
+        f"The log has one entry every {k:g} steps. If the logger averages the loss over that interval (HF Trainer "
+        f"does), a one-step spike is diluted about {k:g}x and lead times cannot be resolved below {k:g} steps: log "
+        "every step (HF: logging_steps=1), or record with gradvar, which keeps every step."
+    ]
 
 
 def needs_recording(f: dict) -> bool:
@@ -59,11 +72,15 @@ def needs_recording(f: dict) -> bool:
 def _adv_record(f, sp, diag, rule):
     miss = f["missing_signals"]
     if needs_recording(f):
-        return [f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, "
-                "every step. The paper's instability measure is Adam's variance state (max and L1 norm of "
-                "exp_avg_sq), alongside the gradient variance and the sequence length; gradvar records all of them "
-                "with the three lines below (HF Trainer: one callback)."]
+        return [
+            f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, "
+            "every step. The paper's instability measure is Adam's variance state (max and L1 norm of "
+            "exp_avg_sq), alongside the gradient variance and the sequence length; gradvar records all of them "
+            "with the three lines below (HF Trainer: one callback)."
+        ]
     if f.get("fmt") == "gradvar" and "grad_noise_scale" in miss:  # a gradvar run: only these can be empty
-        return ["The gradient-noise columns (grad_trace_sigma, grad_true_sq, grad_noise_scale) are empty: they need "
-                "K >= 2 micro-batches per optimizer step (gradient accumulation, or DDP ranks)."]
+        return [
+            "The gradient-noise columns (grad_trace_sigma, grad_true_sq, grad_noise_scale) are empty: they need "
+            "K >= 2 micro-batches per optimizer step (gradient accumulation, or DDP ranks)."
+        ]
     return []

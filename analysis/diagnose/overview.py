@@ -3,6 +3,7 @@
 Long logs are drawn as min/max envelopes per bin (one bin per couple of pixels), so a one-entry spike in a
 100k-entry log keeps its exact peak on screen while the figure stays fast to render.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,8 +73,17 @@ def _shade(ax, spikes: pd.DataFrame, half: float, number: bool, xspan: float) ->
             ax.axvline((lo + hi) / 2, color=colour, alpha=0.6, lw=0.8)
         if number and (lo + hi) / 2 - last >= 0.03 * xspan:
             last = (lo + hi) / 2
-            ax.text((lo + hi) / 2, 1.01, f"#{int(ev['event'])}", transform=top, ha="center", va="bottom",
-                    fontsize=8, fontweight="bold", color="0.25")
+            ax.text(
+                (lo + hi) / 2,
+                1.01,
+                f"#{int(ev['event'])}",
+                transform=top,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                fontweight="bold",
+                color="0.25",
+            )
 
 
 def _series(log: LogData, diag: Diagnosis) -> list:
@@ -103,12 +113,23 @@ def fig_overview(log: LogData, diag: Diagnosis) -> Figure:
             ax.yaxis.set_minor_formatter(FuncFormatter(_log_tick))
         bad = ~np.isfinite(v)
         if bad.any():
-            ax.plot(step[bad], np.full(bad.sum(), ax.get_ylim()[1]), "x", color="black", ms=6, clip_on=False,
-                    label="NaN/inf")
+            ax.plot(
+                step[bad],
+                np.full(bad.sum(), ax.get_ylim()[1]),
+                "x",
+                color="black",
+                ms=6,
+                clip_on=False,
+                label="NaN/inf",
+            )
             ax.legend(fontsize=7, loc="upper right")
         ax.set_ylabel(label, fontsize=9)
-    axes[0].set_title(f"{diag.run_class}: {len(diag.spikes)} event(s), shaded and numbered as in the events table",
-                      fontsize=10, parse_math=False, pad=14)
+    axes[0].set_title(
+        f"{diag.run_class}: {len(diag.spikes)} event(s), shaded and numbered as in the events table",
+        fontsize=10,
+        parse_math=False,
+        pad=14,
+    )
     axes[-1].set_xlabel("step")
     axes[-1].xaxis.set_major_formatter(FuncFormatter(_si))
     return fig

@@ -1,4 +1,5 @@
 """Colours shared by the diagnosis figures: seaborn's colour-blind-safe palette."""
+
 from __future__ import annotations
 
 import seaborn as sns

@@ -4,6 +4,7 @@ Figures are built on matplotlib.figure.Figure directly (rendered by Agg on save)
 backend is touched; colours come from seaborn's colour-blind-safe palette. Every name that comes from a path
 or a log is escaped in the HTML.
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,12 +41,24 @@ def _shade_events(ax, spikes: pd.DataFrame, half: float, label: bool) -> None:
         kind = ev["kind"]
         lab = kind.replace("_", " ") if label and kind not in seen else None
         seen.add(kind)
-        ax.axvspan(ev["start_step"] - half, ev["end_step"] + half, color=KIND_COLOURS.get(kind, PALETTE[7]),
-                   alpha=0.25, lw=0, label=lab)
+        ax.axvspan(
+            ev["start_step"] - half,
+            ev["end_step"] + half,
+            color=KIND_COLOURS.get(kind, PALETTE[7]),
+            alpha=0.25,
+            lw=0,
+            label=lab,
+        )
 
 
-def fig_loss(entries: pd.DataFrame, spikes: pd.DataFrame, eval_df=None, title: str = "",
-             ratio_threshold: float = 1.2, interval: float = 1.0) -> Figure:
+def fig_loss(
+    entries: pd.DataFrame,
+    spikes: pd.DataFrame,
+    eval_df=None,
+    title: str = "",
+    ratio_threshold: float = 1.2,
+    interval: float = 1.0,
+) -> Figure:
     """Loss (with its running minimum and smoothed trend) over steps, events shaded; below it the loss ratio."""
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax, axr = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.4])
@@ -137,30 +150,48 @@ def _tables(diag: Diagnosis) -> list:
 
 
 def _md_table(df: pd.DataFrame) -> str:
-    return md_table(df, max_rows=MAX_TABLE_ROWS, cell=_cell, empty="_none_",
-                    more="... {} more rows in the CSV file") + "\n"
+    return (
+        md_table(df, max_rows=MAX_TABLE_ROWS, cell=_cell, empty="_none_", more="... {} more rows in the CSV file")
+        + "\n"
+    )
 
 
 def _html_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "<p><em>none</em></p>"
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r) + "</tr>"
-                   for r in df.head(MAX_TABLE_ROWS).itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r) + "</tr>"
+        for r in df.head(MAX_TABLE_ROWS).itertuples(index=False)
+    )
     more = f"<p>... {len(df) - MAX_TABLE_ROWS} more rows in the CSV file</p>" if len(df) > MAX_TABLE_ROWS else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
 def _markdown(diag: Diagnosis, log: LogData, figs: dict) -> str:
     name = Path(log.source).name
-    out = [f"# Diagnosis: {name}\n", f"Source: `{log.source}` ({log.fmt})\n", "![overview](overview.png)\n",
-           "## Summary\n", diag.summary + "\n"]
+    out = [
+        f"# Diagnosis: {name}\n",
+        f"Source: `{log.source}` ({log.fmt})\n",
+        "![overview](overview.png)\n",
+        "## Summary\n",
+        diag.summary + "\n",
+    ]
     for title, table in _tables(diag):
         out += [f"## {title}\n", _md_table(table)]
     out += ["## Advice\n"] + [f"- {a}" for a in diag.advice] + [""]
     if diag.record_more:
-        out += ["## Record next time\n", "```python", "import gradvar", SNIPPET, "```\n",
-                "Hugging Face Trainer:\n", "```python", HF_SNIPPET, "```\n"]
+        out += [
+            "## Record next time\n",
+            "```python",
+            "import gradvar",
+            SNIPPET,
+            "```\n",
+            "Hugging Face Trainer:\n",
+            "```python",
+            HF_SNIPPET,
+            "```\n",
+        ]
     if diag.notes:
         out += ["## Notes\n"] + [f"- {n}" for n in diag.notes] + [""]
     out += ["## Figures\n"] + [f"![{k}]({k})\n" for k in figs if k != "overview.png"]
@@ -174,22 +205,35 @@ def _img(name: str, png: bytes) -> str:
 def _html(diag: Diagnosis, log: LogData, pngs: dict) -> str:
     e = html.escape
     name = Path(log.source).name
-    parts = [f"<h1>Diagnosis: {e(name)}</h1>", f"<p>Source: <code>{e(log.source)}</code> ({e(log.fmt)})</p>",
-             _img("overview.png", pngs.pop("overview.png")), "<h2>Summary</h2>", f"<p>{e(diag.summary)}</p>"]
+    parts = [
+        f"<h1>Diagnosis: {e(name)}</h1>",
+        f"<p>Source: <code>{e(log.source)}</code> ({e(log.fmt)})</p>",
+        _img("overview.png", pngs.pop("overview.png")),
+        "<h2>Summary</h2>",
+        f"<p>{e(diag.summary)}</p>",
+    ]
     for title, table in _tables(diag):
         parts += [f"<h2>{e(title)}</h2>", _html_table(table)]
     parts += ["<h2>Advice</h2><ul>"] + [f"<li>{e(a)}</li>" for a in diag.advice] + ["</ul>"]
     if diag.record_more:
-        parts += ["<h2>Record next time</h2>", f"<pre>import gradvar\n{e(SNIPPET)}</pre>",
-                  "<p>Hugging Face Trainer:</p>", f"<pre>{e(HF_SNIPPET)}</pre>"]
+        parts += [
+            "<h2>Record next time</h2>",
+            f"<pre>import gradvar\n{e(SNIPPET)}</pre>",
+            "<p>Hugging Face Trainer:</p>",
+            f"<pre>{e(HF_SNIPPET)}</pre>",
+        ]
     if diag.notes:
         parts += ["<h2>Notes</h2><ul>"] + [f"<li>{e(n)}</li>" for n in diag.notes] + ["</ul>"]
     parts += ["<h2>Figures</h2>"] + [_img(k, v) for k, v in pngs.items()]
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.45}"
-             "table{border-collapse:collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "pre{background:#f4f4f4;padding:8px}img{max-width:100%}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Diagnosis: {e(name)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;line-height:1.45}"
+        "table{border-collapse:collapse;font-size:85%}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "pre{background:#f4f4f4;padding:8px}img{max-width:100%}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Diagnosis: {e(name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
 def write_diagnosis_report(diagnosis: Diagnosis, logdata: LogData, out_dir) -> Path:
@@ -197,9 +241,12 @@ def write_diagnosis_report(diagnosis: Diagnosis, logdata: LogData, out_dir) -> P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{Path(logdata.source).name}: {diagnosis.run_class}"
-    figs = {"overview.png": fig_overview(logdata, diagnosis),
-            "loss.png": fig_loss(diagnosis.entries, diagnosis.spikes, logdata.eval_df, title,
-                                 _threshold(diagnosis), diagnosis.interval)}
+    figs = {
+        "overview.png": fig_overview(logdata, diagnosis),
+        "loss.png": fig_loss(
+            diagnosis.entries, diagnosis.spikes, logdata.eval_df, title, _threshold(diagnosis), diagnosis.interval
+        ),
+    }
     sig = fig_signals(logdata.df, diagnosis.spikes, diagnosis.signals, diagnosis.interval)
     if sig is not None:
         figs["signals.png"] = sig

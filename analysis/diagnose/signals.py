@@ -6,6 +6,7 @@ QUANTILE over the previous BASE_WINDOW entries. AUROC is analysis.warning's, sha
 _relative_to_recent is here too because analysis.diagnose also uses it for the grad norm at each spike, and
 this module cannot import from analysis.diagnose (which imports it).
 """
+
 from __future__ import annotations
 
 import math
@@ -13,16 +14,46 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..warning import ALARM_Q as QUANTILE
+from ..warning import WINDOW as BASE_WINDOW
+from ..warning import auroc
 
-from ..warning import ALARM_Q as QUANTILE, WINDOW as BASE_WINDOW, auroc
-
-SIGNAL_COLUMNS = ("rank", "signal", "role", "variant", "auroc", "hit_rate", "chance_hit_rate", "p_value", "precision",
-                  "n_events", "median_lead_entries", "median_lead_steps", "at_spike", "n_obs")
+SIGNAL_COLUMNS = (
+    "rank",
+    "signal",
+    "role",
+    "variant",
+    "auroc",
+    "hit_rate",
+    "chance_hit_rate",
+    "p_value",
+    "precision",
+    "n_events",
+    "median_lead_entries",
+    "median_lead_steps",
+    "at_spike",
+    "n_obs",
+)
 SCHEDULES = ("lr", "seqlen", "batch_size", "momentum", "weight_decay")
 """Set by the user, not measured: only their raw level is compared (is trouble at high LR / long sequences?)."""
 # Columns that are the loss itself, a mirror of it, or a clock: not candidate early-warning signals.
-_NOT_SIGNALS = ("loss", "ppl", "perplexity", "accuracy", "acc", "spike", "epoch", "tokens", "flos", "runtime",
-                "per_second", "per_s", "time", "wall", "step")
+_NOT_SIGNALS = (
+    "loss",
+    "ppl",
+    "perplexity",
+    "accuracy",
+    "acc",
+    "spike",
+    "epoch",
+    "tokens",
+    "flos",
+    "runtime",
+    "per_second",
+    "per_s",
+    "time",
+    "wall",
+    "step",
+)
 
 
 def signal_columns(df: pd.DataFrame) -> list:
@@ -64,8 +95,10 @@ def signal_variants(df: pd.DataFrame, entries: pd.DataFrame, spikes: pd.DataFram
     onsets = onsets[onsets > 0]  # an event at the first entry has no history to be warned by
     rows = []
     for col in signal_columns(df):
-        at = [_relative_to_recent(df[col].to_numpy(np.float64), int(np.searchsorted(steps, s)))
-              for s in spikes["peak_step"]]
+        at = [
+            _relative_to_recent(df[col].to_numpy(np.float64), int(np.searchsorted(steps, s)))
+            for s in spikes["peak_step"]
+        ]
         at_spike = float(np.nanmedian(at)) if np.isfinite(at).any() else math.nan
         role = "schedule" if _is_schedule(col) else "measured"
         variants = detrended(df[col].to_numpy(np.float64))
@@ -102,14 +135,17 @@ def lead_stats(v: np.ndarray, onsets: np.ndarray, in_event: np.ndarray, steps: n
 
         # How surprising the hits are if alarms fell at random at the base rate (independent entries assumed).
         p = float(binomtest(len(leads_e), n, min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
-    return {"auroc": auroc(v[usable], label[usable]),
-            "hit_rate": len(leads_e) / n if n else math.nan,
-            "chance_hit_rate": chance, "p_value": p,
-            "precision": float(label[exceed].mean()) if exceed.any() else math.nan,
-            "n_events": n,
-            "median_lead_entries": float(np.median(leads_e)) if leads_e else math.nan,
-            "median_lead_steps": float(np.median(leads_s)) if leads_s else math.nan,
-            "n_obs": int(usable.sum())}
+    return {
+        "auroc": auroc(v[usable], label[usable]),
+        "hit_rate": len(leads_e) / n if n else math.nan,
+        "chance_hit_rate": chance,
+        "p_value": p,
+        "precision": float(label[exceed].mean()) if exceed.any() else math.nan,
+        "n_events": n,
+        "median_lead_entries": float(np.median(leads_e)) if leads_e else math.nan,
+        "median_lead_steps": float(np.median(leads_s)) if leads_s else math.nan,
+        "n_obs": int(usable.sum()),
+    }
 
 
 def _onset_within(n: int, onsets: np.ndarray, horizon: int) -> np.ndarray:
@@ -128,12 +164,16 @@ def rank_signals(variants: pd.DataFrame) -> pd.DataFrame:
     if variants.empty:
         return pd.DataFrame(columns=list(SIGNAL_COLUMNS))
     order = {"raw": 0, "dlog": 1, "log_ratio_median": 2}
-    v = variants.assign(_a=variants["auroc"].fillna(-1.0), _o=variants["variant"].map(order),
-                        _m=(variants["role"] != "measured").astype(int))
+    v = variants.assign(
+        _a=variants["auroc"].fillna(-1.0),
+        _o=variants["variant"].map(order),
+        _m=(variants["role"] != "measured").astype(int),
+    )
     best = v.sort_values(["signal", "_a", "_o"], ascending=[True, False, True]).groupby("signal").head(1)
     # Measured signals first: a schedule 'predicting' spikes only says when in training they happen.
-    best = best.sort_values(["_m", "_a", "hit_rate", "signal"], ascending=[True, False, False, True],
-                            na_position="last")
+    best = best.sort_values(
+        ["_m", "_a", "hit_rate", "signal"], ascending=[True, False, False, True], na_position="last"
+    )
     best = best.drop(columns=["_a", "_o", "_m"]).reset_index(drop=True)
     best.insert(0, "rank", np.arange(1, len(best) + 1))
     return best.loc[:, list(SIGNAL_COLUMNS)]
@@ -141,7 +181,7 @@ def rank_signals(variants: pd.DataFrame) -> pd.DataFrame:
 
 def _relative_to_recent(v: np.ndarray, i: int, window: int = 20) -> float:
     """v[i] / median of the finite v over the previous `window` entries (NaN without history)."""
-    prev = v[max(0, i - window):i]
+    prev = v[max(0, i - window) : i]
     prev = prev[np.isfinite(prev)]
     if not len(prev) or not np.isfinite(v[i]) or np.median(prev) <= 0:
         return math.nan

@@ -1,4 +1,5 @@
 """Number formatting shared by the advice modules."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """A gradvar run directory: its records/ tables (steps, evals, events)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 LLaMA-Factory's trainer_log.jsonl is JSONL with `current_steps`; with several GPUs each step can be written once
 per rank: analysis.logs.llamafactory merges those rows before the table is checked.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def _load_json_text(p: Path, text: str) -> LogData:
         return _records_to_log(p, [_flatten(r) for r in whole], [f"record {i}" for i in range(len(whole))], "jsonl")
     if whole is not None and not (isinstance(whole, dict) and len(text.strip().splitlines()) == 1):
         keys = _short_list(list(whole)) if isinstance(whole, dict) else type(whole).__name__
-        raise LogError(f"{p}: unknown format (JSON but neither a trainer_state.json with log_history nor JSONL; "
-                       f"top level: {keys})")
+        raise LogError(
+            f"{p}: unknown format (JSON but neither a trainer_state.json with log_history nor JSONL; top level: {keys})"
+        )
     return _load_jsonl(p, text)
 
 

@@ -2,6 +2,7 @@
 summary can each have a row, and `train_loss_step`/`train_loss_epoch` split one metric in two. Training rows of
 the same step are merged (first value of each column); epoch summaries and validation rows, which carry no
 per-step loss, become the eval table in finalize()."""
+
 from __future__ import annotations
 
 import pandas as pd

@@ -5,6 +5,7 @@ the last digit: each rank's own running loss). Those rows are one step: merged b
 step number that goes back is a resumed run: the rows written after the resume win for the steps they repeat,
 and the resume step is kept in meta so the diagnosis can judge the first steps after it.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,10 @@ def merge_ranks(rows: list, labels: list, key: str = "current_steps") -> tuple[l
     if multi:
         notes.append(f"{len(multi)} steps were written {max(multi)} times (once per rank): merged by their mean")
     if resumes:
-        notes.append("resumed at step(s) " + ", ".join(str(s) for s in resumes) + ": the rows written after each "
-                     "resume replace the ones they repeat")
+        notes.append(
+            "resumed at step(s) " + ", ".join(str(s) for s in resumes) + ": the rows written after each "
+            "resume replace the ones they repeat"
+        )
     rows_out = [by_step[s][0] for s in steps] + [r for r, _ in aside]
     return rows_out, [by_step[s][1] for s in steps] + [lab for _, lab in aside], notes, resumes
 

@@ -1,5 +1,6 @@
 """build-nanogpt's log/log.txt: one 'step split value' row per line ('12 train 9.78', '0 val 10.93',
 '0 hella 0.2413'). 'train' rows are the training steps; the other splits go to the eval table."""
+
 from __future__ import annotations
 
 import re

@@ -7,6 +7,7 @@ a Hugging Face `trainer_state.json` (or a checkpoint folder holding one), Tensor
 canonical names (step, loss, grad_norm, lr, seqlen; the rest snake_cased). Any bad input raises LogError with a
 one-line message naming the file; NaN/inf losses are kept (they are divergence events).
 """
+
 from __future__ import annotations
 
 import re
@@ -79,11 +80,11 @@ def _load_dir(p: Path) -> LogData:
     events = find_event_files(p)
     if events:
         return _load_tensorboard(p, events)
-    raise LogError(f"{p}: unknown format (folder has no gradvar records/, trainer_state.json "
-                   "or TensorBoard event files)")
+    raise LogError(
+        f"{p}: unknown format (folder has no gradvar records/, trainer_state.json or TensorBoard event files)"
+    )
 
 
 def _trailing_int(name: str) -> int:
     m = re.search(r"(\d+)$", name)
     return int(m.group(1)) if m else -1
-

@@ -11,18 +11,21 @@ line; its '|'- or ','-separated 'name value' or 'name: value' pairs become colum
 val/validation value is an evaluation line (nanoGPT's 'step 250: train loss ..., val loss ...'). Everything else
 (banners, memory reports, generated text) is skipped.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from ..errors import LogError
 from .llamafactory import merge_ranks
 from .table import LogData, _numeric_frame, finalize
-import pandas as pd
 
-_STEP_LINE = re.compile(r"^\s*(?:\[[^\]]*\]\s*)*(?:\d+:\s+)?(?:iteration|iter|step)\s+(\d+)\s*(?:/\s*\d+)?\s*[:|,]?(.*)$",
-                        re.IGNORECASE)
+_STEP_LINE = re.compile(
+    r"^\s*(?:\[[^\]]*\]\s*)*(?:\d+:\s+)?(?:iteration|iter|step)\s+(\d+)\s*(?:/\s*\d+)?\s*[:|,]?(.*)$", re.IGNORECASE
+)
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?nan|[+-]?inf"
 _PAIR = re.compile(rf"^([A-Za-z][A-Za-z0-9 _/().%-]*?)\s*[:=]?\s+({_NUM})(?:ms|s|%)?(?![\w.])", re.IGNORECASE)
 _EVAL_KEY = re.compile(r"^(val|valid|validation|eval|test)\b", re.IGNORECASE)

@@ -3,6 +3,7 @@
 Every reader ends in finalize(): canonical column names, value parsing, the checks that name the first bad
 row, and LogData itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,10 +16,30 @@ import pandas as pd
 from ..errors import LogError
 
 ALIASES = {
-    "step": ("step", "global_step", "iteration", "iter", "it", "train/global_step", "trainer/global_step", "steps",
-             "current_steps", "_step"),
-    "loss": ("loss", "train_loss", "train/loss", "training_loss", "lm_loss", "loss/train", "train/lm_loss",
-             "train_loss_step", "loss_step", "train/samples/train_loss"),
+    "step": (
+        "step",
+        "global_step",
+        "iteration",
+        "iter",
+        "it",
+        "train/global_step",
+        "trainer/global_step",
+        "steps",
+        "current_steps",
+        "_step",
+    ),
+    "loss": (
+        "loss",
+        "train_loss",
+        "train/loss",
+        "training_loss",
+        "lm_loss",
+        "loss/train",
+        "train/lm_loss",
+        "train_loss_step",
+        "loss_step",
+        "train/samples/train_loss",
+    ),
     "grad_norm": ("grad_norm", "gradient_norm", "train/grad_norm", "total_norm", "gnorm", "grad_norm/total", "norm"),
     "lr": ("lr", "learning_rate", "train/learning_rate", "train/lr", "lr_abs", "train/samples/lr"),
     "seqlen": ("seqlen", "seq_len", "sequence_length", "seq_length", "train/seqlen"),
@@ -26,8 +47,19 @@ ALIASES = {
 MISSING = {"", "na", "n/a", "null", "none"}  # an empty cell: this row does not carry the value
 NAN_TOKENS = {"nan", "+nan", "-nan"}  # a logged NaN: a real (divergent) value
 EVAL_PREFIX = re.compile(r"^(eval|val|valid|validation|test)(_|$)")
-FORMATS = ("gradvar", "csv", "jsonl", "llamafactory", "hf_trainer_state", "tensorboard", "dataframe", "lightning",
-           "wandb", "nanogpt_logtxt", "stdout")
+FORMATS = (
+    "gradvar",
+    "csv",
+    "jsonl",
+    "llamafactory",
+    "hf_trainer_state",
+    "tensorboard",
+    "dataframe",
+    "lightning",
+    "wandb",
+    "nanogpt_logtxt",
+    "stdout",
+)
 
 
 @dataclass
@@ -70,7 +102,7 @@ def canonical_names(columns) -> list[str]:
         hits = [(aliases.index(k), i) for i, k in enumerate(keys) if k in aliases and out[i] is None]
         if hits:
             out[min(hits)[1]] = canon
-    taken = set(o for o in out if o)
+    taken = {o for o in out if o}
     for i, k in enumerate(keys):
         if out[i] is None:
             base = k or f"col{i + 1}"

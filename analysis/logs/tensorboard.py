@@ -1,4 +1,5 @@
 """TensorBoard event files or folders into a LogData (the decoding itself is in analysis.logs.tfevents)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,4 +65,3 @@ def _one_run(long, notes: list):
     out = long[prefix == newest].copy()
     out["tag"] = rest[prefix == newest]
     return out
-

@@ -1,4 +1,5 @@
 """Text tables: CSV, TSV, ';' or '|' separated, or whitespace columns ('step loss' golden-loss files)."""
+
 from __future__ import annotations
 
 import csv

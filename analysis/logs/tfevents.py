@@ -3,6 +3,7 @@
 TFRecord framing and the few protobuf fields of Event that hold scalars are decoded by hand, so reading a
 user's event files needs only numpy and pandas.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,11 +14,11 @@ import pandas as pd
 
 from ..errors import LogError
 
-
 # --- TensorBoard: TFRecord framing and the few protobuf fields of Event we need, decoded by hand -------------
 # Framing per record: uint64 length, uint32 masked crc32c(length), data, uint32 masked crc32c(data).
 # Event{wall_time=1 double, step=2 int64, summary=5 Summary{value=1 Value{tag=1, simple_value=2 float,
 # tensor=8 TensorProto{dtype=1, tensor_content=4, float_val=5, double_val=6}}}}.
+
 
 def _crc_table() -> list:
     table = []
@@ -53,19 +54,19 @@ def _records(data: bytes, name: str, notes: list):
     """Yield each record's payload; a cut-off tail (run killed while writing) ends the file with a note."""
     pos = 0
     while pos < len(data):
-        if not _valid_tfrecord_header(data[pos:pos + 12]):
+        if not _valid_tfrecord_header(data[pos : pos + 12]):
             if pos == 0:
                 raise LogError(f"{name}: unknown format (not a TensorBoard event file: bad record header)")
             notes.append(f"{name}: unreadable data after byte {pos} ignored (file cut off?)")
             return
-        n = int.from_bytes(data[pos:pos + 8], "little")
+        n = int.from_bytes(data[pos : pos + 8], "little")
         end = pos + 12 + n
         if end + 4 > len(data):
             notes.append(f"{name}: last record cut off (run killed while writing?): ignored")
             return
-        payload = data[pos + 12:end]
+        payload = data[pos + 12 : end]
         # Scalar events are small; checking their crc costs little, big ones (images, graphs) are skipped anyway.
-        if n > 4096 or _masked_crc32c(payload) == int.from_bytes(data[end:end + 4], "little"):
+        if n > 4096 or _masked_crc32c(payload) == int.from_bytes(data[end : end + 4], "little"):
             yield payload
         else:
             notes.append(f"{name}: record at byte {pos} fails its checksum: skipped")
@@ -95,10 +96,10 @@ def _fields(buf: bytes):
             val, i = _varint(buf, i)
         elif wire in (1, 5):
             size = 8 if wire == 1 else 4
-            val, i = buf[i:i + size], i + size
+            val, i = buf[i : i + size], i + size
         elif wire == 2:
             n, i = _varint(buf, i)
-            val, i = buf[i:i + n], i + n
+            val, i = buf[i : i + n], i + n
         else:
             raise ValueError(f"unsupported wire type {wire}")
         if i > len(buf):

@@ -1,5 +1,6 @@
 """A W&B history export (the chart's 'Download CSV'): `Step`, then `<run> - <metric>` columns, each with
 `__MIN` and `__MAX` companions (the envelope of a smoothed or grouped chart, not metrics of their own)."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,8 @@ _RUN_COL = re.compile(r"^(?:Group: )?(.+?) - (.+)$")
 def is_wandb_export(header: list) -> bool:
     """A W&B export: at least one `<run> - <metric>` column beside a Step column."""
     return any(str(h).strip().lower() in ("step", "_step") for h in header) and any(
-        _RUN_COL.match(str(h)) for h in header)
+        _RUN_COL.match(str(h)) for h in header
+    )
 
 
 def from_wandb(raw: pd.DataFrame) -> tuple[pd.DataFrame, list]:
@@ -33,10 +35,12 @@ def from_wandb(raw: pd.DataFrame) -> tuple[pd.DataFrame, list]:
     if not runs:
         return raw, notes
     first = next(iter(runs))
-    keep.update({col: metric for col, metric in runs[first]})
+    keep.update(dict(runs[first]))
     if len(runs) > 1:
-        notes.append(f"W&B export holds {len(runs)} runs: read '{first}' (the first), "
-                     "export one run per file to diagnose the others")
+        notes.append(
+            f"W&B export holds {len(runs)} runs: read '{first}' (the first), "
+            "export one run per file to diagnose the others"
+        )
     out = raw.loc[:, list(keep)]
     out.columns = list(keep.values())
     # A W&B export has a row per step of any metric: rows without this run's loss are other runs' steps.

@@ -15,6 +15,7 @@ with its cumulative token count. Each checkpoint the Trainer saves gets the moni
 (`gradvar_monitor.pt`: step, tokens, spike-detector state) and the records are flushed first, so a checkpoint
 never points past what is on disk; rows written after it by the interrupted run are dropped on resume.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,9 @@ class GradvarCallback(TrainerCallback):
             self.monitor.close()
         resume = state.global_step or None
         kwargs = {"sinks": report_to_sinks(args), **self.kwargs}  # sinks= given: those instead
-        self.monitor = Monitor(model, inner, self.run_dir, self.quantities, grad_scaler=scaler, resume_step=resume,
-                               **kwargs)
+        self.monitor = Monitor(
+            model, inner, self.run_dir, self.quantities, grad_scaler=scaler, resume_step=resume, **kwargs
+        )
         if resume:
             self._restore(Path(args.output_dir) / f"checkpoint-{resume}" / STATE_FILE, resume)
 
@@ -80,8 +82,12 @@ class GradvarCallback(TrainerCallback):
             mon.rows.tokens = int(row.tokens.iloc[-1])
             mon.log_event("resume", f"resumed from step {step}: tokens continue from the records")
         else:
-            mon.log_event("note", f"resumed from step {step} with no gradvar state or records of it: the tokens "
-                          "column counts from this run's start", value=math.nan)
+            mon.log_event(
+                "note",
+                f"resumed from step {step} with no gradvar state or records of it: the tokens "
+                "column counts from this run's start",
+                value=math.nan,
+            )
 
     def on_save(self, args, state, control, **kwargs):
         if self.monitor is None:

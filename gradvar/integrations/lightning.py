@@ -11,6 +11,7 @@ fp16 the precision plugin's GradScaler is handed to the monitor. The monitor's s
 checkpoints, so a resumed fit continues its step count, tokens and spike detector. gradvar's scalars go to the
 Trainer's TensorBoard and W&B loggers (sinks=[...] chooses others, sinks=[] none).
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,9 +53,17 @@ class GradvarCallback(Callback):
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         resume = trainer.global_step or None
         kwargs = {"sinks": logger_sinks(trainer), **self.kwargs}  # sinks= given: those instead
-        self.monitor = Monitor(trainer.strategy.model, trainer.optimizers[0], self.run_dir, self.quantities,
-                               infer_inputs=False, grad_scaler=scaler, resume_step=resume,
-                               handle_sigterm=False, **kwargs)
+        self.monitor = Monitor(
+            trainer.strategy.model,
+            trainer.optimizers[0],
+            self.run_dir,
+            self.quantities,
+            infer_inputs=False,
+            grad_scaler=scaler,
+            resume_step=resume,
+            handle_sigterm=False,
+            **kwargs,
+        )
         if self._restored is not None:
             self.monitor.load_state_dict(self._restored)
             self.monitor.log_event("resume", f"resumed from step {trainer.global_step}")
@@ -81,8 +90,9 @@ class GradvarCallback(Callback):
         self._last_step = trainer.global_step
         world = trainer.world_size
         tokens = self.monitor.rows.tokens + self._tokens * world if self._seqlen is not None else None
-        self.monitor.step(loss=self._losses or None, seqlen=self._seqlen, tokens=tokens,
-                          batch_size=self._sequences * world or None)
+        self.monitor.step(
+            loss=self._losses or None, seqlen=self._seqlen, tokens=tokens, batch_size=self._sequences * world or None
+        )
         self._losses, self._sequences, self._tokens, self._passes = [], 0, 0, 0
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):

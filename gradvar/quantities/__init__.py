@@ -1,4 +1,5 @@
 """One small class per measured quantity; `build(preset, ...)` assembles the named presets."""
+
 from __future__ import annotations
 
 from .adam_state import AdamState
@@ -13,8 +14,15 @@ from .update_size import UpdateSize
 PRESETS = ("paper", "full", "minimal")
 
 
-def build(preset: str, probe_batch=None, probe_every: int = 100, probe_loss_every: int = 10,
-          probe_micro_batch: int = 1, probe_seqlens=None, loss_fn=causal_lm_loss) -> list[Quantity]:
+def build(
+    preset: str,
+    probe_batch=None,
+    probe_every: int = 100,
+    probe_loss_every: int = 10,
+    probe_micro_batch: int = 1,
+    probe_seqlens=None,
+    loss_fn=causal_lm_loss,
+) -> list[Quantity]:
     """paper: loss, Adam variance state, gradient variance, grad norm (+ probe loss with a probe batch).
     full: everything, the sequence-length probe, update size and logit maxima included.
     minimal: loss only."""
@@ -39,24 +47,52 @@ def resolve(quantities, probe: dict) -> list:
     given = {k: v for k, v in probe.items() if v is not None}
     if not isinstance(quantities, str):
         if given:
-            raise TypeError(f"Monitor({', '.join(given)}=...) configures the presets' probes only; with a list of "
-                            "quantities, configure them there: ProbeLoss(batch, schedule, loss_fn), "
-                            "SeqlenProbe(batch, lengths, micro_batch, schedule, loss_fn)")
+            raise TypeError(
+                f"Monitor({', '.join(given)}=...) configures the presets' probes only; with a list of "
+                "quantities, configure them there: ProbeLoss(batch, schedule, loss_fn), "
+                "SeqlenProbe(batch, lengths, micro_batch, schedule, loss_fn)"
+            )
         return list(quantities)
     if probe["probe_batch"] is None and given:
         raise TypeError(f"Monitor({', '.join(given)}=...) needs probe_batch= (the held-out batch the probes run on)")
     seqlen_only = [k for k in ("probe_every", "probe_micro_batch", "probe_seqlens") if k in given]
     if seqlen_only and quantities != "full":
-        raise TypeError(f"Monitor({', '.join(seqlen_only)}=...) configures the sequence-length probe, which only the "
-                        f"'full' preset runs (quantities={quantities!r})")
+        raise TypeError(
+            f"Monitor({', '.join(seqlen_only)}=...) configures the sequence-length probe, which only the "
+            f"'full' preset runs (quantities={quantities!r})"
+        )
     defaults = {"probe_every": 100, "probe_loss_every": 10, "probe_micro_batch": 1, "loss_fn": causal_lm_loss}
     opts = {**defaults, **given}
-    return build(quantities, probe["probe_batch"], opts["probe_every"], opts["probe_loss_every"],
-                   opts["probe_micro_batch"], probe["probe_seqlens"], opts["loss_fn"])
+    return build(
+        quantities,
+        probe["probe_batch"],
+        opts["probe_every"],
+        opts["probe_loss_every"],
+        opts["probe_micro_batch"],
+        probe["probe_seqlens"],
+        opts["loss_fn"],
+    )
 
 
 __all__ = [
-    "AdamState", "FlushMeta", "GradNorm", "GradVariance", "Loss", "OutputLogit", "ProbeLoss", "Quantity",
-    "SeqlenProbe", "Stat", "StepContext", "UpdateSize", "at_steps", "build", "resolve", "causal_lm_loss",
-    "dense_then_every", "every", "log_spaced", "noise_estimates",
+    "AdamState",
+    "FlushMeta",
+    "GradNorm",
+    "GradVariance",
+    "Loss",
+    "OutputLogit",
+    "ProbeLoss",
+    "Quantity",
+    "SeqlenProbe",
+    "Stat",
+    "StepContext",
+    "UpdateSize",
+    "at_steps",
+    "build",
+    "resolve",
+    "causal_lm_loss",
+    "dense_then_every",
+    "every",
+    "log_spaced",
+    "noise_estimates",
 ]

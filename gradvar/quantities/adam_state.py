@@ -3,6 +3,7 @@
 adam_v_max = max_j v_j, adam_v_l1 = sum_j v_j, min and mean, overall and per group; |exp_avg|.
 Works for torch.optim.Adam/AdamW in their for-loop, foreach and fused forms (same state keys).
 """
+
 from __future__ import annotations
 
 import math

@@ -4,11 +4,12 @@ A quantity returns device tensors wrapped in `Stat(value, op)`; the monitor buff
 across ranks at flush time (one SUM and one MAX all-reduce for all buffered steps together), copies them to
 the host once, and calls `finalize` to turn the combined raw values into table columns.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,12 +40,12 @@ def dense_then_every(n: int, dense_until: int = 30) -> Schedule:
 
 
 def log_spaced(base: float = 1.25) -> Schedule:
-    marks = {int(round(base ** i)) for i in range(200)}
+    marks = {int(round(base**i)) for i in range(200)}
     return lambda step: step in marks
 
 
 def at_steps(steps) -> Schedule:
-    chosen = set(int(s) for s in steps)
+    chosen = {int(s) for s in steps}
     return lambda step: step in chosen
 
 

@@ -3,6 +3,7 @@
 Before clipping: the gradient as the step's last backward pass left it (gradvar.pre_clip), whoever clips it
 afterwards. After clipping: the gradient the optimizer is handed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ class GradNorm(Quantity):
     def on_step(self, ctx):
         out = {}
         if "clip_coef" in ctx.extras and "pre_clip" in ctx.extras:  # Monitor.clip_grad_norm_ after the read
-            out["grad_sq_applied"] = Stat(ctx.grad_sq().sum() * ctx.extras["clip_coef"].float().square(), ctx.shard_op(SUM))
+            out["grad_sq_applied"] = Stat(
+                ctx.grad_sq().sum() * ctx.extras["clip_coef"].float().square(), ctx.shard_op(SUM)
+            )
         if "grad_norm_user" in ctx.extras:
             out["grad_norm_user"] = Stat(ctx.extras["grad_norm_user"], SAME)
         return out
@@ -46,4 +49,8 @@ class GradNorm(Quantity):
         applied = raw["grad_sq_applied"][:, 0] if "grad_sq_applied" in raw else np.full(len(norm), np.nan)
         clipped = np.where(np.isnan(applied), norm, np.sqrt(applied))
         per_group = {(g, "grad_norm"): np.sqrt(gsq[:, i]) for i, g in enumerate(groups)}
-        return {"grad_norm": norm, "grad_norm_clipped": clipped, "nonfinite_grad": raw["nonfinite_grad"][:, 0]}, per_group
+        return {
+            "grad_norm": norm,
+            "grad_norm_clipped": clipped,
+            "nonfinite_grad": raw["nonfinite_grad"][:, 0],
+        }, per_group

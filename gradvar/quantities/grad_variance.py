@@ -9,6 +9,7 @@ Per rank we keep sum_k |h_k|^2 with h_k = g_k / K_local (loss scaled by 1/K_loca
 flush time combines ranks. The element-wise maximum under DDP is the max over ranks of each rank's second
 moment about the global mean, an upper bound of the exact value (exact with one process).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,9 +56,11 @@ class GradVariance(Quantity):
         if k_local == 0:
             return {}
         sq, m2 = _unscaled(ctx, cap)
-        out = {"micro_sq_group": Stat(group_sum(sq, ctx.group_index, ctx.n_groups), SUM),
-               # this rank's mean |g_k|^2 = K_local * sum_k |h_k|^2
-               "rank_micro_sq": Stat(sq.sum() * k_local, RANK)}
+        out = {
+            "micro_sq_group": Stat(group_sum(sq, ctx.group_index, ctx.n_groups), SUM),
+            # this rank's mean |g_k|^2 = K_local * sum_k |h_k|^2
+            "rank_micro_sq": Stat(sq.sum() * k_local, RANK),
+        }
         if m2 is not None:
             # var_j = mean_k g_kj^2 - G_j^2 with g_k = K_local h_k, i.e. K_local * (sum_k h_kj^2 - G_j^2 / K_local),
             # formed in place in the capture's buffer (reset after the step anyway): one pass, no
@@ -89,7 +92,9 @@ class GradVariance(Quantity):
         cols["micro_batches"] = k_tot
         cols["grad_var_sum"] = np.where(k_tot >= 2, gs - gb, np.nan)
         var_max = raw.get("var_max_group")
-        cols["grad_var_max"] = np.where(k_tot >= 2, var_max.max(axis=1), np.nan) if var_max is not None else np.full(len(gs), np.nan)
+        cols["grad_var_max"] = (
+            np.where(k_tot >= 2, var_max.max(axis=1), np.nan) if var_max is not None else np.full(len(gs), np.nan)
+        )
         per_group = {}
         for i, g in enumerate(groups):
             est = noise_estimates(gs_group[:, i], gb_group[:, i], k_tot, b_s)

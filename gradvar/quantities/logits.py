@@ -4,6 +4,7 @@ The output logit is read by a forward hook on the model's output embedding durin
 The attention logit max(q.k / sqrt(d)) is not materialised by SDPA, so it is recomputed from the q/k
 projections of GPT-2 style blocks (`attn.c_attn`), on the probe batch only: O(T^2) work every P steps.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,4 +80,5 @@ def _make_hook(box, n_head):
         mask = torch.ones(t, t, dtype=torch.bool, device=att.device).tril()
         m = att.abs().masked_fill(~mask, 0).amax()
         box.value = m if box.value is None else torch.maximum(box.value, m)
+
     return hook

@@ -5,6 +5,7 @@ saw them: a single value equal to the last micro-batch's loss divided by the K m
 that `(loss / K).backward()` loops hold, nanoGPT's among them) is the scaled loss, not the step's; the
 forwards' losses are recorded instead and a note says so.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,6 +47,11 @@ class Loss(Quantity):
     def notes(self, raw):
         if not (raw.get("loss_divided", np.zeros((1, 1))) == 1).any():
             return []
-        return [("loss_divided", "the loss passed to Monitor.step was the last micro-batch's loss divided by the "
-                 "number of micro-batches (the scaled loss of `(loss / K).backward()`): the loss columns hold the "
-                 "mean of the forwards' losses instead; pass the unscaled loss, or a list of the micro-batch losses")]
+        return [
+            (
+                "loss_divided",
+                "the loss passed to Monitor.step was the last micro-batch's loss divided by the "
+                "number of micro-batches (the scaled loss of `(loss / K).backward()`): the loss columns hold the "
+                "mean of the forwards' losses instead; pass the unscaled loss, or a list of the micro-batch losses",
+            )
+        ]

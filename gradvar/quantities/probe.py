@@ -6,6 +6,7 @@ that one update with that gradient would produce, max_j(beta2 v_j + (1 - beta2) 
 (long sequences drive extreme variance early) made measurable. Gradients come from torch.autograd.grad, so
 `.grad`, the optimizer and the parameters are untouched; RNG state and train/eval mode are restored.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,8 +94,7 @@ class SeqlenProbe(Quantity):
 
     name = "seqlen_probe"
 
-    def __init__(self, batch: torch.Tensor, lengths=None, micro_batch: int = 1, schedule=None,
-                 loss_fn=causal_lm_loss):
+    def __init__(self, batch: torch.Tensor, lengths=None, micro_batch: int = 1, schedule=None, loss_fn=causal_lm_loss):
         super().__init__(schedule)
         full = batch.shape[1]
         self.lengths = sorted(set(lengths or _ladder(full)))
@@ -137,9 +137,17 @@ class SeqlenProbe(Quantity):
         tc.foreach_div_(total, k)  # G = mean_k g_k
         gb = torch.stack(tc.foreach_norm(total)).square().sum()
         reported = length - self.report_offset
-        return {"probe_seqlen": reported, "probe_tokens": x.shape[0] * reported, "loss": loss_sum / k,
-                "grad_norm": gb.sqrt(), "_gs": sq_sum / k, "_gb": gb, "_k": k, "_b_s": self.micro,
-                "adam_v_max_if_applied": self._v_if_applied(ctx, params, total)}
+        return {
+            "probe_seqlen": reported,
+            "probe_tokens": x.shape[0] * reported,
+            "loss": loss_sum / k,
+            "grad_norm": gb.sqrt(),
+            "_gs": sq_sum / k,
+            "_gb": gb,
+            "_k": k,
+            "_b_s": self.micro,
+            "adam_v_max_if_applied": self._v_if_applied(ctx, params, total),
+        }
 
     @staticmethod
     def _v_if_applied(ctx, params, grads):
@@ -158,14 +166,14 @@ def finalize_probe_rows(rows: list[dict]) -> list[dict]:
 
     out = []
     for r in rows:
-        est = noise_estimates(np.float64(r.pop("_gs")), np.float64(r.pop("_gb")), np.float64(r.pop("_k")),
-                              np.float64(r.pop("_b_s")))
+        est = noise_estimates(
+            np.float64(r.pop("_gs")), np.float64(r.pop("_gb")), np.float64(r.pop("_k")), np.float64(r.pop("_b_s"))
+        )
         r.update({k: float(v) for k, v in est.items()})
         # Each sequence gradient averages probe_seqlen token gradients: scale back to per-token variance.
         r["grad_trace_sigma_per_token"] = r["grad_trace_sigma"] * r["probe_seqlen"]
         out.append(r)
     return out
-
 
 
 def _ladder(full: int) -> list[int]:

@@ -3,6 +3,7 @@
 Needs the parameters from before the step: the monitor snapshots them in the optimizer's pre-step hook
 (one copy of the parameters, only on scheduled steps).
 """
+
 from __future__ import annotations
 
 import numpy as np

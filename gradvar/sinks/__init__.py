@@ -7,6 +7,7 @@
 Tags: gradvar/<steps column>, gradvar/layers/<group>/<stat>, gradvar/probe/<seqlen>/<column>,
 gradvar/events/<kind> (text; W&B alerts), all against the optimizer step.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 A sink receives, on rank 0 at each flush, the rows the flush has just written to the records
 (`{table: [row dict, ...]}`, host values): it computes nothing and reads nothing from the device.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,11 +64,12 @@ class SinkSet:
                 fn(sink)
             except Exception as exc:  # any backend error: the records are written already
                 self.sinks.remove(sink)
-                msg = (f"sink {type(sink).__name__} failed ({type(exc).__name__}: {exc}) and was dropped; the "
-                       "records are complete, the dashboard stops here")
+                msg = (
+                    f"sink {type(sink).__name__} failed ({type(exc).__name__}: {exc}) and was dropped; the "
+                    "records are complete, the dashboard stops here"
+                )
                 warnings.warn(f"gradvar: {msg}", stacklevel=2)
                 with contextlib.suppress(Exception):
                     sink.close()
                 if self.on_drop is not None:
                     self.on_drop(msg)
-

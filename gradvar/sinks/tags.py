@@ -8,6 +8,7 @@
 
 Pure functions over host rows: the sinks compute nothing the records do not already hold.
 """
+
 from __future__ import annotations
 
 import math

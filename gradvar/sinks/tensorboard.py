@@ -6,6 +6,7 @@
 SummaryWriter queues events and writes them from its own thread; the sink flushes it once per monitor flush,
 so a live TensorBoard shows each flushed step.
 """
+
 from __future__ import annotations
 
 from .base import Sink

@@ -7,6 +7,7 @@ The x-axis is the metric `gradvar/step` (the optimizer step), declared with defi
 never move the run's own step counter and sit beside what the loop or the HF/Lightning logger already logs.
 WANDB_MODE=offline works as usual (nothing needs the network; `wandb sync` uploads later).
 """
+
 from __future__ import annotations
 
 from itertools import groupby
@@ -52,12 +53,16 @@ class WandbSink(Sink):
         for step, kind, message in events:
             if kind in _QUIET_KINDS:
                 continue
-            level = (wandb.AlertLevel.ERROR if kind.startswith("nonfinite") else
-                     wandb.AlertLevel.WARN if kind in ("spike", "rewind") else wandb.AlertLevel.INFO)
+            level = (
+                wandb.AlertLevel.ERROR
+                if kind.startswith("nonfinite")
+                else wandb.AlertLevel.WARN
+                if kind in ("spike", "rewind")
+                else wandb.AlertLevel.INFO
+            )
             run.alert(title=f"gradvar {kind} at step {step}", text=message, level=level, wait_duration=0)
 
     def close(self) -> None:
         if self.run is not None and self._owns:
             self.run.finish()
         self.run = None if self._owns else self.run
-

@@ -1,5 +1,6 @@
 """On a terminal, `gradvar diagnose` and `gradvar report` say on stderr what they are doing; in a pipe they
 print nothing extra (stdout stays the command's output)."""
+
 import os
 import pty
 import select

@@ -1,4 +1,5 @@
 """Baseline vs SLW comparisons on in-memory runs with known answers."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,8 +8,9 @@ from analysis.compare import claims_table, compare, default_target, reach, stabi
 from analysis.load import Run
 
 
-def make_run(name, method, seed, lr=1e-3, batch=8, spikes=(), val=(6.0, 5.0, 4.5), tokens_per_step=100,
-             nan_at=None, n=300):
+def make_run(
+    name, method, seed, lr=1e-3, batch=8, spikes=(), val=(6.0, 5.0, 4.5), tokens_per_step=100, nan_at=None, n=300
+):
     step = np.arange(1, n + 1)
     loss = 3.0 + 3.0 * np.exp(-step / 80)
     for s in spikes:
@@ -16,19 +18,30 @@ def make_run(name, method, seed, lr=1e-3, batch=8, spikes=(), val=(6.0, 5.0, 4.5
     if nan_at:
         loss[nan_at:] = np.nan
     probe = np.where(step % 5 == 0, loss + 0.1, np.nan)
-    steps = pd.DataFrame({"step": step, "tokens": step * tokens_per_step, "loss": loss, "probe_loss": probe,
-                          "time_s": np.full(n, 0.5)})  # each step's duration, as the monitor records it
+    steps = pd.DataFrame(
+        {"step": step, "tokens": step * tokens_per_step, "loss": loss, "probe_loss": probe, "time_s": np.full(n, 0.5)}
+    )  # each step's duration, as the monitor records it
     ev_steps = np.array([100, 200, 300])
-    evals = pd.DataFrame({"step": ev_steps, "tokens": ev_steps * tokens_per_step, "val_loss": list(val),
-                          "val_ppl": np.exp(val), "time_s": ev_steps * 0.5})
+    evals = pd.DataFrame(
+        {
+            "step": ev_steps,
+            "tokens": ev_steps * tokens_per_step,
+            "val_loss": list(val),
+            "val_ppl": np.exp(val),
+            "time_s": ev_steps * 0.5,
+        }
+    )
     empty = pd.DataFrame()
     return Run(name, None, {}, method, batch, lr, seed, steps, empty, empty, empty, evals)
 
 
 def study():
-    return [make_run("b0", "baseline", 0, spikes=(100, 150)), make_run("b1", "baseline", 1, spikes=(120,)),
-            make_run("s0", "slw", 0, tokens_per_step=60, val=(5.5, 4.6, 4.4)),
-            make_run("s1", "slw", 1, tokens_per_step=60, val=(5.5, 4.5, 4.3))]
+    return [
+        make_run("b0", "baseline", 0, spikes=(100, 150)),
+        make_run("b1", "baseline", 1, spikes=(120,)),
+        make_run("s0", "slw", 0, tokens_per_step=60, val=(5.5, 4.6, 4.4)),
+        make_run("s1", "slw", 1, tokens_per_step=60, val=(5.5, 4.5, 4.3)),
+    ]
 
 
 def test_val_summary_and_reach():
@@ -65,8 +78,11 @@ def test_compare_tables():
 
 
 def test_grid_over_batch_and_lr_with_divergence():
-    runs = [make_run("a", "baseline", 0, lr=1e-2, nan_at=200), make_run("b", "baseline", 1, lr=1e-2),
-            make_run("c", "baseline", 0, lr=1e-3, batch=16, spikes=(50,))]
+    runs = [
+        make_run("a", "baseline", 0, lr=1e-2, nan_at=200),
+        make_run("b", "baseline", 1, lr=1e-2),
+        make_run("c", "baseline", 0, lr=1e-3, batch=16, spikes=(50,)),
+    ]
     grid = stability_grid(compare(runs)["per_run"]).set_index(["batch_size", "lr"])
     # One diverged and one stable seed: a tie goes to the less stable class.
     assert grid.loc[(8, 1e-2), "class"] == "diverged" and grid.loc[(8, 1e-2), "n_diverged"] == 1
@@ -75,11 +91,26 @@ def test_grid_over_batch_and_lr_with_divergence():
 
 def test_claims_verdicts():
     res = compare(study())
-    rank = pd.DataFrame({"signal": ["adam_v_max", "adam_v_max"], "transform": ["raw", "dlog"],
-                         "spearman_r": [-0.4, 0.6], "spearman_lo": [-0.5, 0.5], "spearman_hi": [-0.3, 0.7]})
-    hyp = pd.DataFrame({"run": ["pooled"], "window": ["early"], "stat": ["adam_v_max_if_applied"],
-                        "spearman_rho": [-0.5], "p_value": [0.001], "fold_change": [0.5],
-                        "verdict": ["longer → smaller: hypothesis contradicted"]})
+    rank = pd.DataFrame(
+        {
+            "signal": ["adam_v_max", "adam_v_max"],
+            "transform": ["raw", "dlog"],
+            "spearman_r": [-0.4, 0.6],
+            "spearman_lo": [-0.5, 0.5],
+            "spearman_hi": [-0.3, 0.7],
+        }
+    )
+    hyp = pd.DataFrame(
+        {
+            "run": ["pooled"],
+            "window": ["early"],
+            "stat": ["adam_v_max_if_applied"],
+            "spearman_rho": [-0.5],
+            "p_value": [0.001],
+            "fold_change": [0.5],
+            "verdict": ["longer → smaller: hypothesis contradicted"],
+        }
+    )
     c = claims_table(res, rank, hyp).set_index("claim")["verdict"]
     assert c["stability"] == "supported"  # slw 0, 0 vs baseline 1, 2: ranges do not overlap
     assert c["correlation"] == "supported" and c["seqlen"] == "contradicted"

@@ -1,4 +1,5 @@
 """Correlation, lag and early-warning analysis on constructed series with known answers."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,7 +89,7 @@ def test_strided_rolling_quantile_takes_a_nan_prefix(monkeypatch):
     exact = C.rolling_prev(x, 50, 0.5)
     monkeypatch.setattr("analysis.warning.EXACT_MAX", 1000)
     fast = C.rolling_prev(x, 50, 0.5)
-    assert np.isnan(fast[:7 + 12]).all() and np.isnan(exact[:7 + 12]).all()  # min_periods = 50 // 4
+    assert np.isnan(fast[: 7 + 12]).all() and np.isnan(exact[: 7 + 12]).all()  # min_periods = 50 // 4
     assert np.allclose(fast[7 + 12 : 7 + 51], exact[7 + 12 : 7 + 51])
     assert np.allclose(fast[7 + 50 :: 20], exact[7 + 50 :: 20])  # refreshed exactly every 20 steps
 

@@ -1,4 +1,5 @@
 """analysis.diagnose: known answers on constructed series, the five real HF logs, the report and the CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.diagnose.cli import add_diagnose_arguments, main_diagnose
 from analysis.diagnose import SNIPPET, diagnose
+from analysis.diagnose.cli import add_diagnose_arguments, main_diagnose
 from analysis.diagnose.report import fig_loss, write_diagnosis_report
 from analysis.logs import LogError, load_log
 from gradvar.spikes import SpikeRule
@@ -33,12 +34,20 @@ def planted(n=400, at=(100, 160, 220, 280, 340), interval=10, seed=0) -> pd.Data
     lead = 1.0 + rng.normal(0, 0.02, n)
     for k in at:
         loss[k] *= 1.8
-        lead[k - 5:k + 1] = 3.0
-    return pd.DataFrame({"step": (i + 1) * interval, "loss": loss, "adam_v_max": lead,
-                         "update_rms": 1.0 + rng.normal(0, 0.02, n), "lr": np.linspace(3e-4, 3e-5, n)})
+        lead[k - 5 : k + 1] = 3.0
+    return pd.DataFrame(
+        {
+            "step": (i + 1) * interval,
+            "loss": loss,
+            "adam_v_max": lead,
+            "update_rms": 1.0 + rng.normal(0, 0.02, n),
+            "lr": np.linspace(3e-4, 3e-5, n),
+        }
+    )
 
 
 # --- constructed series with known answers --------------------------------------------------------------------
+
 
 def test_planted_spikes_found_at_exact_steps():
     d = diagnose(planted())
@@ -126,6 +135,7 @@ def test_early_spikes_at_high_lr_get_slw_and_clipping_advice():
 
 # --- the five real logs ---------------------------------------------------------------------------------------
 
+
 def test_geollm_excursion_under_the_floor_is_named_not_counted():
     d = diagnose(real("GeoLLM"))
     assert d.run_class == "stable" and not len(d.spikes) and d.facts["loss_decimals"] == 4
@@ -187,6 +197,7 @@ def test_fig_loss_returns_a_figure_without_pyplot():
 
 # --- CLI ------------------------------------------------------------------------------------------------------
 
+
 def args(*argv):
     return add_diagnose_arguments(argparse.ArgumentParser()).parse_args(list(argv))
 
@@ -204,12 +215,15 @@ def test_cli_json(capsys):
     assert d["run_class"] == "stable" and d["spikes"] == [] and d["snippet"] == SNIPPET
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["missing.csv"], "missing.csv: no such file"),
-    (["bad.csv"], "bad.csv: non-numeric loss"),
-    (["good.csv", "--ratio-threshold", "0.5"], "ratio_threshold must be > 1"),
-    (["good.csv", "--horizon", "0"], "--horizon must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["missing.csv"], "missing.csv: no such file"),
+        (["bad.csv"], "bad.csv: non-numeric loss"),
+        (["good.csv", "--ratio-threshold", "0.5"], "ratio_threshold must be > 1"),
+        (["good.csv", "--horizon", "0"], "--horizon must be >= 1"),
+    ],
+)
 def test_cli_bad_input_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.csv").write_text("step,loss\n1,x\n")
@@ -230,9 +244,9 @@ def test_record_more_only_when_the_log_lacks_signals(tmp_path, capsys):
     """A log without gradvar's signals is told how to record them; a gradvar run is not, only why its
     gradient-noise columns are empty when it had one micro-batch per step."""
     import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     import gradvar
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     sparse = tmp_path / "sparse.csv"
     planted().to_csv(sparse, index=False)

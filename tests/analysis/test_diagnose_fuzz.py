@@ -2,6 +2,7 @@
 
 The contract: bad input raises LogError (one line naming the file) and nothing else ever escapes.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,41 @@ from analysis.logs import LogError, load_log
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RUN_CLASSES = {"stable", "spiky", "diverged"}
 
-tokens = st.sampled_from(["step", "loss", "Loss", "grad_norm", "lr", "iter", "nan", "NaN", "inf", "-inf", "", " ",
-                          "1", "2", "0", "-1", "1e309", "1.5", "0.001", "abc", '"', "'", "#", "null", "True"])
-cell = st.one_of(tokens, st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                 st.integers(-10**20, 10**20).map(str), st.text(max_size=4))
+tokens = st.sampled_from(
+    [
+        "step",
+        "loss",
+        "Loss",
+        "grad_norm",
+        "lr",
+        "iter",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "",
+        " ",
+        "1",
+        "2",
+        "0",
+        "-1",
+        "1e309",
+        "1.5",
+        "0.001",
+        "abc",
+        '"',
+        "'",
+        "#",
+        "null",
+        "True",
+    ]
+)
+cell = st.one_of(
+    tokens,
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(-(10**20), 10**20).map(str),
+    st.text(max_size=4),
+)
 
 
 def run(name: str, data) -> None:
@@ -51,16 +83,19 @@ def test_random_text_as_csv(text):
 
 
 @FAST
-@given(st.lists(st.lists(cell, min_size=0, max_size=5), min_size=0, max_size=30),
-       st.sampled_from([",", "\t", ";", " "]))
+@given(
+    st.lists(st.lists(cell, min_size=0, max_size=5), min_size=0, max_size=30), st.sampled_from([",", "\t", ";", " "])
+)
 def test_malformed_tables(rows, sep):
     text = "\n".join(sep.join(r) for r in rows)
     run("table.csv", text)
 
 
 @FAST
-@given(st.lists(st.tuples(st.integers(0, 10**6), st.floats(allow_nan=True, allow_infinity=True)), max_size=60),
-       st.booleans())
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), st.floats(allow_nan=True, allow_infinity=True)), max_size=60),
+    st.booleans(),
+)
 def test_structured_csv_with_random_numbers(rows, shuffle):
     rows = sorted(rows, reverse=shuffle)  # out-of-order and duplicated steps happen here
     text = "step,loss,grad_norm\n" + "\n".join(f"{s},{x!r},{abs(x) if math.isfinite(x) else 1.0}" for s, x in rows)
@@ -68,11 +103,16 @@ def test_structured_csv_with_random_numbers(rows, shuffle):
 
 
 json_value = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True, allow_infinity=True)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["loss", "x", "train"]), inner,
-                                                                max_size=3),
-    max_leaves=8)
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["loss", "x", "train"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 json_keys = st.sampled_from(["step", "loss", "lr", "grad_norm", "eval_loss", "global_step", "Loss", "x"])
 json_row = st.dictionaries(json_keys, json_value, max_size=5)
 
@@ -99,8 +139,11 @@ finite_or_not = st.floats(min_value=-1e300, max_value=1e300) | st.sampled_from([
 
 
 @FAST
-@given(st.lists(finite_or_not, min_size=1, max_size=120), st.integers(1, 100),
-       st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=120, max_size=120))
+@given(
+    st.lists(finite_or_not, min_size=1, max_size=120),
+    st.integers(1, 100),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=120, max_size=120),
+)
 def test_valid_tables_always_diagnose(losses, interval, signal):
     """Any table with good steps and at least one finite loss is diagnosed; events stay inside the log."""
     n = len(losses)

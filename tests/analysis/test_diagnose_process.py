@@ -1,4 +1,5 @@
 """`gradvar diagnose` as a process: no torch, a quiet end when its reader leaves, a report in seconds."""
+
 import resource
 import subprocess
 import sys
@@ -16,19 +17,22 @@ def run(code: str, *args, **kw):
 
 
 def test_help_and_diagnosis_with_report_import_no_torch(tmp_path):
-    code = ("import sys\nfrom analysis.diagnose.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "assert main([sys.argv[1], '-o', sys.argv[2]]) == 0\n"
-            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
-            "assert not bad, bad\nprint('ok')")
+    code = (
+        "import sys\nfrom analysis.diagnose.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert main([sys.argv[1], '-o', sys.argv[2]]) == 0\n"
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "assert not bad, bad\nprint('ok')"
+    )
     p = run(code, str(DATA / "megatron_bigscience_gpt2_ds-off.out"), str(tmp_path / "r"))
     assert p.returncode == 0 and p.stdout.rstrip().endswith("ok"), p.stderr
     assert "usage: gradvar diagnose" in p.stdout and (tmp_path / "r" / "report.html").exists()
 
 
 def test_pipe_closed_early_ends_without_traceback():
-    cmd = (f"{sys.executable} -m analysis.diagnose.cli {DATA / 'megatron_bigscience_gpt2_ds-off.out'} --json"
-           " | head -c 10")
+    cmd = (
+        f"{sys.executable} -m analysis.diagnose.cli {DATA / 'megatron_bigscience_gpt2_ds-off.out'} --json | head -c 10"
+    )
     p = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=ROOT, capture_output=True, text=True)
     assert len(p.stdout) == 10 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
     assert p.returncode == 0, p.stderr
@@ -42,8 +46,12 @@ def test_100k_entry_csv_with_report_under_10_s(tmp_path):
     csv = tmp_path / "long.csv"
     pd.DataFrame({"step": np.arange(1, 100_001), "loss": loss, "lr": 3e-4}).to_csv(csv, index=False, na_rep="nan")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run([sys.executable, "-m", "analysis.diagnose.cli", str(csv), "-o", str(tmp_path / "r")],
-                       cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "analysis.diagnose.cli", str(csv), "-o", str(tmp_path / "r")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds of the command itself: the wall time on a shared 2-core machine measures the neighbours too.
     took = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -1,4 +1,5 @@
 """Each log reader on a real public sample (tests/data/real_logs, sources in its README)."""
+
 import json
 from pathlib import Path
 
@@ -79,11 +80,14 @@ def test_build_nanogpt_log_txt():
     assert log.eval_df["val_loss"].tolist() == [10.931] and log.eval_df["val_hella"].tolist() == [0.2413]
 
 
-@pytest.mark.parametrize("name, n, first, cols", [
-    ("megatron_bigscience_gpt2_ds-off.out", 62, 12.44238, {"grad_norm", "lr", "loss_scale", "global_batch_size"}),
-    ("buildnanogpt_stdout_shakespeare.txt", 26, 10.9677, {"grad_norm", "lr"}),
-    ("llmc_readme_stdout.txt", 5, 5.356189, set()),
-])
+@pytest.mark.parametrize(
+    "name, n, first, cols",
+    [
+        ("megatron_bigscience_gpt2_ds-off.out", 62, 12.44238, {"grad_norm", "lr", "loss_scale", "global_batch_size"}),
+        ("buildnanogpt_stdout_shakespeare.txt", 26, 10.9677, {"grad_norm", "lr"}),
+        ("llmc_readme_stdout.txt", 5, 5.356189, set()),
+    ],
+)
 def test_console_output(name, n, first, cols):
     log = load_log(DATA / name)
     assert log.fmt == "stdout" and len(log.df) == n and log.df["loss"].iloc[0] == pytest.approx(first)
@@ -94,19 +98,23 @@ def test_console_output_nanogpt_and_llmc_cuda_lines(tmp_path):
     # nanoGPT's and llm.c's (train_gpt2.cu) line layouts, values from the console logs quoted in nanoGPT-based
     # and llm.c-based repositories; nanoGPT's eval lines go to the eval table.
     f = tmp_path / "out.txt"
-    f.write_text("iter 90: loss 2.5483, time 1825.68ms, mfu 0.22%\n"
-                 "step 100: train loss 2.4989, val loss 2.5072\n"
-                 "saving checkpoint to out-shakespeare-char\n"
-                 "iter 100: loss 2.5311, time 44996.39ms, mfu 0.19%\n"
-                 "iter 110: loss nan, time 440.71ms, mfu 48.31%\n")
+    f.write_text(
+        "iter 90: loss 2.5483, time 1825.68ms, mfu 0.22%\n"
+        "step 100: train loss 2.4989, val loss 2.5072\n"
+        "saving checkpoint to out-shakespeare-char\n"
+        "iter 100: loss 2.5311, time 44996.39ms, mfu 0.19%\n"
+        "iter 110: loss nan, time 440.71ms, mfu 48.31%\n"
+    )
     log = load_log(f)
     assert log.df["step"].tolist() == [90, 100, 110] and np.isnan(log.df["loss"].iloc[2])
     assert log.df["time"].tolist() == [1825.68, 44996.39, 440.71]
     assert log.eval_df["val_loss"].tolist() == [2.5072]
     g = tmp_path / "llmc.txt"
-    g.write_text("step    1/32000 | loss 11.133732 (+nanz)| norm 52.9732 (+nanz)| lr 8.57e-07 | 3056.36 ms | 42.6% bf16 "
-                 "MFU | 343080 tok/s\nstep    2/32000 | loss 10.539388 (+nanz)| norm 43.5996 (+nanz)| lr 1.71e-06 | "
-                 "2747.19 ms | 47.4% bf16 MFU | 381690 tok/s\n")
+    g.write_text(
+        "step    1/32000 | loss 11.133732 (+nanz)| norm 52.9732 (+nanz)| lr 8.57e-07 | 3056.36 ms | 42.6% bf16 "
+        "MFU | 343080 tok/s\nstep    2/32000 | loss 10.539388 (+nanz)| norm 43.5996 (+nanz)| lr 1.71e-06 | "
+        "2747.19 ms | 47.4% bf16 MFU | 381690 tok/s\n"
+    )
     log = load_log(g)
     assert log.df["loss"].tolist() == [11.133732, 10.539388] and log.df["grad_norm"].tolist() == [52.9732, 43.5996]
     assert log.df["lr"].tolist() == [8.57e-07, 1.71e-06]
@@ -124,7 +132,7 @@ def test_wandb_csv_export(tmp_path):
     rows = [r for r in state["log_history"] if "loss" in r]
     run, other = "brisk-pond-1", "wild-sun-2"
     lines = [f'"Step","{run} - train/loss","{run} - train/loss__MIN","{run} - train/loss__MAX","{other} - train/loss"']
-    lines += [f'{r["step"]},{r["loss"]},{r["loss"]},{r["loss"]},1.0' for r in rows]
+    lines += [f"{r['step']},{r['loss']},{r['loss']},{r['loss']},1.0" for r in rows]
     f = tmp_path / "wandb_export_2025-01-01T00_00_00.000+00_00.csv"
     f.write_text("\n".join(lines) + "\n")
     log = load_log(f)

@@ -1,4 +1,5 @@
 """analysis.logs: every input format, the real HF logs, and a one-line LogError for every bad input."""
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,14 @@ def write(tmp_path, name: str, text: str) -> Path:
 
 # --- formats ----------------------------------------------------------------------------------------------------
 
+
 def test_csv_aliases_are_canonical_case_insensitive(tmp_path):
-    p = write(tmp_path, "m.csv", "Iteration,Train/Loss,Learning Rate,gnorm,Seq_Len,Tokens Seen\n"
-                                 "1,3.0,0.001,1.5,128,1000\n2,2.9,0.002,1.4,128,2000\n")
+    p = write(
+        tmp_path,
+        "m.csv",
+        "Iteration,Train/Loss,Learning Rate,gnorm,Seq_Len,Tokens Seen\n"
+        "1,3.0,0.001,1.5,128,1000\n2,2.9,0.002,1.4,128,2000\n",
+    )
     log = load_log(p)
     assert log.fmt == "csv" and log.source == str(p)
     assert list(log.df.columns) == ["step", "loss", "lr", "grad_norm", "seqlen", "tokens_seen"]
@@ -72,10 +78,12 @@ def test_text_columns_are_dropped_with_a_note(tmp_path):
 
 
 def test_jsonl_nested_nan_and_cut_off_last_line(tmp_path):
-    text = ('{"step": 1, "train": {"loss": 2.5}, "lr": 0.1}\n'
-            '{"step": 2, "train": {"loss": NaN}, "lr": 0.1}\n'
-            '{"step": 3, "eval_loss": 2.0}\n'
-            '{"step": 4, "train": {"lo')
+    text = (
+        '{"step": 1, "train": {"loss": 2.5}, "lr": 0.1}\n'
+        '{"step": 2, "train": {"loss": NaN}, "lr": 0.1}\n'
+        '{"step": 3, "eval_loss": 2.0}\n'
+        '{"step": 4, "train": {"lo'
+    )
     log = load_log(write(tmp_path, "log.jsonl", text))
     assert log.fmt == "jsonl" and log.df["step"].tolist() == [1, 2] and math.isnan(log.df["loss"][1])
     assert log.eval_df["eval_loss"].tolist() == [2.0]
@@ -89,10 +97,13 @@ def test_json_list_of_records(tmp_path):
 
 def test_hf_trainer_state_and_checkpoint_folder(tmp_path):
     def state(n):
-        hist = [{"step": s, "loss": 3.0 / s, "learning_rate": 1e-4, "grad_norm": 1.0, "epoch": s / 10}
-                for s in range(1, n + 1)]
+        hist = [
+            {"step": s, "loss": 3.0 / s, "learning_rate": 1e-4, "grad_norm": 1.0, "epoch": s / 10}
+            for s in range(1, n + 1)
+        ]
         hist += [{"step": n, "eval_loss": 1.0, "eval_runtime": 2.0}, {"step": n, "train_loss": 2.0, "train_runtime": 9}]
         return {"log_history": hist, "train_batch_size": 4, "logging_steps": 1}
+
     for n in (10, 20, 5):
         (tmp_path / f"checkpoint-{n}").mkdir()
         (tmp_path / f"checkpoint-{n}" / "trainer_state.json").write_text(json.dumps(state(n)))
@@ -106,8 +117,21 @@ def test_gradvar_run_directory(tmp_path):
     from gradvar.records import RecordWriter
 
     w = RecordWriter(tmp_path / "run")
-    w.append("steps", [{"step": s, "tokens": 64 * s, "seqlen": 64, "loss": 5.0 - 0.1 * s, "grad_norm": 1.0,
-                        "adam_v_max": 1e-4 * s, "spike_ratio": False} for s in range(1, 11)])
+    w.append(
+        "steps",
+        [
+            {
+                "step": s,
+                "tokens": 64 * s,
+                "seqlen": 64,
+                "loss": 5.0 - 0.1 * s,
+                "grad_norm": 1.0,
+                "adam_v_max": 1e-4 * s,
+                "spike_ratio": False,
+            }
+            for s in range(1, 11)
+        ],
+    )
     w.append("evals", [{"step": 10, "tokens": 640, "seqlen": 64, "val_loss": 4.1, "val_ppl": 60.3}])
     w.flush()
     log = load_log(tmp_path / "run")
@@ -139,6 +163,7 @@ def test_tensorboard_written_by_summarywriter(tmp_path):
 
 
 # --- the hand-written TensorBoard reader on hand-built records ----------------------------------------------------
+
 
 def crc32c(data: bytes) -> int:
     """Bitwise reference CRC-32C (Castagnoli), independent of the module's table version."""
@@ -208,6 +233,7 @@ def test_hand_built_event_file(tmp_path):
 
 
 # --- real logs ------------------------------------------------------------------------------------------------
+
 
 def test_real_hf_logs_load():
     geo = load_log(real("GeoLLM"))

@@ -1,4 +1,5 @@
 """Instability metrics on constructed loss series with known answers, and loading run directories."""
+
 import json
 
 import numpy as np
@@ -6,8 +7,15 @@ import pandas as pd
 import pytest
 
 from analysis.load import NotARunDirError, Run, concat, load_run, load_runs, method_of
-from analysis.metrics import (NOISE_SPAN, instability, probe_series, run_metrics, run_signals, smoothed_noise_scale,
-                              spike_table)
+from analysis.metrics import (
+    NOISE_SPAN,
+    instability,
+    probe_series,
+    run_metrics,
+    run_signals,
+    smoothed_noise_scale,
+    spike_table,
+)
 from gradvar.records import RecordWriter
 
 
@@ -72,8 +80,9 @@ def test_empty_series():
 
 def _run(steps, probes=None):
     empty = pd.DataFrame()
-    return Run("r", None, {}, "baseline", 8, 1e-3, 0, steps, empty, probes if probes is not None else empty,
-               empty, empty)
+    return Run(
+        "r", None, {}, "baseline", 8, 1e-3, 0, steps, empty, probes if probes is not None else empty, empty, empty
+    )
 
 
 def test_probe_series_skips_missing_and_falls_back_to_probes_table():
@@ -91,13 +100,28 @@ def write_run(root, name, method=None, slw=False, n=60):
     d = root / name
     w = RecordWriter(d)
     for s in range(1, n + 1):
-        w.append("steps", {"step": s, "tokens": s * 64, "seqlen": 8, "batch_size": 8, "lr": 1e-3 * s / n,
-                           "loss": 5.0 - s / n, "probe_loss": 5.0 if s % 10 == 0 else np.nan})
-    w.append("evals", {"step": n, "tokens": n * 64, "seqlen": 8, "val_loss": 4.0, "val_ppl": np.exp(4.0), "time_s": 1.0})
+        w.append(
+            "steps",
+            {
+                "step": s,
+                "tokens": s * 64,
+                "seqlen": 8,
+                "batch_size": 8,
+                "lr": 1e-3 * s / n,
+                "loss": 5.0 - s / n,
+                "probe_loss": 5.0 if s % 10 == 0 else np.nan,
+            },
+        )
+    w.append(
+        "evals", {"step": n, "tokens": n * 64, "seqlen": 8, "val_loss": 4.0, "val_ppl": np.exp(4.0), "time_s": 1.0}
+    )
     w.close()
     meta = {"machine": "test"} | ({"method": method} if method else {})
-    (d / "config.json").write_text(json.dumps({"name": name, "seed": 3, "optim": {"lr": 1e-3, "batch_size": 8},
-                                               "slw": {"enabled": slw}, "meta": meta}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {"name": name, "seed": 3, "optim": {"lr": 1e-3, "batch_size": 8}, "slw": {"enabled": slw}, "meta": meta}
+        )
+    )
     return d
 
 
@@ -163,8 +187,14 @@ def test_smoothed_noise_scale_divides_averages_not_noisy_ratios():
 
 def test_run_signals_derive_the_smoothed_noise_scale():
     n = 40
-    steps = pd.DataFrame({"step": np.arange(1, n + 1), "grad_trace_sigma": np.full(n, 6.0),
-                          "grad_true_sq": np.full(n, 2.0), "grad_noise_scale": np.full(n, 3.0)})
+    steps = pd.DataFrame(
+        {
+            "step": np.arange(1, n + 1),
+            "grad_trace_sigma": np.full(n, 6.0),
+            "grad_true_sq": np.full(n, 2.0),
+            "grad_noise_scale": np.full(n, 3.0),
+        }
+    )
     sig = {s.name: s for s in run_signals(_run(steps), groups=False)}
     assert np.nanmax(np.abs(sig["grad_noise_scale_ema"].x - 3.0)) < 1e-12
     assert np.isnan(sig["grad_noise_scale_ema"].x[: NOISE_SPAN // 4 - 1]).all()

@@ -1,4 +1,5 @@
 """The report's first figure on the committed real logs: panels, labels, shaded events, envelopes that keep spikes."""
+
 from __future__ import annotations
 
 from pathlib import Path

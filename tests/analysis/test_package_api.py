@@ -1,4 +1,5 @@
 """The notebook API: `analysis.diagnose(path)` and friends, whatever was imported before."""
+
 import analysis
 import analysis.diagnose  # noqa: F401  (importing the submodule must not shadow the function)
 

@@ -1,5 +1,6 @@
 """`diagnose` on the real public logs of tests/data/real_logs, against the class and events written in its
 README from the raw-loss plots before the detectors were tuned."""
+
 import json
 from pathlib import Path
 

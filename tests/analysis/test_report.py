@@ -1,4 +1,5 @@
 """write_report on two synthetic run directories (baseline + SLW) and the `gradvar report` entry point."""
+
 import argparse
 import json
 import re
@@ -26,25 +27,59 @@ def write_run(root, dirname, name, method, seed=0, n=240, spikes=(90,)):
         loss = 3 + 3 * np.exp(-s / 60) + 0.01 * rng.standard_normal() + (1.5 if s in spikes else 0.0)
         v = 1e-4 * (1 + 0.1 * rng.random()) * (20 if s + 2 in spikes else 1)
         key = {"step": s, "tokens": tokens, "seqlen": seqlen}
-        w.append("steps", key | {"batch_size": 4, "lr": 1e-3, "loss": loss, "adam_v_max": v, "adam_v_l1": v * 50,
-                                 "grad_norm": np.sqrt(v) * 10, "update_rms": 1e-3, "time_s": 0.1,
-                                 "probe_loss": loss + 0.1 if s % 5 == 0 else np.nan})
-        w.append("layers", [key | {"group": g, "stat": "adam_v_max", "value": v * (i + 1)}
-                            for i, g in enumerate(("wte", "h.0.attn"))])
+        w.append(
+            "steps",
+            key
+            | {
+                "batch_size": 4,
+                "lr": 1e-3,
+                "loss": loss,
+                "adam_v_max": v,
+                "adam_v_l1": v * 50,
+                "grad_norm": np.sqrt(v) * 10,
+                "update_rms": 1e-3,
+                "time_s": 0.1,
+                "probe_loss": loss + 0.1 if s % 5 == 0 else np.nan,
+            },
+        )
+        w.append(
+            "layers",
+            [key | {"group": g, "stat": "adam_v_max", "value": v * (i + 1)} for i, g in enumerate(("wte", "h.0.attn"))],
+        )
         if s % 10 == 0:
-            w.append("probes", [key | {"probe_seqlen": L, "loss": loss + 32 / L, "grad_trace_sigma": 1.0 / L,
-                                       "grad_trace_sigma_per_token": 0.01 * L, "adam_v_max_if_applied": v * L}
-                                for L in (16, 32, 64)])
+            w.append(
+                "probes",
+                [
+                    key
+                    | {
+                        "probe_seqlen": L,
+                        "loss": loss + 32 / L,
+                        "grad_trace_sigma": 1.0 / L,
+                        "grad_trace_sigma_per_token": 0.01 * L,
+                        "adam_v_max_if_applied": v * L,
+                    }
+                    for L in (16, 32, 64)
+                ],
+            )
         if s % 40 == 0:
             w.append("evals", key | {"val_loss": loss + 0.2, "val_ppl": float(np.exp(loss + 0.2)), "time_s": s * 0.1})
     w.append("events", {"step": spikes[0], "tokens": 0, "seqlen": 64, "kind": "spike", "value": 1.5, "message": "x"})
     w.close()
-    cfg = {"name": name, "seed": seed, "model": {"n_positions": 64},
-           "optim": {"lr": 1e-3, "batch_size": 4, "seq_len": 64}, "slw": {"enabled": slw, "min_seqlen": 8, "total_steps": 120,
-                                                                      "difficulty_step": 8, "schedule": "fixed"},
-           "meta": {"method": method, "versions": {"torch": "2.13.0", "numpy": "2.4"}, "world_size": 1,
-                    "git_commit": "0123456789abcdef", "machine": "test-box",
-                    "command": f"gradvar train --preset tiny --seed {seed}"}}
+    cfg = {
+        "name": name,
+        "seed": seed,
+        "model": {"n_positions": 64},
+        "optim": {"lr": 1e-3, "batch_size": 4, "seq_len": 64},
+        "slw": {"enabled": slw, "min_seqlen": 8, "total_steps": 120, "difficulty_step": 8, "schedule": "fixed"},
+        "meta": {
+            "method": method,
+            "versions": {"torch": "2.13.0", "numpy": "2.4"},
+            "world_size": 1,
+            "git_commit": "0123456789abcdef",
+            "machine": "test-box",
+            "command": f"gradvar train --preset tiny --seed {seed}",
+        },
+    }
     (d / "config.json").write_text(json.dumps(cfg))
     return d
 
@@ -94,7 +129,8 @@ def test_main_report_rejects_a_non_run_dir(tmp_path, capsys):
 def test_main_report_writes(report, tmp_path, capsys):
     runs = report[0].parent.parent
     args = add_report_arguments(argparse.ArgumentParser()).parse_args(
-        [str(runs / "slw"), "-o", str(tmp_path / "r"), "--title", "One run"])
+        [str(runs / "slw"), "-o", str(tmp_path / "r"), "--title", "One run"]
+    )
     assert main_report(args) == 0
     assert (tmp_path / "r" / "report.md").read_text().startswith("# One run")
     assert "report.md" in capsys.readouterr().out

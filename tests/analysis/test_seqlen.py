@@ -1,9 +1,15 @@
 """Variance by sequence length: windows, tables and the stated hypothesis on constructed probes."""
+
 import numpy as np
 import pandas as pd
 
-from analysis.seqlen import (probe_variance_by_length, seqlen_hypothesis, state_seqlen_finding,
-                             step_variance_by_seqlen, training_window)
+from analysis.seqlen import (
+    probe_variance_by_length,
+    seqlen_hypothesis,
+    state_seqlen_finding,
+    step_variance_by_seqlen,
+    training_window,
+)
 
 LADDER = (64, 128, 256, 512)
 
@@ -16,9 +22,16 @@ def probes(run="r", n_steps=400, every=10, early_up=True, seed=0):
         for L in LADDER:
             grows = step <= n_steps / 4
             base = L if (grows == early_up) else 1e4 / L
-            rows.append({"run": run, "step": step, "probe_seqlen": L,
-                         "adam_v_max_if_applied": base * (1 + 0.05 * rng.random()),
-                         "grad_trace_sigma": 1.0 / L, "grad_trace_sigma_per_token": 1.0 * L / L})
+            rows.append(
+                {
+                    "run": run,
+                    "step": step,
+                    "probe_seqlen": L,
+                    "adam_v_max_if_applied": base * (1 + 0.05 * rng.random()),
+                    "grad_trace_sigma": 1.0 / L,
+                    "grad_trace_sigma_per_token": 1.0 * L / L,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -61,8 +74,13 @@ def test_probe_table_medians():
 
 
 def test_step_tags_grouped_by_seqlen():
-    steps = pd.DataFrame({"step": np.arange(1, 101), "seqlen": np.repeat([8, 16, 32, 64], 25),
-                          "grad_trace_sigma": np.repeat([1.0, 2.0, 3.0, 4.0], 25)})
+    steps = pd.DataFrame(
+        {
+            "step": np.arange(1, 101),
+            "seqlen": np.repeat([8, 16, 32, 64], 25),
+            "grad_trace_sigma": np.repeat([1.0, 2.0, 3.0, 4.0], 25),
+        }
+    )
     t = step_variance_by_seqlen(steps)
     allw = t[t["window"] == "all"].set_index("seqlen")
     assert list(allw["grad_trace_sigma"]) == [1.0, 2.0, 3.0, 4.0] and (allw["n"] == 25).all()

@@ -2,6 +2,7 @@
 truncated or corrupted records parts (reported, every readable row returned), and a full disk (simulated
 with RLIMIT_FSIZE: a clear CheckpointError / RecordsWriteError, and no half-written file where a good one was).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,9 +50,11 @@ def flip_bytes(path, where: float = 0.6):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-@pytest.mark.parametrize("damage", [truncate, flip_bytes, lambda p: p.write_bytes(b""),
-                                    lambda p: p.write_bytes(b"PK\x03\x04junk")],
-                         ids=["truncated", "flipped-bytes", "empty", "garbage"])
+@pytest.mark.parametrize(
+    "damage",
+    [truncate, flip_bytes, lambda p: p.write_bytes(b""), lambda p: p.write_bytes(b"PK\x03\x04junk")],
+    ids=["truncated", "flipped-bytes", "empty", "garbage"],
+)
 def test_damaged_newest_checkpoint_falls_back(ref_copy, damage):
     damage(newest(ref_copy))
     said = []
@@ -89,8 +92,9 @@ def test_checkpoints_without_a_checksum_still_load(ref_copy):
 
 
 # ------------------------------------------------------------------------------------------ records
-@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_bytes(b"PAR1 not really")],
-                         ids=["truncated", "garbage"])
+@pytest.mark.parametrize(
+    "damage", [truncate, lambda p: p.write_bytes(b"PAR1 not really")], ids=["truncated", "garbage"]
+)
 def test_damaged_records_part_is_reported_and_the_rest_returned(ref_copy, damage):
     parts = sorted((ref_copy / "records" / "steps").glob("L*.parquet"))
     good = gradvar.read_records(ref_copy, ["steps"])["steps"]
@@ -177,9 +181,14 @@ def test_trainer_on_a_full_disk_exits_clearly(smoke, tmp_path):
     smoke.train(cfg)
     good = newest(cfg.run_dir)
     before = good.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "trainer.cli", "--resume", str(cfg.run_dir),
-                           "--optim.max_steps", "20"],
-                          env=smoke.env(), capture_output=True, text=True, timeout=300, preexec_fn=_limit_fsize)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "--resume", str(cfg.run_dir), "--optim.max_steps", "20"],
+        env=smoke.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limit_fsize,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("gradvar train: error: could not write checkpoint") and "step-000000020.pt" in last

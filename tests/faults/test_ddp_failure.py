@@ -8,6 +8,7 @@ rank and its signal, and the records flushed before the failure are intact.
 Where: GRADVAR_FAULT=checkpoint_write@2 holds rank 0 for 3 s inside the checkpoint of step 10 (written but
 not yet renamed; rank 1 waits at the barrier after it), and the test kills rank 1 then.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,15 @@ def worker_pid(tag: str, rank: int) -> int:
 def start_and_kill_rank1(smoke, tmp_path, torchrun_args=()):
     tag = uuid.uuid4().hex
     logs = tmp_path / "logs"
-    proc = smoke.popen(smoke.cli_args(tmp_path, "run", "--checkpoint.every", "5"), logs, torchrun=2,
-                       torchrun_args=torchrun_args, GRADVAR_FAULT="checkpoint_write@2", GRADVAR_FAULT_SLEEP="3",
-                       GRADVAR_TEST_TAG=tag)
+    proc = smoke.popen(
+        smoke.cli_args(tmp_path, "run", "--checkpoint.every", "5"),
+        logs,
+        torchrun=2,
+        torchrun_args=torchrun_args,
+        GRADVAR_FAULT="checkpoint_write@2",
+        GRADVAR_FAULT_SLEEP="3",
+        GRADVAR_TEST_TAG=tag,
+    )
     smoke.wait_for(logs / "stderr.txt", "GRADVAR_FAULT checkpoint_write", proc)
     os.kill(worker_pid(tag, 1), signal.SIGKILL)
     rc = proc.wait(timeout=300)

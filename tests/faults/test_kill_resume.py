@@ -7,6 +7,7 @@ The kill points are exact: GRADVAR_FAULT="<point>@<n>" makes the n-th arrival at
 sleep (see gradvar.io.fault_point), and the test sends SIGKILL when it sees the marker. "Inside a step"
 uses timing instead (the kill follows the progress line of step 13, while step 14 computes).
 """
+
 from __future__ import annotations
 
 import signal

@@ -2,6 +2,7 @@
 they are recorded (steps columns and events, with their step); `skip` leaves parameters and optimizer state
 exactly as they were and training goes on; `stop` ends the run with a message naming the step and the
 signals of the steps before it (`gradvar train` exits 3); `record` applies the update regardless."""
+
 from __future__ import annotations
 
 import math
@@ -58,19 +59,32 @@ def inject(monkeypatch):
 
 
 def cfg_for(smoke, tmp_path, name, policy, steps=6, variant=None):
-    return smoke.cfg(tmp_path, name, {"intervention.nonfinite": policy, "optim.max_steps": steps, "eval.every": 0,
-                                      "checkpoint.every": 0, **(variant or {})})
+    return smoke.cfg(
+        tmp_path,
+        name,
+        {
+            "intervention.nonfinite": policy,
+            "optim.max_steps": steps,
+            "eval.every": 0,
+            "checkpoint.every": 0,
+            **(variant or {}),
+        },
+    )
 
 
 def same_state(a: dict, b: dict) -> bool:
     model = all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    opt = all(torch.equal(v, b["optimizer"]["state"][i][k])
-              for i, s in a["optimizer"]["state"].items() for k, v in s.items())
+    opt = all(
+        torch.equal(v, b["optimizer"]["state"][i][k]) for i, s in a["optimizer"]["state"].items() for k, v in s.items()
+    )
     return model and opt
 
 
-VARIANTS = {"host-flag": {}, "fused-on-device": {"optim.fused": True},
-            "skip-step-on-device": {"intervention.skip_spikes": True}}
+VARIANTS = {
+    "host-flag": {},
+    "fused-on-device": {"optim.fused": True},
+    "skip-step-on-device": {"intervention.skip_spikes": True},
+}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

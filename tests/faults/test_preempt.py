@@ -1,5 +1,6 @@
 """SIGTERM (what schedulers send before killing): the trainer finishes the step, flushes its records, writes a
 checkpoint and exits with status 75 (EX_TEMPFAIL) within a bounded time; `--resume` continues from there."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,21 @@ DEADLINE_S = 20.0
 def test_sigterm_checkpoints_flushes_and_exits_75(smoke, tmp_path):
     logs = tmp_path / "logs"
     # a long budget (1000 steps) so the run is surely mid-way; no regular checkpoint before the signal
-    proc = smoke.popen(smoke.cli_args(tmp_path, "run", "--log_every", "1", "--optim.train_tokens", "512000",
-                                      "--checkpoint.every", "0", "--eval.every", "0"), logs)
+    proc = smoke.popen(
+        smoke.cli_args(
+            tmp_path,
+            "run",
+            "--log_every",
+            "1",
+            "--optim.train_tokens",
+            "512000",
+            "--checkpoint.every",
+            "0",
+            "--eval.every",
+            "0",
+        ),
+        logs,
+    )
     smoke.wait_for(logs / "stdout.txt", "step      6 |", proc)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)

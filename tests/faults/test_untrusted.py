@@ -1,6 +1,7 @@
 """Untrusted inputs: a checkpoint carrying a malicious pickle is refused (torch.load(weights_only=True)) and
 resume falls back to the previous good one without running it; malformed config JSON, keys and values only
 ever raise ConfigError (property tests)."""
+
 from __future__ import annotations
 
 import json
@@ -53,34 +54,97 @@ def test_weights_only_still_loads_what_the_trainer_saves(smoke_reference):
 
 
 # ------------------------------------------------------------------------------------------ config fuzzing
-KEYS = sorted(f"{k}.{f}" if isinstance(v, dict) else k for k, v in TrainConfig().to_dict().items()
-              for f in (v if isinstance(v, dict) else [None]))
-EDGE = ["", "1", "-1", "0", "1e400", "-inf", "inf", "nan", "1.5", "true", "[]", "[1, 2]", '["a"]', "{}", "null", "abc",
-        "[8, 16", "9" * 30, "0x10"]
-json_scalars = (st.none() | st.booleans() | st.integers(-3, 3) | st.integers() | st.sampled_from([1e400, -1e400, 0.5])
-                | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(EDGE) | st.text(max_size=8))
-json_values = st.recursive(json_scalars,
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                        max_size=3),
-                           max_leaves=6)
+KEYS = sorted(
+    f"{k}.{f}" if isinstance(v, dict) else k
+    for k, v in TrainConfig().to_dict().items()
+    for f in (v if isinstance(v, dict) else [None])
+)
+EDGE = [
+    "",
+    "1",
+    "-1",
+    "0",
+    "1e400",
+    "-inf",
+    "inf",
+    "nan",
+    "1.5",
+    "true",
+    "[]",
+    "[1, 2]",
+    '["a"]',
+    "{}",
+    "null",
+    "abc",
+    "[8, 16",
+    "9" * 30,
+    "0x10",
+]
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.integers()
+    | st.sampled_from([1e400, -1e400, 0.5])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(EDGE)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 ODD_KEYS = ["curriculum_learning", "optim", "optim.", ".lr", "optim..lr", "x.y.z", "meta", "model.n_layer.x", ""]
 keys = st.sampled_from(KEYS) | st.sampled_from(KEYS) | st.sampled_from(ODD_KEYS) | st.text(max_size=12)
-ds_blocks = st.fixed_dictionaries({}, optional={
-    "enabled": json_values, "curriculum_type": st.sampled_from(["seqlen", "vocab"]) | json_values,
-    "min_difficulty": json_values, "max_difficulty": json_values,
-    "schedule_type": st.sampled_from(["fixed_linear", "fixed_root", "fixed_discrete", "other"]) | json_values,
-    "schedule_config": json_values | st.fixed_dictionaries({}, optional={
-        "total_curriculum_step": json_values, "difficulty_step": json_values, "root_degree": json_values,
-        "difficulty": json_values, "max_step": json_values})})
+ds_blocks = st.fixed_dictionaries(
+    {},
+    optional={
+        "enabled": json_values,
+        "curriculum_type": st.sampled_from(["seqlen", "vocab"]) | json_values,
+        "min_difficulty": json_values,
+        "max_difficulty": json_values,
+        "schedule_type": st.sampled_from(["fixed_linear", "fixed_root", "fixed_discrete", "other"]) | json_values,
+        "schedule_config": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "total_curriculum_step": json_values,
+                "difficulty_step": json_values,
+                "root_degree": json_values,
+                "difficulty": json_values,
+                "max_step": json_values,
+            },
+        ),
+    },
+)
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 KNOWN = [  # found by these tests once (each escaped as another exception); kept as explicit examples
-    {"optim.batch_size": "inf"}, {"optim.micro_batch_size": 0}, {"slw.difficulties": "5"},
-    {"slw.enabled": True, "slw.schedule_type": "fixed_discrete", "slw.difficulties": '["a", "b"]',
-     "slw.max_steps": "[1]"},
-    {"curriculum_learning": {"min_difficulty": 1, "max_difficulty": 2, "schedule_type": "fixed_linear",
-                             "schedule_config": [1]}},
-    {"curriculum_learning": {"min_difficulty": 1e400, "max_difficulty": 2, "schedule_type": "fixed_linear",
-                             "schedule_config": {"total_step": 1}}},
+    {"optim.batch_size": "inf"},
+    {"optim.micro_batch_size": 0},
+    {"slw.difficulties": "5"},
+    {
+        "slw.enabled": True,
+        "slw.schedule_type": "fixed_discrete",
+        "slw.difficulties": '["a", "b"]',
+        "slw.max_steps": "[1]",
+    },
+    {
+        "curriculum_learning": {
+            "min_difficulty": 1,
+            "max_difficulty": 2,
+            "schedule_type": "fixed_linear",
+            "schedule_config": [1],
+        }
+    },
+    {
+        "curriculum_learning": {
+            "min_difficulty": 1e400,
+            "max_difficulty": 2,
+            "schedule_type": "fixed_linear",
+            "schedule_config": {"total_step": 1},
+        }
+    },
 ]
 
 
@@ -114,10 +178,14 @@ def test_deepspeed_blocks_only_raise_config_error(block, more):
 
 
 @FUZZ
-@given(st.binary(max_size=60) | st.text(max_size=60).map(str.encode) |
-       st.dictionaries(keys, json_values, max_size=4).map(lambda d: json.dumps(d).encode()) |
-       st.dictionaries(st.sampled_from(["optim", "model", "slw", "curriculum_learning", "meta"]),
-                       json_values, max_size=3).map(lambda d: json.dumps(d).encode()))
+@given(
+    st.binary(max_size=60)
+    | st.text(max_size=60).map(str.encode)
+    | st.dictionaries(keys, json_values, max_size=4).map(lambda d: json.dumps(d).encode())
+    | st.dictionaries(
+        st.sampled_from(["optim", "model", "slw", "curriculum_learning", "meta"]), json_values, max_size=3
+    ).map(lambda d: json.dumps(d).encode())
+)
 def test_load_json_only_raises_config_error(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("cfg") / "c.json"
     path.write_bytes(raw)

@@ -6,6 +6,7 @@ G = mean_k g_k; grad_norm = |G|; grad_norm_clipped = |G| min(1, c / (|G| + 1e-6)
 |G_s|^2 = mean_k |g_k|^2; grad_true_sq = (K |G|^2 - |G_s|^2) / (K - 1);
 grad_trace_sigma = B_s K (|G_s|^2 - |G|^2) / (K - 1); loss = mean_k loss_k.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,13 @@ def reference(model, micro_losses, clip: float = math.inf) -> dict:
     big = g.mean(0)
     norm = big.norm().item()
     gb, gs_mean = norm**2, g.square().sum(1).mean().item()
-    out = {"grad_norm": norm, "grad_norm_clipped": norm * min(1.0, clip / (norm + 1e-6)), "micro_batches": k,
-           "loss": float(np.mean(losses)), "_gs": gs_mean}
+    out = {
+        "grad_norm": norm,
+        "grad_norm_clipped": norm * min(1.0, clip / (norm + 1e-6)),
+        "micro_batches": k,
+        "loss": float(np.mean(losses)),
+        "_gs": gs_mean,
+    }
     if k >= 2:
         out["grad_true_sq"] = (k * gb - gs_mean) / (k - 1)
         out["_trace_per_b_s"] = k * (gs_mean - gb) / (k - 1)

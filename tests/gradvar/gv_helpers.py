@@ -1,4 +1,5 @@
 """Small real problems for the quantity tests: a tiny HF GPT-2 and a linear model with known moments."""
+
 from __future__ import annotations
 
 import socket
@@ -9,8 +10,18 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 def tiny_gpt2(seed: int = 0, vocab: int = 64, n_positions: int = 32) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=16, n_positions=n_positions, vocab_size=vocab,
-                     bos_token_id=None, eos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        n_positions=n_positions,
+        vocab_size=vocab,
+        bos_token_id=None,
+        eos_token_id=None,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return GPT2LMHeadModel(cfg)
 
 

@@ -1,5 +1,6 @@
 """torchrun --nproc_per_node 2 lightning_ddp_run.py RUN_DIR: a Lightning DDP fit (gloo, CPU) with the callback;
 rank 0 checks the records against the micro-batch gradients of all ranks and prints OK."""
+
 import sys
 
 import torch

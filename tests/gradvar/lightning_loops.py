@@ -1,4 +1,5 @@
 """Lightning modules and a reference callback for the Lightning tests (also run under torchrun)."""
+
 from __future__ import annotations
 
 import lightning as L
@@ -66,8 +67,15 @@ class Reference(L.Callback):
 
 def fit(module, callbacks, root, manual: bool = False, **trainer_kwargs):
     kw = {} if manual else {"accumulate_grad_batches": ACCUM, "gradient_clip_val": CLIP}
-    trainer = L.Trainer(default_root_dir=str(root), accelerator="cpu", max_steps=3,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=callbacks, **{"logger": False, **kw, **trainer_kwargs})
+    trainer = L.Trainer(
+        default_root_dir=str(root),
+        accelerator="cpu",
+        max_steps=3,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **{"logger": False, **kw, **trainer_kwargs},
+    )
     trainer.fit(module, torch.utils.data.DataLoader(Data(), batch_size=B))
     return trainer

@@ -1,11 +1,11 @@
 """A short real run through the monitor's sinks."""
+
 from __future__ import annotations
 
 import torch
+from gv_helpers import tiny_gpt2
 
 import gradvar
-
-from gv_helpers import tiny_gpt2
 
 STEPS, K = 8, 2
 LOSS_SPIKE_STEP = 6  # the step whose losses are passed 10x too high: a spike event
@@ -17,8 +17,18 @@ def train(run_dir, sinks=(), steps: int = STEPS, flush_every: int = 3, spike: bo
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
     probe = torch.randint(0, 64, (4, 17), generator=g)
-    mon = gradvar.Monitor(model, opt, run_dir, "full", probe_batch=probe, probe_every=2, probe_micro_batch=2,
-                          probe_seqlens=[9, 17], flush_every=flush_every, sinks=sinks)
+    mon = gradvar.Monitor(
+        model,
+        opt,
+        run_dir,
+        "full",
+        probe_batch=probe,
+        probe_every=2,
+        probe_micro_batch=2,
+        probe_seqlens=[9, 17],
+        flush_every=flush_every,
+        sinks=sinks,
+    )
     for step in range(1, steps + 1):
         losses = []
         for _ in range(K):

@@ -1,11 +1,11 @@
 """Adam variance state and update size against a direct read of optimizer.state and a parameter copy."""
+
 import numpy as np
 import pytest
 import torch
+from gv_helpers import accumulate, tiny_gpt2
 
 import gradvar
-
-from gv_helpers import accumulate, tiny_gpt2
 
 VARIANTS = [{"foreach": False}, {"foreach": True}, {"fused": True}]
 
@@ -26,11 +26,15 @@ def test_adam_state_matches_optimizer_state(tmp_path, opt_cls, kw):
         ms = [opt.state[p]["exp_avg"] for p in model.parameters()]
         d2 = sum(((p.detach() - b).double() ** 2).sum() for p, b in zip(model.parameters(), before))
         p2 = sum((p.detach().double() ** 2).sum() for p in model.parameters())
-        expected.append({
-            "adam_v_max": max(v.max().item() for v in vs), "adam_v_l1": sum(v.double().sum().item() for v in vs),
-            "adam_v_min": min(v.min().item() for v in vs), "adam_m_norm": sum((m.double() ** 2).sum() for m in ms).sqrt().item(),
-            "update_rms": (d2 / p2).sqrt().item(),
-        })
+        expected.append(
+            {
+                "adam_v_max": max(v.max().item() for v in vs),
+                "adam_v_l1": sum(v.double().sum().item() for v in vs),
+                "adam_v_min": min(v.min().item() for v in vs),
+                "adam_m_norm": sum((m.double() ** 2).sum() for m in ms).sqrt().item(),
+                "update_rms": (d2 / p2).sqrt().item(),
+            }
+        )
         opt.zero_grad()
         mon.step()
     mon.close()
@@ -51,7 +55,15 @@ def test_per_group_adam_state_sums_to_total(tmp_path):
     t = gradvar.read_records(tmp_path)
     layers, steps = t["layers"], t["steps"]
     l1 = layers[layers.stat == "adam_v_l1"]
-    assert set(l1.group) >= {"tok_emb", "pos_emb", "block0.attn", "block0.mlp", "block0.ln", "block1.attn", "final_norm"}
+    assert set(l1.group) >= {
+        "tok_emb",
+        "pos_emb",
+        "block0.attn",
+        "block0.mlp",
+        "block0.ln",
+        "block1.attn",
+        "final_norm",
+    }
     assert "head" not in set(l1.group), "a tied head shares the token embedding and counts once"
     assert l1.value.sum() == pytest.approx(steps.adam_v_l1[0], rel=1e-6)
     vmax = layers[layers.stat == "adam_v_max"]

@@ -1,15 +1,16 @@
 """GradCapture finds the micro-batch boundaries in the backward passes themselves: one pass per backward,
 whatever reaches the parameters (part of them, the same one twice, a backward nested in another by
 reentrant activation checkpointing, torch.autograd.grad calls in between)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from gv_helpers import accumulate, tiny_gpt2
 from torch.utils.checkpoint import checkpoint
 
 import gradvar
-from gv_helpers import accumulate, tiny_gpt2
 
 COLS = ("micro_batches", "grad_norm", "grad_sq_micro", "grad_var_max", "grad_trace_sigma", "grad_true_sq")
 
@@ -62,6 +63,7 @@ def test_parameter_reached_twice_in_one_pass(tmp_path):
     def step(m):
         for x in xs:
             (m(x) / 2).backward()
+
     qs = lambda: [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance()]  # noqa: E731
     plain = one_step(SharedInsideAndOutside(False), tmp_path / "plain", step, qs())
     got = one_step(SharedInsideAndOutside(True), tmp_path / "ckpt", step, qs())
@@ -122,8 +124,13 @@ def test_adam_state_of_the_parameters_that_have_it(tmp_path):
         (model(xs[step], use_b)).backward()
         opt.step()
         vs = [opt.state[p]["exp_avg_sq"] for p in model.parameters() if p in opt.state]
-        want.append({"adam_v_max": max(v.max().item() for v in vs), "adam_v_min": min(v.min().item() for v in vs),
-                     "adam_v_mean": torch.cat([v.reshape(-1) for v in vs]).double().mean().item()})
+        want.append(
+            {
+                "adam_v_max": max(v.max().item() for v in vs),
+                "adam_v_min": min(v.min().item() for v in vs),
+                "adam_v_mean": torch.cat([v.reshape(-1) for v in vs]).double().mean().item(),
+            }
+        )
         opt.zero_grad()
         mon.step(loss=torch.tensor(1.0))
     mon.close()

@@ -1,5 +1,6 @@
 """gradvar added to training loops as people write them, each steps column checked against the micro-batch
 gradients (client_loops.reference): torch's clipping, closures, eval-mode and dict forwards, GradScaler."""
+
 from __future__ import annotations
 
 import math
@@ -80,12 +81,15 @@ def test_eval_mode_and_dict_forwards(tmp_path, form):
     model = tiny_gpt2() if form == "eval-kwargs" else DictInput()
     if form == "eval-kwargs":
         model.eval()
+
         def call(c):
             batch = {"input_ids": c, "labels": c}  # a collator's dict, as model(**batch)
             return model(**batch).loss
     else:
+
         def call(c):
             return model({"ids": c, "labels": c}).loss
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     mon = gradvar.Monitor(model, opt, tmp_path, "paper")
     refs = []

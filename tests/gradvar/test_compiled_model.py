@@ -4,15 +4,28 @@ gradient accumulators, outside the compiled graphs, and the forward hooks on the
 The backend is aot_eager: TorchDynamo and AOTAutograd build the same forward and backward graphs as inductor
 does, and those graphs are what the hooks must see through; inductor's generated kernels change only
 the arithmetic inside them (and take a minute of C++ compilation on a 2-core machine)."""
+
 import numpy as np
 import pytest
 import torch
-
-import gradvar
 from gv_helpers import tiny_gpt2
 
-COLS = ["loss", "grad_norm", "grad_norm_clipped", "grad_trace_sigma", "grad_true_sq", "grad_var_max", "adam_v_max",
-        "adam_v_l1", "micro_batches", "tokens", "seqlen", "batch_size"]
+import gradvar
+
+COLS = [
+    "loss",
+    "grad_norm",
+    "grad_norm_clipped",
+    "grad_trace_sigma",
+    "grad_true_sq",
+    "grad_var_max",
+    "adam_v_max",
+    "adam_v_l1",
+    "micro_batches",
+    "tokens",
+    "seqlen",
+    "batch_size",
+]
 
 
 def run(tmp_path, compiled: bool):

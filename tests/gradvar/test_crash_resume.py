@@ -1,5 +1,6 @@
 """SIGKILL a recording process: every flushed row reads back. Resume: no duplicated or missing steps and
 the spike detector continues where it was."""
+
 import signal
 import subprocess
 import sys

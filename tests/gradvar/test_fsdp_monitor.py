@@ -2,6 +2,7 @@
 every steps column of the paper preset (and update_rms, the probe loss) and every per-group row equals a
 single process over the same 4 micro-batches; Monitor.clip_grad_norm_ clips DTensor gradients exactly as
 torch.nn.utils.clip_grad_norm_ does."""
+
 import os
 
 import numpy as np
@@ -9,16 +10,33 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gv_helpers import accumulate, free_port, tiny_gpt2
 
 import gradvar
 from gradvar import quantities as Q
 
-from gv_helpers import accumulate, free_port, tiny_gpt2
-
 K, B_S, STEPS, CLIP = 4, 2, 3, 0.3
-COLUMNS = ("loss", "loss_max", "grad_norm", "grad_norm_clipped", "grad_trace_sigma", "grad_true_sq",
-           "grad_noise_scale", "grad_var_sum", "adam_v_max", "adam_v_l1", "adam_v_min", "adam_m_norm",
-           "update_rms", "probe_loss", "batch_size", "tokens", "lr", "micro_batches", "nonfinite_grad")
+COLUMNS = (
+    "loss",
+    "loss_max",
+    "grad_norm",
+    "grad_norm_clipped",
+    "grad_trace_sigma",
+    "grad_true_sq",
+    "grad_noise_scale",
+    "grad_var_sum",
+    "adam_v_max",
+    "adam_v_l1",
+    "adam_v_min",
+    "adam_m_norm",
+    "update_rms",
+    "probe_loss",
+    "batch_size",
+    "tokens",
+    "lr",
+    "micro_batches",
+    "nonfinite_grad",
+)
 
 
 def _batches():
@@ -103,7 +121,10 @@ def test_fsdp2_records_equal_single_process(tmp_path):
     notes = fsdp["events"].query("kind == 'note'").message
     assert notes.str.contains("grad_var_max is NaN under FSDP2").sum() == 1
     key = ["step", "group", "stat"]
-    fl, sl = fsdp["layers"].sort_values(key).reset_index(drop=True), single["layers"].sort_values(key).reset_index(drop=True)
+    fl, sl = (
+        fsdp["layers"].sort_values(key).reset_index(drop=True),
+        single["layers"].sort_values(key).reset_index(drop=True),
+    )
     assert fl[key].equals(sl[key]) and {"adam_v_max", "grad_trace_sigma", "update_rms"} <= set(fl.stat)
     assert fl.value.notna().all()
     np.testing.assert_allclose(fl.value.to_numpy(), sl.value.to_numpy(), rtol=2e-5)

@@ -1,13 +1,13 @@
 """Gradient-variance quantities against a naive per-micro-batch autograd loop, and the McCandlish
 estimators on a synthetic problem whose true tr(Sigma) and |G|^2 are known in closed form."""
+
 import numpy as np
 import pytest
 import torch
+from gv_helpers import accumulate, micro_grads, tiny_gpt2
 
 import gradvar
 from gradvar.quantities import noise_estimates
-
-from gv_helpers import accumulate, micro_grads, tiny_gpt2
 
 
 def reference(g: torch.Tensor, b_s: int) -> dict:
@@ -16,8 +16,13 @@ def reference(g: torch.Tensor, b_s: int) -> dict:
     G = g.mean(0)
     gs, gb = (g.double() ** 2).sum(1).mean().item(), (G.double() ** 2).sum().item()
     var = (g.double() ** 2).mean(0) - G.double() ** 2
-    return {"grad_true_sq": (k * gb - gs) / (k - 1), "grad_trace_sigma": b_s * k * (gs - gb) / (k - 1),
-            "grad_var_sum": var.sum().item(), "grad_var_max": var.max().item(), "grad_norm": gb ** 0.5}
+    return {
+        "grad_true_sq": (k * gb - gs) / (k - 1),
+        "grad_trace_sigma": b_s * k * (gs - gb) / (k - 1),
+        "grad_var_sum": var.sum().item(),
+        "grad_var_max": var.max().item(),
+        "grad_norm": gb**0.5,
+    }
 
 
 @pytest.mark.parametrize("k,b_s", [(2, 2), (4, 1), (3, 2)])
@@ -49,7 +54,9 @@ def test_external_clipping_rescaled_by_given_norm(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
     ref = reference(micro_grads(model, x.split(1)), 1)
-    mon = gradvar.Monitor(model, opt, tmp_path, [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance(elementwise=False)])
+    mon = gradvar.Monitor(
+        model, opt, tmp_path, [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance(elementwise=False)]
+    )
     accumulate(model, x.split(1))
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
     opt.step()
@@ -110,8 +117,14 @@ def test_estimators_recover_closed_form_moments(tmp_path):
     s = torch.linspace(0.5, 2.0, d)
     model = torch.nn.Linear(d, 1, bias=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    mon = gradvar.Monitor(model, opt, tmp_path, [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance()],
-                          flush_every=100, infer_inputs=False)
+    mon = gradvar.Monitor(
+        model,
+        opt,
+        tmp_path,
+        [gradvar.quantities.GradNorm(), gradvar.quantities.GradVariance()],
+        flush_every=100,
+        infer_inputs=False,
+    )
     for _ in range(steps):
         for _ in range(k):
             x = mu + s * torch.randn(b_s, d)
@@ -121,15 +134,17 @@ def test_estimators_recover_closed_form_moments(tmp_path):
         mon.step(batch_size=k * b_s)
     mon.close()
     df = gradvar.read_records(tmp_path)["steps"]
-    assert df["grad_true_sq"].mean() == pytest.approx((mu ** 2).sum().item(), rel=0.1)
-    assert df["grad_trace_sigma"].mean() == pytest.approx((s ** 2).sum().item(), rel=0.05)
+    assert df["grad_true_sq"].mean() == pytest.approx((mu**2).sum().item(), rel=0.1)
+    assert df["grad_trace_sigma"].mean() == pytest.approx((s**2).sum().item(), rel=0.05)
 
 
 def test_noise_estimates_pure_function():
     est = noise_estimates(np.array([3.0]), np.array([1.0]), np.array([2.0]), np.array([4.0]))
     # |G|^2 = (2*1 - 3)/1 = -1 ; tr = 4*2*(3-1)/1 = 16
     assert est["grad_true_sq"][0] == -1.0 and est["grad_trace_sigma"][0] == 16.0
-    assert np.isnan(noise_estimates(np.array([3.0]), np.array([1.0]), np.array([1.0]), np.array([4.0]))["grad_true_sq"][0])
+    assert np.isnan(
+        noise_estimates(np.array([3.0]), np.array([1.0]), np.array([1.0]), np.array([4.0]))["grad_true_sq"][0]
+    )
 
 
 @pytest.mark.parametrize("mode", ["autocast", "bf16-params"])

@@ -1,5 +1,6 @@
 """The HF callback across `resume_from_checkpoint`: every step recorded once, tokens continuous; the
 Trainer's arguments untouched, also when training ends by an exception."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,9 +24,20 @@ class Crash(TrainerCallback):
 
 
 def args_for(out, steps):
-    return TrainingArguments(output_dir=str(out), per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                             max_steps=steps, learning_rate=1e-3, max_grad_norm=0.5, report_to=[], save_steps=2,
-                             save_strategy="steps", use_cpu=True, disable_tqdm=True, logging_steps=1)
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=steps,
+        learning_rate=1e-3,
+        max_grad_norm=0.5,
+        report_to=[],
+        save_steps=2,
+        save_strategy="steps",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=1,
+    )
 
 
 def test_resume_continues_steps_and_tokens(tmp_path):

@@ -1,15 +1,15 @@
 """A tiny transformers.Trainer run instrumented with one callback writes the records."""
+
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("accelerate")
+from gv_helpers import tiny_gpt2  # noqa: E402
 from transformers import Trainer, TrainingArguments  # noqa: E402
 
 import gradvar  # noqa: E402
 from gradvar.integrations.hf import GradvarCallback  # noqa: E402
-
-from gv_helpers import tiny_gpt2  # noqa: E402
 
 
 class Tokens(torch.utils.data.Dataset):
@@ -29,13 +29,24 @@ def mean_loss(logits, labels) -> float:
 
 
 def test_trainer_callback_writes_records(tmp_path):
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                             max_steps=4, learning_rate=1e-3, max_grad_norm=0.5, logging_steps=1, report_to=[],
-                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        max_grad_norm=0.5,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     model = tiny_gpt2()
     micro_means = []  # the naive reference: each training forward's mean next-token loss, from its logits
-    model.register_forward_hook(lambda m, a, kw, out: micro_means.append(mean_loss(out.logits, kw["labels"])),
-                                with_kwargs=True)
+    model.register_forward_hook(
+        lambda m, a, kw, out: micro_means.append(mean_loss(out.logits, kw["labels"])), with_kwargs=True
+    )
     trainer = Trainer(model=model, args=args, train_dataset=Tokens())
     trainer.add_callback(GradvarCallback(tmp_path / "gv", flush_every=2))
     trainer.train()
@@ -64,15 +75,26 @@ def test_trainer_callback_divides_out_accelerates_loss_scale(tmp_path):
     unscaled run's, clipping included."""
     got = {}
     for scaled in (False, True):
-        args = TrainingArguments(output_dir=str(tmp_path / f"hf{scaled}"), per_device_train_batch_size=4,
-                                 gradient_accumulation_steps=2, max_steps=3, learning_rate=1e-3, max_grad_norm=0.05,
-                                 report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+        args = TrainingArguments(
+            output_dir=str(tmp_path / f"hf{scaled}"),
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=2,
+            max_steps=3,
+            learning_rate=1e-3,
+            max_grad_norm=0.05,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+        )
         trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
         if scaled:
             acc = trainer.accelerator
             acc.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
             # what accelerate's fp16 branch of unscale_gradients does before the Trainer clips
-            acc.unscale_gradients = lambda optimizer=None: acc.scaler.unscale_(trainer.optimizer.optimizer)
+            acc.unscale_gradients = lambda optimizer=None, acc=acc, trainer=trainer: acc.scaler.unscale_(
+                trainer.optimizer.optimizer
+            )
         trainer.add_callback(GradvarCallback(tmp_path / f"gv{scaled}"))
         trainer.train()
         assert (trainer.accelerator.scaler is not None) == scaled

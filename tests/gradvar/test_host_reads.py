@@ -3,14 +3,15 @@
 A host read is a host-device sync on a GPU; this machine has none, so `hostreads.HostReads` records the
 operations that would sync, made from gradvar's or the trainer's code, while real steps run on CPU.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
-import gradvar
 from gv_helpers import tiny_gpt2
 from hostreads import HostReads
+
+import gradvar
 
 
 def lm_loss(model, x):
@@ -22,8 +23,9 @@ def monitored_loop(tmp_path, preset: str, micro: int):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     probe = torch.randint(0, 64, (4, 17), generator=torch.Generator().manual_seed(1))
     seqlen_probe = {"probe_every": 2, "probe_seqlens": [9, 17]} if preset == "full" else {}
-    mon = gradvar.Monitor(model, opt, tmp_path, preset, flush_every=1000, probe_batch=probe, handle_sigterm=False,
-                          **seqlen_probe)
+    mon = gradvar.Monitor(
+        model, opt, tmp_path, preset, flush_every=1000, probe_batch=probe, handle_sigterm=False, **seqlen_probe
+    )
     data = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
 
     def step():
@@ -34,6 +36,7 @@ def monitored_loop(tmp_path, preset: str, micro: int):
         opt.step()
         mon.step(seqlen=16)
         opt.zero_grad(set_to_none=True)
+
     return mon, step
 
 
@@ -58,8 +61,11 @@ def test_monitor_steps_never_read_device_values(tmp_path, preset, micro):
 def trainer_steps(smoke, tmp_path, name, overrides, n=4):
     from trainer.train import Trainer
 
-    cfg = smoke.cfg(tmp_path, name, {"eval.every": 0, "checkpoint.every": 0, "log_every": 1000,
-                                     "monitor.flush_every": 1000, **overrides})
+    cfg = smoke.cfg(
+        tmp_path,
+        name,
+        {"eval.every": 0, "checkpoint.every": 0, "log_every": 1000, "monitor.flush_every": 1000, **overrides},
+    )
     t = Trainer(cfg, log=lambda *a, **k: None)
     try:
         t.model.train()

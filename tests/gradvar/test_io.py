@@ -1,5 +1,6 @@
 """The public file-safety API a trainer writes with: gradvar.io.atomic_write_text and Monitor.truncate_after
 (a rewind to a checkpoint drops the rows recorded after it, and the redone steps replace them)."""
+
 import torch
 
 import gradvar

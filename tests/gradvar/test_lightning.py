@@ -1,6 +1,7 @@
 """gradvar's Lightning callback: automatic optimization (accumulation, Lightning's clipping inside the closure
 it passes to optimizer.step) and manual optimization, each column against the micro-batch gradients; training
 identical with and without the callback."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,7 +39,21 @@ def test_lightning_ddp_strategy(tmp_path):
     here = Path(__file__).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(here))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(here / "lightning_ddp_run.py"), str(tmp_path / "gv")], env=env, capture_output=True, check=False,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(here / "lightning_ddp_run.py"),
+            str(tmp_path / "gv"),
+        ],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "OK 3" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]

@@ -1,6 +1,7 @@
 """Reading a run that is still training: another process flushes every step (merging parts every 16
 flushes) while this one reads; every read holds every step flushed so far, exactly once, with no warning,
 and `gradvar report` runs on the live run."""
+
 import subprocess
 import sys
 import textwrap
@@ -38,8 +39,11 @@ def test_reads_while_another_process_flushes(tmp_path):
     from analysis.report import write_report
 
     run, n_steps = tmp_path / "live", 300
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(run), str(Path(__file__).parent), str(n_steps)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(run), str(Path(__file__).parent), str(n_steps)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "first flush"
     seen, reported = [], False
     with warnings.catch_warnings(record=True) as caught:

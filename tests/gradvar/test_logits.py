@@ -1,10 +1,11 @@
 """Logit maxima (Wortsman et al. 2023) against direct reads: the output logits the training forwards return,
 and attention scores recomputed block by block from the probe batch's hidden states."""
+
 import pytest
 import torch
+from gv_helpers import tiny_gpt2
 
 import gradvar
-from gv_helpers import tiny_gpt2
 
 
 def attention_logit_reference(model, x) -> float:
@@ -17,8 +18,8 @@ def attention_logit_reference(model, x) -> float:
             q, k, _ = block.attn.c_attn(block.ln_1(h)).split(model.config.n_embd, dim=-1)
             hs = q.shape[-1] // n_head
             for head in range(n_head):
-                qh, kh = q[..., head * hs:(head + 1) * hs], k[..., head * hs:(head + 1) * hs]  # (B, T, hs)
-                scores = torch.einsum("bqd,bkd->bqk", qh.double(), kh.double()) / hs ** 0.5
+                qh, kh = q[..., head * hs : (head + 1) * hs], k[..., head * hs : (head + 1) * hs]  # (B, T, hs)
+                scores = torch.einsum("bqd,bkd->bqk", qh.double(), kh.double()) / hs**0.5
                 causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).tril()
                 best = max(best, scores.abs()[:, causal].max().item())
     return best

@@ -1,5 +1,6 @@
 """The Monitor's contract with the user's objects: copies of a monitored model, options that configure
 nothing, the private torch APIs behind one checked module."""
+
 from __future__ import annotations
 
 import copy

@@ -6,6 +6,7 @@ exactly what the monitor adds, in "parameter passes" (4 bytes per parameter). Th
 counts measured when they were written: a change that adds a pass over the gradients or Adam's state fails
 here, on a CPU, long before anyone times it on a GPU.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from gv_helpers import accumulate, tiny_gpt2
 
 import gradvar
-from gv_helpers import accumulate, tiny_gpt2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from param_traffic import Traffic  # noqa: E402
@@ -35,8 +36,11 @@ def run_steps(mode: str, micro: int, tmp_path, n: int = 2):
     """Bytes moved by `n` steps of a tiny GPT-2 (after two to build Adam's state), and its parameter count."""
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    mon = None if mode == "none" else gradvar.Monitor(model, opt, tmp_path / mode, mode, flush_every=10**6,
-                                                      handle_sigterm=False)
+    mon = (
+        None
+        if mode == "none"
+        else gradvar.Monitor(model, opt, tmp_path / mode, mode, flush_every=10**6, handle_sigterm=False)
+    )
     data = torch.randint(0, 64, (2 * micro, 16), generator=torch.Generator().manual_seed(0))
 
     def step():

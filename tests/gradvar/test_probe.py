@@ -1,13 +1,13 @@
 """The sequence-length probe: naive reference values, and it leaves model, grads, optimizer and RNG as they were."""
+
 import copy
 
 import pytest
 import torch
+from gv_helpers import accumulate, lm_loss, micro_grads, tiny_gpt2
 
 import gradvar
 from gradvar.quantities import SeqlenProbe, every
-
-from gv_helpers import accumulate, lm_loss, micro_grads, tiny_gpt2
 
 
 def _train_one(model, opt):
@@ -37,9 +37,12 @@ def test_probe_values_match_reference_and_touch_nothing(tmp_path):
             G = g.mean(0)
             v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
             gs, gb = (g.double() ** 2).sum(1).mean().item(), (G.double() ** 2).sum().item()
-            refs[length] = {"grad_norm": gb ** 0.5, "grad_trace_sigma": 2 * 2 * (gs - gb),
-                            "adam_v_max_if_applied": (0.95 * v + 0.05 * G ** 2).max().item(),
-                            "loss": torch.stack([lm_loss(model, c) for c in probe[:, :length].split(2)]).mean().item()}
+            refs[length] = {
+                "grad_norm": gb**0.5,
+                "grad_trace_sigma": 2 * 2 * (gs - gb),
+                "adam_v_max_if_applied": (0.95 * v + 0.05 * G**2).max().item(),
+                "loss": torch.stack([lm_loss(model, c) for c in probe[:, :length].split(2)]).mean().item(),
+            }
     mon.step(loss=torch.tensor(1.0))
     assert model.training
     assert torch.equal(torch.get_rng_state(), rng_before)
@@ -55,7 +58,9 @@ def test_probe_values_match_reference_and_touch_nothing(tmp_path):
     for length, ref in refs.items():
         for col, want in ref.items():
             assert probes.loc[length, col] == pytest.approx(want, rel=1e-4), (length, col)
-        assert probes.loc[length, "grad_trace_sigma_per_token"] == pytest.approx(ref["grad_trace_sigma"] * length, rel=1e-4)
+        assert probes.loc[length, "grad_trace_sigma_per_token"] == pytest.approx(
+            ref["grad_trace_sigma"] * length, rel=1e-4
+        )
 
 
 def test_probe_needs_two_microbatches():

@@ -1,4 +1,5 @@
 """Records: column contract frozen, crash-safe parts, compaction, truncation on resume, corrupt parts."""
+
 import pytest
 
 import gradvar
@@ -7,8 +8,8 @@ from gradvar.schema import EVENTS, LAYERS, PROBES, STEPS
 
 FROZEN_STEPS = (
     "step tokens seqlen batch_size lr loss loss_max loss_ratio spike_ratio spike_z grad_norm grad_trace_sigma "
-    "grad_true_sq grad_noise_scale grad_var_max grad_var_sum adam_v_max adam_v_l1 adam_v_min adam_m_norm update_rms "
-    "nonfinite_loss nonfinite_grad time_s tokens_per_s"
+    "grad_true_sq grad_noise_scale grad_var_max grad_var_sum adam_v_max adam_v_l1 adam_v_min adam_m_norm "
+    "update_rms nonfinite_loss nonfinite_grad time_s tokens_per_s"
 ).split()
 
 

@@ -1,6 +1,7 @@
 """The TensorBoard sink against the records: every number read back by tensorboard's own reader equals the
 Parquet value; events as text; a failing sink is dropped without touching training or the records; under
 2-rank DDP only rank 0 writes."""
+
 import math
 import os
 import socket
@@ -10,14 +11,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from dashboard_files import tensorboard_scalars, tensorboard_texts
+from gv_helpers import tiny_gpt2
+from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
 import gradvar
 from gradvar.schema import STEPS as STEPS_CONTRACT
 from gradvar.sinks import TensorBoardSink
-
-from gv_helpers import tiny_gpt2
-from dashboard_files import tensorboard_scalars, tensorboard_texts
-from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
 
 def _same(a: float, b: float) -> bool:
@@ -111,8 +111,7 @@ def test_ddp_only_rank0_writes(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tb_dir = tmp_path / "tb"
-    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path / "run"), str(tb_dir)), nprocs=2,
-                       start_method="spawn")
+    mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path / "run"), str(tb_dir)), nprocs=2, start_method="spawn")
     assert len(list(tb_dir.glob("events.out.tfevents.*"))) == 1
     steps = gradvar.read_records(tmp_path / "run")["steps"]
     tb = tensorboard_scalars(tb_dir)

@@ -1,17 +1,17 @@
 """The HF callback sends gradvar's scalars where the Trainer's `report_to` sends its logs: the W&B run the
 WandbCallback started (offline, read back from its .wandb log) and TensorBoard beside the Trainer's run."""
+
 from pathlib import Path
 
 import pytest
-import wandb
 from dashboard_files import tensorboard_scalars, wandb_history
+from gv_helpers import tiny_gpt2
 from test_hf_trainer import Tokens
 from transformers import Trainer, TrainingArguments
 
 import gradvar
+import wandb
 from gradvar.integrations.hf import GradvarCallback
-
-from gv_helpers import tiny_gpt2
 
 
 @pytest.mark.slow  # a Trainer run with W&B's offline service (about 15 s)
@@ -20,9 +20,18 @@ def test_report_to_tensorboard_and_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-    args = TrainingArguments(output_dir=str(tmp_path / "hf"), per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                             max_steps=4, learning_rate=1e-3, logging_steps=1, report_to=["tensorboard", "wandb"],
-                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to=["tensorboard", "wandb"],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
     trainer.add_callback(GradvarCallback(tmp_path / "gv", flush_every=2))
     trainer.train()

@@ -1,5 +1,6 @@
 """gradvar's Lightning callback writes through the Trainer's own TensorBoardLogger: its event files (read
 with tensorboard's EventAccumulator) hold the records' values at the optimizer step."""
+
 from dashboard_files import tensorboard_scalars
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning_loops import Module, fit

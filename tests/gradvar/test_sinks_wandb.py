@@ -1,19 +1,17 @@
 """The W&B sink in offline mode (no network): the run's history, read back from wandb's own .wandb
 transaction log, holds every steps column at its optimizer step with the Parquet values; events are alerts;
 the user's own run keeps its step counter; a finished run is a failing sink that training survives."""
+
 import math
 
 import numpy as np
 import pytest
-import wandb
-
-import gradvar
-from gradvar.sinks import WandbSink
-
 from dashboard_files import wandb_alerts, wandb_history
 from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
-
+import gradvar
+import wandb
+from gradvar.sinks import WandbSink
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,18 @@
 """Loss ratio and spike rules: known answers, and the online detector equals the offline functions."""
+
 import numpy as np
 import pytest
 
-from gradvar.spikes import (OnlineSpikeDetector, SpikeRule, classify_run, loss_ratio, ratio_spikes, spike_events,
-                            z_scores, z_spikes)
+from gradvar.spikes import (
+    OnlineSpikeDetector,
+    SpikeRule,
+    classify_run,
+    loss_ratio,
+    ratio_spikes,
+    spike_events,
+    z_scores,
+    z_spikes,
+)
 
 
 def test_loss_ratio_known_values():

@@ -1,4 +1,5 @@
 """`gradvar study` end to end on the smoke grid: two tiny runs, the report written, a rerun skips them."""
+
 import json
 import re
 

@@ -1,6 +1,7 @@
 """The command line: `gradvar train --help` lists every config field with its default and doc line, every
 command takes the same `--section.field VALUE` options, bad input is one line on stderr, and the help
 commands start without importing torch."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,17 +47,20 @@ def test_train_help_lists_every_field_with_default_and_doc(capsys, monkeypatch):
     assert "(default 0.003)" in lines["--optim.lr"] and "(default false)" in lines["--slw.enabled"]
 
 
-@pytest.mark.parametrize("argv,key,expected", [
-    (["--optim.lr", "0.1"], ("optim", "lr"), 0.1),
-    (["--optim.lr=0.1"], ("optim", "lr"), 0.1),
-    (["--optim.micro-batch-size", "1"], ("optim", "micro_batch_size"), 1),
-    (["--optim.micro_batch_size=1"], ("optim", "micro_batch_size"), 1),
-    (["--log-every", "3"], ("log_every",), 3),
-    (["--slw.enabled"], ("slw", "enabled"), True),
-    (["--slw.enabled", "false"], ("slw", "enabled"), False),
-    (["--slw.difficulties", "[8, 64]"], ("slw", "difficulties"), [8, 64]),
-    (["--name", "x", "--name", "y"], ("name",), "y"),  # the last one wins, as in any CLI
-])
+@pytest.mark.parametrize(
+    "argv,key,expected",
+    [
+        (["--optim.lr", "0.1"], ("optim", "lr"), 0.1),
+        (["--optim.lr=0.1"], ("optim", "lr"), 0.1),
+        (["--optim.micro-batch-size", "1"], ("optim", "micro_batch_size"), 1),
+        (["--optim.micro_batch_size=1"], ("optim", "micro_batch_size"), 1),
+        (["--log-every", "3"], ("log_every",), 3),
+        (["--slw.enabled"], ("slw", "enabled"), True),
+        (["--slw.enabled", "false"], ("slw", "enabled"), False),
+        (["--slw.difficulties", "[8, 64]"], ("slw", "difficulties"), [8, 64]),
+        (["--name", "x", "--name", "y"], ("name",), "y"),  # the last one wins, as in any CLI
+    ],
+)
 def test_train_option_syntaxes(capsys, argv, key, expected):
     assert main(["train", "--preset", "smoke", "--print-config", *argv]) == 0
     value = json.loads(capsys.readouterr().out)
@@ -75,24 +79,43 @@ def one_line_error(capsys, argv, code=2) -> str:
     return err
 
 
-@pytest.mark.parametrize("command", [["train", "--print-config"], ["study", "--preset", "smoke", "--list"],
-                                     ["tune-slw", "--preset", "smoke"]])
-@pytest.mark.parametrize("argv,message", [
-    (["--optim.lr", "fast"], "error: optim.lr: cannot read 'fast' as float"),
-    (["--optim.batch_size", "2.5"], "error: optim.batch_size: cannot read '2.5' as int"),
-    (["--slw.enabled", "maybe"], "error: slw.enabled: cannot read 'maybe' as bool"),
-    (["--slw.difficulties", "[8,"], "error: slw.difficulties: cannot read '[8,' as list"),
-    (["--optim.lrr", "1"], "error: unrecognized arguments: --optim.lrr 1; did you mean --optim.lr?"),
-    (["--optim.lr"], "error: argument --optim.lr: expected one argument"),
-])
+@pytest.mark.parametrize(
+    "command",
+    [["train", "--print-config"], ["study", "--preset", "smoke", "--list"], ["tune-slw", "--preset", "smoke"]],
+)
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--optim.lr", "fast"], "error: optim.lr: cannot read 'fast' as float"),
+        (["--optim.batch_size", "2.5"], "error: optim.batch_size: cannot read '2.5' as int"),
+        (["--slw.enabled", "maybe"], "error: slw.enabled: cannot read 'maybe' as bool"),
+        (["--slw.difficulties", "[8,"], "error: slw.difficulties: cannot read '[8,' as list"),
+        (["--optim.lrr", "1"], "error: unrecognized arguments: --optim.lrr 1; did you mean --optim.lr?"),
+        (["--optim.lr"], "error: argument --optim.lr: expected one argument"),
+    ],
+)
 def test_bad_values_are_one_line_errors(capsys, command, argv, message):
     err = one_line_error(capsys, [*command, *argv])
     assert err.startswith(f"gradvar {command[0]}: {message}"), err
 
 
 def test_study_sets_config_options_in_every_run(capsys, tmp_path):
-    assert main(["study", "--preset", "smoke", "--runs-dir", str(tmp_path), "--list",
-                 "--data.cache-dir", "/tmp/c", "--optim.lr=0.02"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--preset",
+                "smoke",
+                "--runs-dir",
+                str(tmp_path),
+                "--list",
+                "--data.cache-dir",
+                "/tmp/c",
+                "--optim.lr=0.02",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all("--data.cache_dir /tmp/c" in x and "--optim.lr 0.02" in x for x in lines)
     runs = json.loads((tmp_path / "study.json").read_text())["runs"]
@@ -122,8 +145,9 @@ print(repr((time.perf_counter() - t, sorted(m for m in {heavy!r} if m in sys.mod
 
 def started(*argv: str, heavy=HEAVY) -> tuple[float, list[str], str]:
     """Run `gradvar ARGV` in a fresh interpreter: (seconds from import to exit, heavy modules imported, stdout)."""
-    res = subprocess.run([sys.executable, "-c", PROBE.format(heavy=heavy), *argv], capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=heavy), *argv], capture_output=True, text=True, timeout=120
+    )
     seconds, imported = eval(res.stderr.strip().splitlines()[-1])
     return seconds, imported, res.stdout
 
@@ -149,8 +173,23 @@ def test_diagnose_needs_no_torch(tmp_path):
 
 
 def test_python_m_study_takes_the_same_arguments(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "study", "--preset", "smoke", "--runs-dir", str(tmp_path), "--list",
-                          "--optim.lr", "0.02"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study",
+            "--preset",
+            "smoke",
+            "--runs-dir",
+            str(tmp_path),
+            "--list",
+            "--optim.lr",
+            "0.02",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert [line.split()[0] for line in res.stdout.splitlines()] == ["base-s0", "slw-s0"]
     assert "--optim.lr 0.02" in res.stdout

@@ -1,5 +1,6 @@
 """The run config: dotted overrides from command-line options and JSON files, validation with clear messages,
 and DeepSpeed's `curriculum_learning` block taken as is."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,21 @@ def resolve(*argv: str) -> TrainConfig:
 
 
 def test_cli_tokens_override_typed_fields():
-    cfg = resolve("--preset", "smoke", "--optim.lr", "6e-4", "--optim.batch_size", "8", "--slw.enabled", "true",
-                  "--model.dropout=0.1", "--slw.difficulties", "[8, 64]", "--name", "x")
+    cfg = resolve(
+        "--preset",
+        "smoke",
+        "--optim.lr",
+        "6e-4",
+        "--optim.batch_size",
+        "8",
+        "--slw.enabled",
+        "true",
+        "--model.dropout=0.1",
+        "--slw.difficulties",
+        "[8, 64]",
+        "--name",
+        "x",
+    )
     assert cfg.optim.lr == 6e-4 and isinstance(cfg.optim.lr, float)
     assert cfg.optim.batch_size == 8 and isinstance(cfg.optim.batch_size, int)
     assert cfg.slw.enabled is True and cfg.model.dropout == 0.1 and cfg.slw.difficulties == [8, 64]
@@ -93,8 +107,15 @@ def test_seq_len_above_context():
 
 
 def test_slw_end_length_above_context():
-    cfg = apply_overrides(preset("smoke"), {"slw.enabled": True, "slw.schedule_type": "fixed_discrete",
-                                            "slw.difficulties": [8, 64, 256], "slw.max_steps": [5, 10]})
+    cfg = apply_overrides(
+        preset("smoke"),
+        {
+            "slw.enabled": True,
+            "slw.schedule_type": "fixed_discrete",
+            "slw.difficulties": [8, 64, 256],
+            "slw.max_steps": [5, 10],
+        },
+    )
     with pytest.raises(ConfigError, match=r"slw end length 256 exceeds the model's context \(optim.seq_len 128\)"):
         cfg.validate()
 
@@ -122,9 +143,16 @@ def test_unknown_key_lists_the_known_ones():
         apply_overrides(TrainConfig(), {"optim.lrr": "1"})
 
 
-@pytest.mark.parametrize("key,value,typ", [("optim.batch_size", "abc", "int"), ("optim.batch_size", "2.5", "int"),
-                                           ("optim.lr", "fast", "float"), ("slw.enabled", "maybe", "bool"),
-                                           ("slw.difficulties", "[8, 16", "list")])
+@pytest.mark.parametrize(
+    "key,value,typ",
+    [
+        ("optim.batch_size", "abc", "int"),
+        ("optim.batch_size", "2.5", "int"),
+        ("optim.lr", "fast", "float"),
+        ("slw.enabled", "maybe", "bool"),
+        ("slw.difficulties", "[8, 16", "list"),
+    ],
+)
 def test_bad_types(key, value, typ):
     with pytest.raises(ConfigError, match=rf"{key}: cannot read '{value}' as {typ}".replace("[", r"\[")):
         apply_overrides(TrainConfig(), {key: value})
@@ -165,8 +193,12 @@ def test_missing_and_invalid_json_files(tmp_path):
 # ------------------------------------------------------------------------------------------ DeepSpeed
 def test_deepspeed_config_file_is_taken_as_is(tmp_path):
     """A whole DeepSpeed config (other keys included) via --deepspeed-config: only its block is used."""
-    ds = {"train_batch_size": 512, "gradient_clipping": 1.0, "fp16": {"enabled": False},
-          "curriculum_learning": DS_BLOCK}
+    ds = {
+        "train_batch_size": 512,
+        "gradient_clipping": 1.0,
+        "fp16": {"enabled": False},
+        "curriculum_learning": DS_BLOCK,
+    }
     path = tmp_path / "ds_config.json"
     path.write_text(json.dumps(ds))
     cfg = resolve("--preset", "smoke", "--deepspeed-config", str(path))
@@ -182,8 +214,18 @@ def test_deepspeed_config_file_is_taken_as_is(tmp_path):
 def test_deepspeed_019_data_efficiency_config(tmp_path):
     """DeepSpeed 0.19's location of the block; the start rounds up to the first multiple of the step (12 -> 16)."""
     metric = {k: v for k, v in DS_BLOCK.items() if k not in ("enabled", "curriculum_type")}
-    ds = {"data_efficiency": {"enabled": True, "data_sampling": {"enabled": True, "curriculum_learning": {
-        "enabled": True, "curriculum_metrics": {"seqlen_truncate": {**metric, "min_difficulty": 12}}}}}}
+    ds = {
+        "data_efficiency": {
+            "enabled": True,
+            "data_sampling": {
+                "enabled": True,
+                "curriculum_learning": {
+                    "enabled": True,
+                    "curriculum_metrics": {"seqlen_truncate": {**metric, "min_difficulty": 12}},
+                },
+            },
+        }
+    }
     path = tmp_path / "ds_config.json"
     path.write_text(json.dumps(ds))
     cfg = resolve("--preset", "smoke", "--deepspeed-config", str(path)).validate()
@@ -195,9 +237,18 @@ def test_deepspeed_019_data_efficiency_config(tmp_path):
 
 def test_deepspeed_block_inside_our_config(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"optim": {"lr": 0.02}, "curriculum_learning": {
-        **DS_BLOCK, "schedule_type": "fixed_discrete",
-        "schedule_config": {"difficulty": [16, 64, 128], "max_step": [4, 8]}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "optim": {"lr": 0.02},
+                "curriculum_learning": {
+                    **DS_BLOCK,
+                    "schedule_type": "fixed_discrete",
+                    "schedule_config": {"difficulty": [16, 64, 128], "max_step": [4, 8]},
+                },
+            }
+        )
+    )
     cfg = apply_overrides(preset("smoke"), load_json(path)).validate()
     assert cfg.optim.lr == 0.02 and cfg.slw.schedule_type == "fixed_discrete"
     assert [slw_schedule(cfg).seqlen(t) for t in (1, 4, 5, 8, 9)] == [16, 16, 64, 64, 128]
@@ -219,8 +270,16 @@ def test_slw_config_carries_every_schedule_field():
 
     from gradvar.slw import SLWSchedule
 
-    cfg = apply_overrides(preset("tiny"), {"slw.enabled": True, "slw.min_seqlen": 16, "slw.total_steps": 40,
-                                           "slw.schedule_type": "fixed_root", "slw.root_degree": 3})
+    cfg = apply_overrides(
+        preset("tiny"),
+        {
+            "slw.enabled": True,
+            "slw.min_seqlen": 16,
+            "slw.total_steps": 40,
+            "slw.schedule_type": "fixed_root",
+            "slw.root_degree": 3,
+        },
+    )
     sched = slw_schedule(cfg)
     missing = [f.name for f in fields(SLWSchedule) if f.name != "max_seqlen" and not hasattr(cfg.slw, f.name)]
     assert missing == []

@@ -1,5 +1,6 @@
 """Data: the token cache, whole-document held-out split, the window sampler and its saved state, and SLW
 truncation inside the trainer (tokens per step = batch x seqlen_t; recorded seqlen follows the schedule)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -87,9 +88,20 @@ def test_slw_truncates_inside_the_trainer(smoke, tmp_path, monkeypatch):
         return real(model, x)
 
     monkeypatch.setattr(train_mod, "next_token_loss", spy)
-    cfg = smoke.cfg(tmp_path, "slw", {"slw.enabled": True, "slw.min_seqlen": 8, "slw.total_steps": 10,
-                                      "slw.difficulty_step": 8, "optim.max_steps": 12, "eval.every": 0,
-                                      "checkpoint.every": 0, "monitor.probe_loss_every": 1000})
+    cfg = smoke.cfg(
+        tmp_path,
+        "slw",
+        {
+            "slw.enabled": True,
+            "slw.min_seqlen": 8,
+            "slw.total_steps": 10,
+            "slw.difficulty_step": 8,
+            "optim.max_steps": 12,
+            "eval.every": 0,
+            "checkpoint.every": 0,
+            "monitor.probe_loss_every": 1000,
+        },
+    )
     smoke.train(cfg)
     sched = slw_schedule(cfg)
     expected = [sched.seqlen(t) for t in range(1, 13)]

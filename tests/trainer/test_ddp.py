@@ -4,6 +4,7 @@ step, the final validation loss and gradvar's gradient-noise estimates, to float
 Both runs average K = 2 micro-batches of 2 sequences per step (one process: 2 accumulation steps; DDP: one
 micro-batch on each rank), so tr(Sigma) and |G|^2 estimate the same thing from the same gradients.
 """
+
 from __future__ import annotations
 
 import json

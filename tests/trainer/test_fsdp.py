@@ -8,6 +8,7 @@
   recorded once, and the losses and the final model and optimizer state equal the uninterrupted FSDP run's
   bit for bit.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,17 @@ FSDP = ("--parallel.strategy", "fsdp", "--optim.lr", "3e-3")
 def torchrun(smoke, out_dir, name, logs, *extra, **env):
     """torchrun in its own session, so that SIGKILL can reach the launcher and both ranks at once."""
     logs.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "trainer.cli",
-           *smoke.cli_args(out_dir, name, *FSDP, *extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "trainer.cli",
+        *smoke.cli_args(out_dir, name, *FSDP, *extra),
+    ]
     with open(logs / "stdout.txt", "w") as out, open(logs / "stderr.txt", "w") as err:
         return subprocess.Popen(cmd, env=smoke.env(**env), stdout=out, stderr=err, text=True, start_new_session=True)
 
@@ -45,7 +55,7 @@ def fsdp_run(smoke, tmp_path_factory):
 
 
 def final_state(run_dir) -> dict:
-    (_, path), = [c for c in list_checkpoints(run_dir) if c[0] == 20]
+    ((_, path),) = [c for c in list_checkpoints(run_dir) if c[0] == 20]
     return to_full_state(path)
 
 
@@ -67,8 +77,16 @@ def test_fsdp_run_matches_single_process(fsdp_run, single_run):
     f = tables["steps"]
     assert list(f["step"]) == list(range(1, 21)) and (f["world_size"] == 2).all()
     assert np.array_equal(f["tokens"], ref["tokens"]) and np.allclose(f["lr"], ref["lr"], rtol=1e-12)
-    for col, rtol in (("loss", 1e-5), ("loss_max", 1e-5), ("grad_norm", 1e-4), ("adam_v_max", 1e-3),
-                      ("adam_v_l1", 1e-3), ("grad_trace_sigma", 1e-3), ("grad_true_sq", 1e-3), ("probe_loss", 1e-5)):
+    for col, rtol in (
+        ("loss", 1e-5),
+        ("loss_max", 1e-5),
+        ("grad_norm", 1e-4),
+        ("adam_v_max", 1e-3),
+        ("adam_v_l1", 1e-3),
+        ("grad_trace_sigma", 1e-3),
+        ("grad_true_sq", 1e-3),
+        ("probe_loss", 1e-5),
+    ):
         assert ref[col].notna().any() and f[col].notna().sum() == ref[col].notna().sum(), col
         np.testing.assert_allclose(f[col], ref[col], rtol=rtol, atol=1e-6, err_msg=col)
     summary = json.loads((fsdp_run / "summary.json").read_text())

@@ -9,6 +9,7 @@ After an intended change, regenerate the file and commit it with the change that
 
     python tests/trainer/test_golden.py --update
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,10 @@ def read_golden(path: Path = GOLDEN) -> dict[int, float]:
 
 
 def format_golden(steps, losses) -> str:
-    head = ("# step loss: smoke preset at LR 3e-3, seed 0, CPU fp32, 1 thread "
-            "(python tests/trainer/test_golden.py --update)\n")
+    head = (
+        "# step loss: smoke preset at LR 3e-3, seed 0, CPU fp32, 1 thread "
+        "(python tests/trainer/test_golden.py --update)\n"
+    )
     return head + "".join(f"{int(s)} {float(v):.6f}\n" for s, v in zip(steps, losses))
 
 
@@ -53,7 +56,8 @@ def test_smoke_losses_match_golden(smoke, tmp_path):
     want = np.array([golden[s] for s in steps["step"]])
     bad = ~np.isclose(got, want, rtol=RTOL, atol=0)
     assert not bad.any(), "losses differ from golden_smoke.txt (intended? run with --update):\n" + "\n".join(
-        f"step {s}: got {g:.6f}, golden {w:.6f}" for s, g, w in zip(steps["step"][bad], got[bad], want[bad]))
+        f"step {s}: got {g:.6f}, golden {w:.6f}" for s, g, w in zip(steps["step"][bad], got[bad], want[bad])
+    )
 
 
 def test_golden_file_format():
@@ -73,8 +77,9 @@ def update() -> None:
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = apply_overrides(preset("smoke"), {"out_dir": tmp, "name": "golden", "data.cache_dir": f"{tmp}/data",
-                                                **GOLDEN_OVERRIDES})
+        cfg = apply_overrides(
+            preset("smoke"), {"out_dir": tmp, "name": "golden", "data.cache_dir": f"{tmp}/data", **GOLDEN_OVERRIDES}
+        )
         t = Trainer(cfg)
         try:
             t.run()

@@ -1,6 +1,7 @@
 """The GPU checks script cannot rot: every step of its GPU and dry-run plans is accepted by the script it calls,
 the summary reads what the benchmarks write, and (slow) a dry run on CPU writes the numbers and files that
 come back from the device machine."""
+
 import importlib.util
 import json
 import os
@@ -28,8 +29,12 @@ checks = load(ROOT / "scripts" / "gpu_checks.py")
 @pytest.mark.parametrize("dry", [False, True])
 def test_every_planned_step_parses(dry, tmp_path):
     steps = checks.plan(dry, tmp_path / "numbers.jsonl")
-    assert [s.name.split(",")[0] for s in steps][:4] == ["syncs per step", "monitor cost", "monitor cost",
-                                                         "throughput and MFU"]
+    assert [s.name.split(",")[0] for s in steps][:4] == [
+        "syncs per step",
+        "monitor cost",
+        "monitor cost",
+        "throughput and MFU",
+    ]
     for step in steps[:4]:
         args = load(Path(step.argv[0])).build_parser().parse_args(step.argv[1:])
         assert args.json == str(tmp_path / "numbers.jsonl")
@@ -46,10 +51,17 @@ def test_every_planned_step_parses(dry, tmp_path):
 
 def test_summary_reads_the_benchmarks_records(tmp_path):
     numbers = tmp_path / "numbers.jsonl"
-    recs = [{"check": "monitor_overhead", "k": 4, "batch": 32, "overhead": {"paper": 0.012, "full": 0.08},
-             "peak_mb_added": {"paper": 475.0, "full": 950.0}},
-            {"check": "mfu", "sides": {"+ compile (inductor)": {"tokens_per_s": 4.1e5, "mfu": 0.41}}},
-            {"check": "sync_count", "syncs": {"trainer (paper, compile inductor)": {"per_step": 0.0}}}]
+    recs = [
+        {
+            "check": "monitor_overhead",
+            "k": 4,
+            "batch": 32,
+            "overhead": {"paper": 0.012, "full": 0.08},
+            "peak_mb_added": {"paper": 475.0, "full": 950.0},
+        },
+        {"check": "mfu", "sides": {"+ compile (inductor)": {"tokens_per_s": 4.1e5, "mfu": 0.41}}},
+        {"check": "sync_count", "syncs": {"trainer (paper, compile inductor)": {"per_step": 0.0}}},
+    ]
     numbers.write_text("".join(json.dumps(r) + "\n" for r in recs))
     checks.summary(numbers, {"study gpu-117m": (0, 100.0)}, tmp_path, lambda line: None)
     text = (tmp_path / "summary.txt").read_text()
@@ -64,16 +76,35 @@ def test_dry_run_writes_what_comes_back(tmp_path, data_cache):
     arguments of the others; the study's own tests cover the study)."""
     out = tmp_path / "out"
     (tmp_path / "data_cache").symlink_to(data_cache)
-    env = {**os.environ, "OUT": str(out), "GRADVAR_DRY_RUN": "1", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
-           "CUDA_VISIBLE_DEVICES": ""}
-    res = subprocess.run(["bash", "scripts/gpu_checks.sh", "--only", "monitor cost, K = 4", "throughput",
-                          "--work", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "GRADVAR_DRY_RUN": "1",
+        "PYTHON": sys.executable,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    res = subprocess.run(
+        ["bash", "scripts/gpu_checks.sh", "--only", "monitor cost, K = 4", "throughput", "--work", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
     assert files == ["gpu.txt", "log.txt", "numbers.jsonl", "study.tar.gz", "summary.txt"]  # at most 8 come back
     recs = {r["check"]: r for r in map(json.loads, (out / "numbers.jsonl").read_text().splitlines())}
     assert recs["monitor_overhead"]["k"] == 4 and set(recs["monitor_overhead"]["overhead"]) == {"paper", "full"}
     sides = recs["mfu"]["sides"]
-    assert list(sides) == ["eager attention", "+ sdpa", "+ fused AdamW", "+ compile (aot_eager)", "bare loop (compiled)"]
+    assert list(sides) == [
+        "eager attention",
+        "+ sdpa",
+        "+ fused AdamW",
+        "+ compile (aot_eager)",
+        "bare loop (compiled)",
+    ]
     assert all(v["tokens_per_s"] > 0 for v in sides.values())
     assert "dry run" in (out / "log.txt").read_text()

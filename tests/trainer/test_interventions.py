@@ -1,4 +1,5 @@
 """Spike interventions on small constructed cases: the device z gate, the skip-step AdamW, the rewind rule."""
+
 import math
 
 import numpy as np
@@ -70,7 +71,8 @@ def test_spike_keep_combines_gates():
     assert spike_keep([(gates[0], torch.tensor(3.0)), (gates[1], torch.tensor(50.0))]) == 0
 
 
-@pytest.mark.parametrize("loss,best,want", [(5.0, 4.0, True), (4.1, 4.0, False), (math.nan, 4.0, True),
-                                            (9.0, math.inf, False)])
+@pytest.mark.parametrize(
+    "loss,best,want", [(5.0, 4.0, True), (4.1, 4.0, False), (math.nan, 4.0, True), (9.0, math.inf, False)]
+)
 def test_rewind_rule(loss, best, want):
     assert rewind_needed(loss, best, SpikeRule()) is want

@@ -1,5 +1,6 @@
 """What people watch: `--log.tensorboard` / `--log.wandb` put the run's records in the dashboards (read back
 with their own readers), and `gradvar train` draws a tqdm bar on a terminal and plain lines elsewhere."""
+
 import fcntl
 import os
 import pty
@@ -12,7 +13,6 @@ import termios
 import time
 
 import pytest
-
 from dashboard_files import tensorboard_scalars, wandb_history
 
 
@@ -20,8 +20,9 @@ from dashboard_files import tensorboard_scalars, wandb_history
 def test_trainer_flags_fill_both_dashboards(smoke, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = smoke.cfg(tmp_path, "live", {"log.tensorboard": "run", "log.wandb": "gradvar-test",
-                                       "optim.train_tokens": 6 * 4 * 128})
+    cfg = smoke.cfg(
+        tmp_path, "live", {"log.tensorboard": "run", "log.wandb": "gradvar-test", "optim.train_tokens": 6 * 4 * 128}
+    )
     lines = []
     smoke.train(cfg, log=lambda msg, *a, **k: lines.append(msg))
     steps = smoke.steps(cfg.run_dir)
@@ -42,8 +43,14 @@ def test_train_draws_a_bar_on_a_terminal(smoke, tmp_path):
     out_fd, term_fd = pty.openpty()
     fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
     args = smoke.cli_args(tmp_path, "bar", "--log_every", "2")
-    proc = subprocess.Popen([sys.executable, "-m", "trainer.cli", *args], stdin=term_fd, stdout=term_fd,
-                            stderr=term_fd, env=smoke.env(), close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.cli", *args],
+        stdin=term_fd,
+        stdout=term_fd,
+        stderr=term_fd,
+        env=smoke.env(),
+        close_fds=True,
+    )
     os.close(term_fd)
     seen, deadline = b"", time.monotonic() + 300
     while time.monotonic() < deadline:

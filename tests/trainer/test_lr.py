@@ -1,5 +1,6 @@
 """Token-based LR schedule: linear warmup over steps, cosine decay over tokens to min_lr, training ends at
 the token budget (as the paper and Megatron-DeepSpeed do under SLW)."""
+
 from __future__ import annotations
 
 import math
@@ -52,15 +53,27 @@ def test_trainer_follows_the_schedule_and_ends_at_the_budget(smoke, tmp_path):
     """Under SLW, steps carry batch x seqlen_t tokens: the recorded LR is lr_at(step, tokens before it) and
     training stops on the first step that reaches the token budget."""
     budget = 4 * 128 * 6  # 6 full-length steps' worth; the short SLW steps need more steps than 6
-    cfg = smoke.cfg(tmp_path, "lr", {"slw.enabled": True, "slw.min_seqlen": 16, "slw.total_steps": 8,
-                                     "slw.difficulty_step": 16, "optim.train_tokens": budget,
-                                     "optim.warmup_steps": 3, "eval.every": 0, "checkpoint.every": 0})
+    cfg = smoke.cfg(
+        tmp_path,
+        "lr",
+        {
+            "slw.enabled": True,
+            "slw.min_seqlen": 16,
+            "slw.total_steps": 8,
+            "slw.difficulty_step": 16,
+            "optim.train_tokens": budget,
+            "optim.warmup_steps": 3,
+            "eval.every": 0,
+            "checkpoint.every": 0,
+        },
+    )
     summary = smoke.train(cfg)
     steps = smoke.steps(cfg.run_dir)
     o = cfg.optim
     before = np.concatenate([[0], steps["tokens"].to_numpy()[:-1]])
-    expected = [lr_at(int(s), int(t), o.lr, o.min_lr, o.warmup_steps, o.train_tokens)
-                for s, t in zip(steps["step"], before)]
+    expected = [
+        lr_at(int(s), int(t), o.lr, o.min_lr, o.warmup_steps, o.train_tokens) for s, t in zip(steps["step"], before)
+    ]
     assert steps["lr"].to_numpy() == pytest.approx(expected, rel=1e-9)
     assert steps["tokens"].iloc[-1] >= budget > steps["tokens"].iloc[-2]
     assert summary["tokens"] == steps["tokens"].iloc[-1] and summary["steps"] == len(steps) > 6

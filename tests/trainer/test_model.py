@@ -1,5 +1,6 @@
 """The model switches behind the GPU preset's speed: SDPA against eager attention, a compiled training loss
 against the eager one (the records too), and the FLOP accounting behind MFU."""
+
 import math
 import time
 
@@ -16,8 +17,18 @@ from trainer.train import Trainer, next_token_loss
 def tiny_cfg(data_cache, tmp_path, name, **overrides):
     """The tiny preset's model (4 x 128, context 512, batch 8) on the session's bpe2k cache."""
     cfg = preset("tiny")
-    return apply_overrides(cfg, {"out_dir": str(tmp_path), "name": name, "data.cache_dir": str(data_cache),
-                                 "data.tokenizer": "bpe2k", "eval.every": 0, "checkpoint.every": 0, **overrides})
+    return apply_overrides(
+        cfg,
+        {
+            "out_dir": str(tmp_path),
+            "name": name,
+            "data.cache_dir": str(data_cache),
+            "data.tokenizer": "bpe2k",
+            "eval.every": 0,
+            "checkpoint.every": 0,
+            **overrides,
+        },
+    )
 
 
 def losses_and_time(cfg, steps):
@@ -46,13 +57,30 @@ def test_compiled_trainer_records_what_eager_records(smoke, tmp_path):
     torch._dynamo.reset()
     runs = {}
     for backend in ("off", "aot_eager"):
-        cfg = smoke.cfg(tmp_path, backend, {"model.compile": backend, "monitor.quantities": "full",
-                                            "optim.train_tokens": 8 * 4 * 128, "monitor.probe_every": 4})
+        cfg = smoke.cfg(
+            tmp_path,
+            backend,
+            {
+                "model.compile": backend,
+                "monitor.quantities": "full",
+                "optim.train_tokens": 8 * 4 * 128,
+                "monitor.probe_every": 4,
+            },
+        )
         smoke.train(cfg)
         runs[backend] = smoke.steps(cfg.run_dir)
     eager, comp = runs["off"], runs["aot_eager"]
-    cols = ["loss", "grad_norm", "grad_trace_sigma", "grad_var_max", "adam_v_max", "adam_v_l1", "update_rms",
-            "max_output_logit", "probe_loss"]
+    cols = [
+        "loss",
+        "grad_norm",
+        "grad_trace_sigma",
+        "grad_var_max",
+        "adam_v_max",
+        "adam_v_l1",
+        "update_rms",
+        "max_output_logit",
+        "probe_loss",
+    ]
     assert len(comp) == len(eager) == 8
     for col in cols:
         assert np.isfinite(comp[col]).any(), col

@@ -1,4 +1,5 @@
 """Variance-aware pacing on constructed signals."""
+
 import math
 
 from gradvar.slw import SLWSchedule

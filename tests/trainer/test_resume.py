@@ -1,5 +1,6 @@
 """Exact resume: N steps uninterrupted equal k steps, stop, `--resume` to N, bit for bit; the records hold
 each step once."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Tokenizers: the official GPT-2 BPE ids, and byte-level BPEs trained on the corpus that round-trip it."""
+
 from __future__ import annotations
 
 import json

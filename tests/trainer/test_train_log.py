@@ -1,4 +1,5 @@
 """What the trainer says in its log about the run it records."""
+
 import pytest
 
 

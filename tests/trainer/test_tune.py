@@ -1,5 +1,6 @@
 """tune-slw's rule on constructed evaluation curves, and one real short tuning run checked against its trials'
 own validation records."""
+
 import json
 import math
 
@@ -34,8 +35,21 @@ def test_tune_slw_end_to_end(tmp_path, data_cache, capsys):
     from gradvar.cli import main
 
     out = tmp_path / "tune"
-    argv = ["tune-slw", "--preset", "smoke", "-o", str(out), "--multiples", "2", "--jobs", "2",
-            "--data.cache_dir", str(data_cache), "--optim.warmup_steps", "2"]
+    argv = [
+        "tune-slw",
+        "--preset",
+        "smoke",
+        "-o",
+        str(out),
+        "--multiples",
+        "2",
+        "--jobs",
+        "2",
+        "--data.cache_dir",
+        str(data_cache),
+        "--optim.warmup_steps",
+        "2",
+    ]
     rc = main([*argv, "--tol", "0.05"])
     result = json.loads((out / "tune.json").read_text())
     assert result["horizon_steps"] == 30 and len(result["evidence"]) == 1 and result["start"] == 8

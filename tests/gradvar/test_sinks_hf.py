@@ -19,6 +19,7 @@ def test_report_to_tensorboard_and_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # wandb's process-wide settings may predate WANDB_DIR: keep its files out of the repo
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     args = TrainingArguments(
         output_dir=str(tmp_path / "hf"),

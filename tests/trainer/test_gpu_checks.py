@@ -72,8 +72,8 @@ def test_summary_reads_the_benchmarks_records(tmp_path):
 
 @pytest.mark.slow
 def test_dry_run_writes_what_comes_back(tmp_path, data_cache):
-    """Two of the steps end to end through the shell script, on CPU at smoke sizes (the plan test covers the
-    arguments of the others; the study's own tests cover the study)."""
+    """One step end to end through the shell script, on CPU at smoke sizes: what comes back and its summary (the
+    plan test covers the arguments of the others; the benchmarks' and the study's own tests cover those)."""
     out = tmp_path / "out"
     (tmp_path / "data_cache").symlink_to(data_cache)
     env = {
@@ -85,7 +85,7 @@ def test_dry_run_writes_what_comes_back(tmp_path, data_cache):
         "CUDA_VISIBLE_DEVICES": "",
     }
     res = subprocess.run(
-        ["bash", "scripts/gpu_checks.sh", "--only", "monitor cost, K = 4", "throughput", "--work", str(tmp_path)],
+        ["bash", "scripts/gpu_checks.sh", "--only", "monitor cost, K = 4", "--work", str(tmp_path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -98,13 +98,5 @@ def test_dry_run_writes_what_comes_back(tmp_path, data_cache):
     assert files == ["gpu.txt", "log.txt", "numbers.jsonl", "study.tar.gz", "summary.txt"]  # at most 8 come back
     recs = {r["check"]: r for r in map(json.loads, (out / "numbers.jsonl").read_text().splitlines())}
     assert recs["monitor_overhead"]["k"] == 4 and set(recs["monitor_overhead"]["overhead"]) == {"paper", "full"}
-    sides = recs["mfu"]["sides"]
-    assert list(sides) == [
-        "eager attention",
-        "+ sdpa",
-        "+ fused AdamW",
-        "+ compile (aot_eager)",
-        "bare loop (compiled)",
-    ]
-    assert all(v["tokens_per_s"] > 0 for v in sides.values())
     assert "dry run" in (out / "log.txt").read_text()
+    assert "monitor cost" in (out / "summary.txt").read_text()

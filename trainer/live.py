@@ -7,6 +7,7 @@ The bar is updated from host counters only (tokens, steps, runs finished): it ne
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 
@@ -18,8 +19,27 @@ def dashboard_sinks(cfg) -> list:
     if log.tensorboard:
         out.append(TensorBoardSink(cfg.run_dir / "tensorboard" if log.tensorboard == "run" else Path(log.tensorboard)))
     if log.wandb:
-        out.append(WandbSink(project=log.wandb, name=cfg.name, config=cfg.to_dict(), dir=str(cfg.run_dir)))
+        run_id = wandb_run_id(cfg.run_dir)
+        out.append(
+            WandbSink(
+                project=log.wandb, name=cfg.name, config=cfg.to_dict(), dir=str(cfg.run_dir), id=run_id, resume="allow"
+            )
+        )
     return out
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run directory, made on the first start and kept beside the records, so that a
+    resumed run (`--resume`, a restarted rank) continues the same W&B run instead of opening a new one."""
+    path = Path(run_dir) / "wandb_run_id"
+    if path.exists():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:8]  # W&B's own ids: 8 characters of [0-9a-z]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(run_id + "\n")
+    tmp.replace(path)  # atomic: a crash never leaves an empty id
+    return run_id
 
 
 class Progress:

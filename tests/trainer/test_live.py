@@ -38,6 +38,19 @@ def test_trainer_flags_fill_both_dashboards(smoke, tmp_path, monkeypatch):
     assert any(ln.startswith("step ") for ln in lines)  # not a terminal here: the plain lines
 
 
+def test_resumed_run_continues_its_wandb_run(smoke, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    over = {"log.wandb": "gradvar-test", "checkpoint.every": 3, "optim.max_steps": 3}
+    cfg = smoke.cfg(tmp_path, "wb", over)
+    smoke.train(cfg)
+    smoke.train(smoke.cfg(tmp_path, "wb", {**over, "optim.max_steps": 6}), resume=True)
+    runs = sorted(cfg.run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 2 and len({p.name for p in runs}) == 1  # one W&B run id, written in two parts
+    steps = [sorted({r["gradvar/step"] for r in wandb_history(p) if "gradvar/step" in r}) for p in runs]
+    assert steps == [[1, 2, 3], [4, 5, 6]]  # the evaluation at a checkpoint is a row of its own at its step
+
+
 @pytest.mark.slow  # a `gradvar train` subprocess on a pseudo-terminal (about 20 s)
 def test_train_draws_a_bar_on_a_terminal(smoke, tmp_path):
     out_fd, term_fd = pty.openpty()

@@ -27,6 +27,12 @@ EXPECTED = {
     "buildnanogpt_stdout_shakespeare.txt": ("from_scratch", "stable", []),
     "megatron_bigscience_gpt2_ds-off.out": ("from_scratch", "diverged", [(3, 4), (32, 62)]),
     "llmc_readme_stdout.txt": ("fine_tune", "stable", []),
+    "nanogpt_issue215_fp16_nan.txt": ("from_scratch", "diverged", [(3010, 3060)]),
+    "mlx_lora_issue620.txt": ("fine_tune", "diverged", [(75, 200)]),
+    "litgpt_issue628_codellama_full.txt": ("fine_tune", "diverged", [(1152, 1159)]),
+    "llmc_anthonix_issue2_nan.txt": ("fine_tune", "diverged", [(10, 20)]),
+    "deeplab_issue5_checkpoint_spike.txt": ("fine_tune", "spiky", [(13000, 13000)]),
+    "moddednanogpt_valueembed_00008ea0.txt": ("from_scratch", "spiky", [(918, 918), (946, 946)]),
 }
 SCRATCH_ONLY = ("Sequence Length Warmup",)
 """Advice that holds for pre-training from scratch only: it contradicts a fine-tune."""

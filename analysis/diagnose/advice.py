@@ -18,7 +18,15 @@ from gradvar.spikes import SpikeRule
 # correlation study, quoted in the advice.
 from ..warning import ALARM_Q as QUANTILE
 from .events import NOISE_K
-from .log_advice import _adv_eval, _adv_logging, _adv_memorise, _adv_near_zero, _adv_record
+from .log_advice import (
+    _adv_eval,
+    _adv_logging,
+    _adv_memorise,
+    _adv_near_zero,
+    _adv_record,
+    never_finite,
+    starts_the_log,
+)
 from .words import _g
 
 PAPER = (
@@ -77,6 +85,8 @@ def _adv_divergence(f, sp, diag, rule):
     out, peak = [], f.get("peak_lr")
     lower = f" (e.g. {_g(peak / 2)})" if peak else ""
     nonfin = sp[sp["kind"] == "nonfinite"]
+    if len(nonfin) and starts_the_log(nonfin.iloc[0], diag):
+        return [never_finite(nonfin.iloc[0], diag)]
     if len(nonfin):
         s, ev = f["first_nonfinite_step"], nonfin.iloc[0]
         tail = (
@@ -96,7 +106,7 @@ def _adv_divergence(f, sp, diag, rule):
             f"checkpoint saved before the trouble with the peak LR halved{lower}, gradient clipping at 1.0 "
             "and a longer LR warmup."
         )
-    ends = sp[(sp["kind"] == "sustained_rise") & sp["at_end"].astype(bool)]
+    ends = sp[(sp["kind"] != "nonfinite") & sp["at_end"].astype(bool)]
     if len(ends) and not len(nonfin):
         ev = ends.iloc[-1]
         out.append(

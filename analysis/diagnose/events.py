@@ -36,6 +36,9 @@ NOISE_K_SUSTAINED = 4.0
 GAP = 2
 """Flagged entries at most this many entries apart are one episode."""
 MAD_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal
+SCALE_MIN_HISTORY = SpikeRule().z_min_history
+"""First differences a local noise scale needs, as gradvar's z rule: from 3 or 4 of them a noisy log can look
+quiet for a moment, and every ordinary wobble after it would stand out. Until then the whole log's scale is used."""
 
 
 TINY = 1e-12
@@ -64,10 +67,10 @@ def diff_noise(y: np.ndarray) -> float:
 def local_level(y: np.ndarray, window: int = NOISE_WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """(level, scale) per entry from the previous `window` entries: median of y, robust noise of its diffs."""
     s = pd.Series(y)
-    level = s.shift(1).rolling(window, min_periods=2).median().to_numpy()
+    level = s.shift(1).rolling(window, min_periods=1).median().to_numpy()
     d = s.diff()
     dev = (d - d.shift(1).rolling(window, min_periods=3).median()).abs()
-    scale = MAD_SIGMA * dev.shift(1).rolling(window, min_periods=3).median().to_numpy() / math.sqrt(2)
+    scale = dev.shift(1).rolling(window, min_periods=SCALE_MIN_HISTORY).median().to_numpy() * MAD_SIGMA / math.sqrt(2)
     glob = diff_noise(y)
     # Too little history for a local scale: the whole log's scale stands in (a spike at entry 3 is still seen).
     scale = np.where(np.isfinite(scale), scale, glob if np.isfinite(glob) else 0.0)

@@ -3,7 +3,9 @@ pre-training remedies; a fine-tune's spike more often means data, LR or a resume
 
 Evidence, each named in the result so the advice can cite it:
   * the first logged loss against ln(vocabulary): a randomly initialised LM starts near ln(V) (10.8 for
-    GPT-2's 50257 tokens, 10.4 for LLaMA's 32000); a pretrained model starts far below it;
+    GPT-2's 50257 tokens, 10.4 for LLaMA's 32000); a pretrained model starts far below it. Only when the log
+    starts at the run's start (within its second logging interval): an excerpt from iteration 2920 of a
+    pre-training run starts low too;
   * LoRA/PEFT or reward/accuracy/eval columns, which pre-training logs rarely have;
   * the log's format: LLaMA-Factory and TRL logs are fine-tunes by construction.
 """
@@ -36,9 +38,12 @@ FINETUNE_FORMATS = ("llamafactory",)
 
 def run_kind(df: pd.DataFrame, fmt: str, eval_df) -> dict:
     """{'kind': 'from_scratch' | 'fine_tune' | 'unknown', 'evidence': [short phrases]}."""
-    x = df["loss"].to_numpy(np.float64)
-    fin = x[np.isfinite(x)]
-    first = float(fin[0]) if len(fin) else float("nan")
+    x, steps = df["loss"].to_numpy(np.float64), df["step"].to_numpy(np.int64)
+    fin = np.flatnonzero(np.isfinite(x))
+    first = float(x[fin[0]]) if len(fin) else float("nan")
+    gap = float(np.median(np.diff(steps))) if len(steps) > 1 else 1.0
+    if len(fin) and steps[fin[0]] > 2 * max(gap, 1.0) + 1:
+        first = float("nan")  # the log starts mid-run: its first loss says nothing about the initialisation
     evidence_ft, evidence_scratch = [], []
     if first >= SCRATCH_FIRST_LOSS:
         evidence_scratch.append(f"first logged loss {first:.3g} nats, near ln(vocabulary) of an untrained LM")

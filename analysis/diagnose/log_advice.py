@@ -1,11 +1,28 @@
 """Advice about the log itself rather than its events: logging interval, a loss near zero, the eval trend,
-memorisation, and which signals to record next time."""
+memorisation, a loss that is never finite, and which signals to record next time."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .words import _g
+
+
+def starts_the_log(ev, diag) -> bool:
+    """Whether a non-finite event starts at the log's first entry (nothing finite comes before it)."""
+    return len(diag.entries) > 0 and ev["start_step"] == diag.entries["step"].iloc[0]
+
+
+def never_finite(ev, diag) -> str:
+    """Advice for a loss that is NaN/inf from the first entry: a broken setup, not a late instability."""
+    n = int(np.isfinite(diag.entries["loss"]).sum())
+    fin = "is never finite" if n == 0 else f"is finite at only {n} later entr{'y' if n == 1 else 'ies'}"
+    return (
+        f"The loss is NaN/inf from the first logged entry (step {ev['start_step']}) and {fin}: there is no "
+        "healthy stretch to compare with, so this is not a spike the LR caused later in the run. Check the "
+        "setup first: that the weights loaded, the first batches (empty or all-padding targets), and the "
+        "precision (run a few steps in fp32); the LR only if the fp32 loss is finite."
+    )
 
 
 def _adv_near_zero(f, sp, diag, rule):

@@ -1,15 +1,21 @@
-"""Console output of nanoGPT, llm.c, build-nanogpt and Megatron-LM: one training step per line.
+"""Console output of nanoGPT, llm.c, build-nanogpt, Megatron-LM, litgpt, mlx_lm and modded-nanogpt: one training
+step per line.
 
     iter 100: loss 4.8186, time 1537.05ms, mfu 14.52%                                     (nanoGPT)
     step    1/19560 | loss 11.010252 (+nanz)| norm 15.1374 (+nanz)| lr 8.57e-07 | ...    (llm.c, CUDA)
     step 0: train loss 5.356189 (took 1452.121000 ms)                                      (llm.c, CPU)
     step 0 | loss: 10.9677 | dt: 25213.31ms | tok/sec: 5198.52 | norm: 6.74 | lr: 0.00001  (build-nanogpt)
      iteration        3/    1000 | ... | lm loss: 4.424266E+01 | loss scale: 12.0 | grad norm: 77.479 | ...
+    iter 1151 step 144: loss 1.7019, iter time: 1106.53ms (optimizer.step)                 (litgpt)
+    Iter 25: Train loss 1.593, Learning Rate 7.000e-05, It/sec 0.999, ...                  (mlx_lm)
+    step:946/1530 train_loss:5.0685 train_time:159103ms step_avg:169.98ms                  (modded-nanogpt)
 
-A line that starts (after '[...]' stamps or a 'N:' rank prefix) with iteration/iter/step and a number is a step
-line; its '|'- or ','-separated 'name value' or 'name: value' pairs become columns. A line that also carries a
-val/validation value is an evaluation line (nanoGPT's 'step 250: train loss ..., val loss ...'). Everything else
-(banners, memory reports, generated text) is skipped.
+A line that starts (after '[...]' stamps, a date-time stamp, a 'N:' rank prefix or the '> ' of a log quoted in a
+GitHub issue) with iteration/iter/step and a number is a step line; its '|'- or ','-separated 'name value' or
+'name: value' pairs, or its space-separated 'name:value' tokens, become columns. litgpt's 'iter N step M' keeps
+the iteration (one line per micro-batch; the optimizer step repeats). A line that also carries a val/validation
+value is an evaluation line (nanoGPT's 'step 250: train loss ..., val loss ...'). Everything else (banners,
+memory reports, generated text) is skipped.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from ..errors import LogError
 from .llamafactory import merge_ranks
 from .table import LogData, _numeric_frame, finalize
 
+_STAMPS = r"\s*(?:>\s*)?(?:\[[^\]]*\]\s*)*(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+)?(?:\d+:\s+)?"
 _STEP_LINE = re.compile(
-    r"^\s*(?:\[[^\]]*\]\s*)*(?:\d+:\s+)?(?:iteration|iter|step)\s+(\d+)\s*(?:/\s*\d+)?\s*[:|,]?(.*)$", re.IGNORECASE
+    rf"^{_STAMPS}(?:iteration|iter|step)(?:\s+|:)(\d+)(?:\s*/\s*\d+)?(?:\s+step\s+\d+)?\s*[:|,]?(.*)$", re.IGNORECASE
 )
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?nan|[+-]?inf"
 _PAIR = re.compile(rf"^([A-Za-z][A-Za-z0-9 _/().%-]*?)\s*[:=]?\s+({_NUM})(?:ms|s|%)?(?![\w.])", re.IGNORECASE)
-_EVAL_KEY = re.compile(r"^(val|valid|validation|eval|test)\b", re.IGNORECASE)
+_TOKEN = re.compile(rf"(?:^|\s)([A-Za-z][A-Za-z0-9_/]*):({_NUM})(?:ms|s|%)?(?=\s|$)", re.IGNORECASE)
+_EVAL_KEY = re.compile(r"^(val|valid|validation|eval|test)(?:\b|_)", re.IGNORECASE)
 
 
 def looks_like_stdout(text: str, sample: int = 400) -> bool:
@@ -53,6 +61,8 @@ def parse_line(line: str):
         pm = _PAIR.match(seg.strip())
         if pm and pm.group(1).strip().lower() not in pairs:
             pairs[pm.group(1).strip()] = pm.group(2)
+    if not pairs:  # modded-nanogpt: 'train_loss:3.59 train_time:159279ms', no separators, no spaces
+        pairs = dict(_TOKEN.findall(m.group(2)))
     return (int(m.group(1)), pairs) if pairs else None
 
 

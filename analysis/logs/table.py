@@ -190,8 +190,6 @@ def finalize(raw: pd.DataFrame, labels: list, source: str, fmt: str) -> LogData:
         i = int(np.argmax(loss_bad))
         raise LogError(f"{source}: non-numeric loss {_fmt_value(raw['loss'].iloc[i])} at {labels[i]}")
     _check_order(steps, labels, source)
-    if not np.isfinite(loss).any():
-        raise LogError(f"{source}: loss is NaN/inf in all {len(loss)} rows")
     df = pd.DataFrame({"step": steps.astype(np.int64), "loss": loss})
     dropped = []
     for col in raw.columns:
@@ -205,6 +203,8 @@ def finalize(raw: pd.DataFrame, labels: list, source: str, fmt: str) -> LogData:
             continue
         df[col] = vals  # NaN kept: an all-NaN grad_norm (fp16 overflow) is itself a finding
     notes = [f"non-numeric columns ignored: {_short_list(dropped)}"] if dropped else []
+    if not np.isfinite(loss).any():  # a run that diverged before its first logged step: the NaN is the finding
+        notes.append(f"the loss is NaN/inf in all {len(loss)} rows")
     return LogData(df=df, source=source, fmt=fmt, eval_df=_eval_rows(aside, notes), notes=notes)
 
 

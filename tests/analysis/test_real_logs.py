@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from analysis import diagnose
+from analysis.logs import load_log
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "real_logs"
 
@@ -27,6 +28,12 @@ EXPECTED = {
     "buildnanogpt_stdout_shakespeare.txt": ("from_scratch", "stable", []),
     "megatron_bigscience_gpt2_ds-off.out": ("from_scratch", "diverged", [(3, 4), (32, 62)]),
     "llmc_readme_stdout.txt": ("fine_tune", "stable", []),
+    "nanogpt_issue215_fp16_nan.txt": ("from_scratch", "diverged", [(3010, 3060)]),
+    "mlx_lora_issue620.txt": ("fine_tune", "diverged", [(75, 200)]),
+    "litgpt_issue628_codellama_full.txt": ("fine_tune", "diverged", [(1152, 1159)]),
+    "llmc_anthonix_issue2_nan.txt": ("fine_tune", "diverged", [(10, 20)]),
+    "deeplab_issue5_checkpoint_spike.txt": ("fine_tune", "spiky", [(13000, 13000)]),
+    "moddednanogpt_valueembed_00008ea0.txt": ("from_scratch", "spiky", [(918, 918), (946, 946)]),
 }
 SCRATCH_ONLY = ("Sequence Length Warmup",)
 """Advice that holds for pre-training from scratch only: it contradicts a fine-tune."""
@@ -114,3 +121,48 @@ def test_resume_spike_blamed_on_the_resume(tmp_path):
     assert resume and "optimizer state or the data position not restored" in resume[0] and "grad_norm 26x" in resume[0]
     assert d.advice[0] == resume[0] and not any("Sequence Length Warmup" in a for a in d.advice)
     assert "grad_norm at the largest event: 26" in d.summary
+
+
+def test_console_readers_on_the_pasted_and_committed_logs():
+    nano = load_log(DATA / "nanogpt_issue215_fp16_nan.txt")  # '> ' quote marks and date-time stamps
+    assert nano.fmt == "stdout" and nano.df["step"].tolist() == list(range(2920, 3070, 10))
+    assert np.isnan(nano.df["loss"]).sum() == 6 and nano.df["loss"].iloc[8] == 4.2490
+    assert nano.eval_df["val_loss"].tolist() == [4.0427]
+    lit = load_log(DATA / "litgpt_issue628_codellama_full.txt")  # 'iter N step M:' keeps the iteration
+    assert lit.df["step"].tolist() == list(range(1151, 1160)) and lit.df["loss"].iloc[1] == 11.4630
+    mn = load_log(DATA / "moddednanogpt_valueembed_00008ea0.txt")  # 'step:N/M train_loss:X' tokens
+    assert len(mn.df) == 1530 and mn.df.set_index("step").loc[946, "loss"] == 5.0685
+    assert "train_time" in mn.df and len(mn.eval_df) == 14 and mn.eval_df["val_loss"].iloc[-1] == 3.2751
+    mlx = load_log(DATA / "mlx_lora_issue620.txt")
+    assert mlx.df["loss"].tolist()[:3] == [1.593, 1.406, 3.316] and (mlx.df["lr"] == 7e-5).all()
+    assert mlx.eval_df["val_loss"].tolist() == [2.086]
+    assert len(load_log(DATA / "deeplab_issue5_checkpoint_spike.txt").df) == 30
+
+
+def test_a_loss_that_is_never_finite_is_a_diverged_run_not_a_read_error(results):
+    log = load_log(DATA / "llmc_anthonix_issue2_nan.txt")
+    assert len(log.df) == 11 and "the loss is NaN/inf in all 11 rows" in log.notes
+    d = results["llmc_anthonix_issue2_nan.txt"]
+    assert d.run_class == "diverged" and d.spikes["kind"].tolist() == ["nonfinite"]
+    assert "from the first logged entry (step 10)" in d.advice[0] and "never finite" in d.advice[0]
+    assert not any("LR halved" in a for a in d.advice)
+
+
+def test_new_logs_events_and_their_words(results):
+    nano = results["nanogpt_issue215_fp16_nan.txt"]
+    assert nano.facts["run_kind"]["kind"] == "unknown"  # the log starts at iteration 2920: no first-loss evidence
+    assert "NaN/inf at step 3010" in nano.advice[0]
+    lit = results["litgpt_issue628_codellama_full.txt"].spikes.iloc[0]
+    assert (lit["start_step"], lit["ref_loss"], bool(lit["at_end"])) == (1152, 1.7019, True)
+    mlx = results["mlx_lora_issue620.txt"]
+    assert "from step 75 and had not come back by the last entry (step 200)" in mlx.advice[0]
+    deeplab = results["deeplab_issue5_checkpoint_spike.txt"].spikes
+    spike = deeplab[deeplab["peak_step"] == 13000].iloc[0]
+    assert (spike["kind"], spike["start_step"], spike["end_step"], bool(spike["at_end"])) == (
+        "spike",
+        13000,
+        13000,
+        False,
+    )
+    mn = results["moddednanogpt_valueembed_00008ea0.txt"].spikes
+    assert mn["peak_step"].tolist() == [918, 946] and (mn["n_entries"] == 1).all()

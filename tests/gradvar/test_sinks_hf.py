@@ -4,13 +4,13 @@ WandbCallback started (offline, read back from its .wandb log) and TensorBoard b
 from pathlib import Path
 
 import pytest
+import wandb
 from dashboard_files import tensorboard_scalars, wandb_history
 from gv_helpers import tiny_gpt2
 from test_hf_trainer import Tokens
 from transformers import Trainer, TrainingArguments
 
 import gradvar
-import wandb
 from gradvar.integrations.hf import GradvarCallback
 
 

@@ -7,7 +7,7 @@ import time
 
 
 def register_report(sub) -> None:
-    from .report import add_report_arguments
+    from .report.cli import add_report_arguments
 
     add_report_arguments(sub.add_parser("report", help="write a report (markdown, HTML, figures) from run directories"))
     _announce(
@@ -20,7 +20,7 @@ def register_report(sub) -> None:
 
 
 def register_diagnose(sub) -> None:
-    from .diagnose.cli import add_diagnose_arguments
+    from .diagnosis.cli import add_diagnose_arguments
 
     add_diagnose_arguments(
         sub.add_parser("diagnose", help="diagnose your own run's log: spikes, leading signals, advice")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .metrics import in_spans
+from .signals import in_spans
 
 WINDOW = 50
 EXACT_MAX = 200_000

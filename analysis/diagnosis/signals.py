@@ -14,9 +14,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..warning import ALARM_Q as QUANTILE
-from ..warning import WINDOW as BASE_WINDOW
-from ..warning import auroc
+from ..records.warning import ALARM_Q as QUANTILE
+from ..records.warning import WINDOW as BASE_WINDOW
+from ..records.warning import auroc
 
 SIGNAL_COLUMNS = (
     "rank",

@@ -1,11 +1,11 @@
 """Diagnose a user's own (possibly divergent) run from its log: spike events, early-warning signals, advice.
 
-Loss events (spikes, sustained rises, NaN/inf) come from analysis.diagnose.events: gradvar.spikes' rules, each
+Loss events (spikes, sustained rises, NaN/inf) come from analysis.diagnosis.events: gradvar.spikes' rules, each
 event also standing out from the log's own noise and passing the absolute floor. The run's kind (pre-training
-from scratch or fine-tuning) is read from the log in analysis.diagnose.kind. Every other numeric column is
+from scratch or fine-tuning) is read from the log in analysis.diagnosis.kind. Every other numeric column is
 then ranked by how well it moves *before* the events (lead time, hit rate,
-AUROC of "an event starts within the next `horizon` entries"), raw and detrended, in analysis.diagnose.signals.
-The advice and summary are worded in analysis.diagnose.advice.
+AUROC of "an event starts within the next `horizon` entries"), raw and detrended, in analysis.diagnosis.signals.
+The advice and summary are worded in analysis.diagnosis.advice.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
 
 
 def main(argv=None) -> int:
-    """Standalone entry: python -m analysis.diagnose.cli PATH."""
+    """Standalone entry: python -m analysis.diagnosis.cli PATH."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     add_diagnose_arguments(parser)
     return main_diagnose(parser.parse_args(argv))

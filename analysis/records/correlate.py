@@ -1,8 +1,7 @@
-"""Do the gradient-variance signals track, or lead, the loss ratio?
+"""Do the gradient-variance signals track, or lead, the loss ratio? The correlation primitives.
 
-For each signal (step-level columns, and per-group variants `stat[group]` from the layers table) and each
-transform — `raw`, `dlog` (step-to-step change of log x) and `lrm` (log ratio to the rolling median of the
-previous `window` values) — against the loss ratio r_t = L_t / min_{s<t} L_s:
+For a signal (after a transform of analysis.records.warning: `raw`, `dlog`, `lrm`) against the loss ratio
+r_t = L_t / min_{s<t} L_s:
 
 * Pearson and Spearman r with their textbook p-values (which assume independent pairs: too small for
   autocorrelated series) and a **non-overlapping block bootstrap** percentile interval (Carlstein 1986:
@@ -11,11 +10,8 @@ previous `window` values) — against the loss ratio r_t = L_t / min_{s<t} L_s:
   interval reuses the full-sample ranks inside each resample (no re-ranking): close for n >> blocks, and
   it keeps a 1 M-step run to a few matrix products.
 * lagged Pearson r(L) = corr(x_t, r_{t+L}) for L in -k..k: L > 0 means the signal leads the loss.
-* early warning (the rule is in analysis.records.warning): an alarm at step t when x_t exceeds the `q` quantile of its
-  previous `window` values (the rolling quantile removes the drift of raw Adam state); positives are steps with
-  a spike event starting in (t, t+h]; steps inside spikes are left out. AUROC of the score x_t / quantile - 1,
-  step-level precision, event-level recall and the median lead time (event start - first alarm in its h-step
-  window).
+
+analysis.records.ranking runs them, with the early-warning rule, over every signal of every run.
 """
 
 from __future__ import annotations
@@ -27,30 +23,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .warning import WINDOW, _rank, rolling_prev
+from .warning import _rank
 
-TRANSFORMS = ("raw", "dlog", "lrm")
 MAX_BLOCKS = 2000
 MAX_LAG = 10
 N_BOOT = 1000
 N_BOOT_GROUPS = 200
 """Resamples for the per-group variants (dozens of exploratory series); whole-model signals get n_boot."""
-
-
-def transform(x, kind: str, window: int = WINDOW, median=None) -> np.ndarray:
-    """raw, dlog (diff of log; non-positive -> NaN) or lrm (log x - log median of the previous window)."""
-    x = np.asarray(x, dtype=np.float64)
-    if kind == "raw":
-        return x
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lx = np.where(x > 0, np.log(np.where(x > 0, x, 1.0)), np.nan)
-    if kind == "dlog":
-        return np.concatenate([[np.nan], np.diff(lx)]) if len(lx) else lx
-    if kind == "lrm":
-        med = rolling_prev(x, window, 0.5) if median is None else median
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return lx - np.log(np.where(med > 0, med, np.nan))
-    raise ValueError(f"unknown transform {kind!r}; use one of {TRANSFORMS}")
 
 
 # --- correlation with a block-bootstrap interval -------------------------------------------------------------

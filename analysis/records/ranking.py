@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .correlate import MAX_LAG, N_BOOT, N_BOOT_GROUPS, TRANSFORMS, _lag_side, _lags, correlation, transform
-from .signals import STEP_SIGNALS, Signal, align_to, run_signals, target_of
-from .warning import ALARM_Q, HORIZON, WINDOW, lead_times, rolling_prev, warning_frame, warning_scores
+from .correlate import MAX_LAG, N_BOOT, N_BOOT_GROUPS, _lag_side, _lags, correlation
+from .signals import STEP_SIGNALS, Signal, align_to, in_spans, run_signals, target_of
+from .warning import ALARM_Q, HORIZON, TRANSFORMS, WINDOW, early_warning, rolling_prev, transform, warning_scores
 
 
 def _spacing(step: np.ndarray) -> float:
@@ -79,9 +79,9 @@ def _analyze_signal(k, run, sig: Signal, target, acc: dict, o: dict) -> None:
         acc["lags"].append(ident | {"transform": tr, "lag_steps": lag["lag"] * _spacing(sig.step)} | lag)
         if acc["pooling"]:
             _pool_add(acc["pool"], (sig.name, tr), xt, y, k, o["max_lag"], _spacing(sig.step), n_boot)
-    frame = warning_frame(sig.x, sig.step, spans, o["horizon"], o["window"], o["q"], thr=thr)
-    leads = lead_times(frame, spans[:, 0], o["horizon"])
-    acc["warn"].append(ident | warning_scores(frame, len(spans), leads))
+    inside = in_spans(sig.step, spans)
+    frame, leads, scores = early_warning(sig.x, sig.step, spans[:, 0], inside, o["horizon"], o["window"], o["q"], thr)
+    acc["warn"].append(ident | scores)
     if acc["pooling"]:
         _pool_add_warning(acc["pool"], sig.name, frame, len(spans), leads)
 

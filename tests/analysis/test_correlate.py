@@ -9,6 +9,7 @@ from analysis.records import correlate as C
 from analysis.records import ranking as R
 from analysis.records import warning as W
 from analysis.records.load import Run
+from analysis.records.signals import in_spans
 
 
 def test_correlation_matches_scipy_with_missing_values():
@@ -65,11 +66,11 @@ def test_planted_lead_detected_at_the_right_lag():
 
 def test_transforms():
     x = np.array([1.0, np.e, np.e**3, 0.0, 1.0])
-    assert np.allclose(C.transform(x, "dlog")[1:3], [1.0, 2.0]) and np.isnan(C.transform(x, "dlog")[3])
-    lrm = C.transform(np.full(40, 2.0), "lrm", window=8)
+    assert np.allclose(W.transform(x, "dlog")[1:3], [1.0, 2.0]) and np.isnan(W.transform(x, "dlog")[3])
+    lrm = W.transform(np.full(40, 2.0), "lrm", window=8)
     assert np.isnan(lrm[0]) and np.allclose(lrm[2:], 0.0)
     with pytest.raises(ValueError):
-        C.transform(x, "nope")
+        W.transform(x, "nope")
 
 
 def test_strided_rolling_quantile_matches_exact_at_refresh_points(monkeypatch):
@@ -107,8 +108,8 @@ def perfect_predictor(n=1000, starts=(200, 500, 800)):
 
 def test_early_warning_perfect_predictor():
     step, x, spans = perfect_predictor()
-    frame = W.warning_frame(x, step, spans, horizon=3, window=50, q=0.9)
-    assert not frame["step"].isin([200, 201, 500, 501]).any()  # steps inside spikes are left out
+    frame = W.warning_frame(x, step, spans[:, 0], in_spans(step, spans), horizon=3, window=50, q=0.9)
+    assert not frame["t"].isin([200, 201, 500, 501]).any()  # steps inside spikes are left out
     leads = W.lead_times(frame, spans[:, 0], horizon=3)
     res = W.warning_scores(frame, len(spans), leads)
     assert res["auroc"] == 1.0 and res["recall"] == 1.0 and res["precision"] == 1.0
@@ -118,7 +119,7 @@ def test_early_warning_perfect_predictor():
 def test_early_warning_useless_predictor_near_half():
     step, _, spans = perfect_predictor()
     x = 1.0 + np.random.default_rng(5).random(len(step))
-    frame = W.warning_frame(x, step, spans, horizon=3)
+    frame = W.warning_frame(x, step, spans[:, 0], in_spans(step, spans), horizon=3)
     res = W.warning_scores(frame, len(spans), W.lead_times(frame, spans[:, 0], 3))
     assert 0.2 < res["auroc"] < 0.8
 

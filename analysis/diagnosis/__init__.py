@@ -18,6 +18,7 @@ import pandas as pd
 
 from gradvar.spikes import SpikeRule
 
+from ..defaults import HORIZON
 from ..logs import LogData, LogError, from_frame, load_log
 from .advice import SNIPPET, build_advice
 from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
@@ -26,8 +27,8 @@ from .log_advice import needs_recording
 from .signals import rank_signals, signal_variants
 from .summary import build_summary
 
-DEFAULT_HORIZON = 10
-"""Log entries ahead in which a signal must warn of an event."""
+DEFAULT_HORIZON = HORIZON
+"""Log entries ahead in which a signal must warn of an event: the early-warning rule's horizon."""
 SUSTAIN = 7
 """Rolling-median window of the sustained-rise detector, and the fewest entries a sustained rise lasts."""
 

@@ -20,14 +20,11 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-WINDOW = 50
+from ..defaults import ALARM_Q, HORIZON, WINDOW
+
 EXACT_MAX = 200_000
 """Series longer than this refresh their rolling median/quantile every ceil(n / 50k) steps instead of every
 step (a threshold at most that many steps stale): pandas' exact rolling quantile costs ~0.3 s per 1 M points."""
-HORIZON = 10
-"""Early warning: an event starting within this many positions after an alarm counts as warned."""
-ALARM_Q = 0.95
-"""Early warning: alarm when the signal exceeds this quantile of its previous WINDOW values."""
 TRANSFORMS = ("raw", "dlog", "lrm")
 
 

@@ -10,6 +10,7 @@ escaped text and can never inject markup.
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 
 from ..records.compare import compare
 from ..records.correlate import N_BOOT
-from ..records.load import Run, concat, load_runs
+from ..records.load import NotARunDirError, Run, concat, is_run_dir, load_runs
 from ..records.ranking import aligned, analyze_runs, ranking
 from ..records.seqlen import probe_variance_by_length, seqlen_hypothesis
 from .claims import claims_lines, claims_table
@@ -204,3 +205,21 @@ def write_report(
     (out / "report.md").write_text(md, encoding="utf-8")
     (out / "report.html").write_text(markdown_to_html(md, out, title), encoding="utf-8")
     return out / "report.md"
+
+
+def main_report(args) -> int:
+    """Run `gradvar report`; a bad path or a failure is one line on stderr, never a traceback."""
+    for p in args.run_dirs:
+        if not is_run_dir(p):
+            print(f"gradvar report: error: {p} is not a run directory (no records/ folder)", file=sys.stderr)
+            return 2
+    try:
+        path = write_report(args.run_dirs, args.out, title=args.title, target=getattr(args, "target", None))
+    except NotARunDirError as exc:
+        print(f"gradvar report: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a report must fail with a sentence, not a stack
+        print(f"gradvar report: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.cli import add_diagnose_arguments
 from analysis.diagnosis import SNIPPET, diagnose
-from analysis.diagnosis.cli import add_diagnose_arguments, main_diagnose
+from analysis.diagnosis.cli import main_diagnose
 from analysis.diagnosis.report import fig_loss, write_diagnosis_report
 from analysis.logs import LogError, load_log
 from gradvar.spikes import SpikeRule

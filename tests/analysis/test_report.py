@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from analysis.report.cli import add_report_arguments, main_report
-from analysis.report.report import write_report
+from analysis.cli import add_report_arguments
+from analysis.report.report import main_report, write_report
 from gradvar.records import RecordWriter
 
 PNG = b"\x89PNG\r\n\x1a\n"

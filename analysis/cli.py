@@ -1,14 +1,22 @@
-"""`gradvar report` and `gradvar diagnose`, registered through the gradvar.commands entry points."""
+"""`gradvar report` and `gradvar diagnose`, registered through the gradvar.commands entry points.
+
+Registering imports no pandas, scipy or matplotlib (the analysis is imported when a command runs), so
+`gradvar --help` and `gradvar report --help` stay fast.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
+from gradvar.cli import lazy
+from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD
+
+from .defaults import HORIZON
+
 
 def register_report(sub) -> None:
-    from .report import add_report_arguments
-
     add_report_arguments(sub.add_parser("report", help="write a report (markdown, HTML, figures) from run directories"))
     _announce(
         sub.choices["report"],
@@ -20,8 +28,6 @@ def register_report(sub) -> None:
 
 
 def register_diagnose(sub) -> None:
-    from .diagnose.cli import add_diagnose_arguments
-
     add_diagnose_arguments(
         sub.add_parser("diagnose", help="diagnose your own run's log: spikes, leading signals, advice")
     )
@@ -49,3 +55,47 @@ def _announce(parser, what) -> None:
         return code
 
     parser.set_defaults(func=announced)
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the report arguments to `parser` (the `gradvar report` subparser, or a standalone one)."""
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (each with records/)")
+    parser.add_argument("-o", "--out", required=True, help="output folder, e.g. reports/NAME")
+    parser.add_argument("--title", default=None, help="report title")
+    parser.add_argument(
+        "--target", type=float, default=None, help="target validation loss (default: the worst of the methods' best)"
+    )
+    parser.set_defaults(func=lazy("analysis.report.report:main_report"))
+    return parser
+
+
+def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the diagnose arguments to `parser` (a subparser of `gradvar`, or a standalone parser)."""
+    parser.add_argument(
+        "path",
+        help="a training log: gradvar run dir, HF trainer_state.json or runs/ folder, "
+        "TensorBoard events, LLaMA-Factory trainer_log.jsonl, Lightning metrics.csv, W&B CSV export, "
+        "CSV/JSONL, build-nanogpt log.txt, or nanoGPT/llm.c/Megatron console output",
+    )
+    parser.add_argument("-o", "--out-dir", default=None, help="write report.md, report.html and figures here")
+    parser.add_argument(
+        "--ratio-threshold",
+        type=float,
+        default=RATIO_THRESHOLD,
+        help=f"loss / earlier minimum above which a step is a spike (default {RATIO_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--min-rise",
+        type=float,
+        default=MIN_RISE,
+        help=f"absolute rise in nats a spike must also have (default {MIN_RISE})",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=int,
+        default=HORIZON,
+        help=f"log entries ahead in which a signal must warn (default {HORIZON})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON instead of text")
+    parser.set_defaults(func=lazy("analysis.diagnosis.cli:main_diagnose"))
+    return parser

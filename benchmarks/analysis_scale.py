@@ -23,10 +23,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.correlate import analyze_runs, ranking  # noqa: E402
-from analysis.load import load_run  # noqa: E402
-from analysis.metrics import run_metrics  # noqa: E402
-from analysis.seqlen import probe_variance_by_length, seqlen_hypothesis, step_variance_by_seqlen  # noqa: E402
+from analysis.records.load import load_run  # noqa: E402
+from analysis.records.metrics import run_metrics  # noqa: E402
+from analysis.records.ranking import analyze_runs, ranking  # noqa: E402
+from analysis.records.seqlen import probe_variance_by_length, seqlen_hypothesis, step_variance_by_seqlen  # noqa: E402
 from gradvar.records import RecordWriter  # noqa: E402
 from gradvar.schema import STEPS, STEPS_EXTRA  # noqa: E402
 

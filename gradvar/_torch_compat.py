@@ -5,13 +5,15 @@ public API offers:
 - the end of a backward pass (all of its gradients accumulated): the autograd engine's final callbacks;
 - which backward task a gradient hook runs in (one backward call = one micro-batch, nested ones included);
 - whether a backward accumulates into `.grad` at all (`torch.autograd.grad` does not);
-- a GradScaler's scale as a device tensor (its public `get_scale()` waits for the device), and whether it has
-  unscaled the gradients already;
+- a GradScaler's scale as a device tensor (its public `get_scale()` waits for the device), whether it has
+  unscaled the gradients already, and which scaler is stepping the optimizer (a look at the caller's frames);
 - multi-tensor kernels (`torch._foreach_*`): a handful of launches for all parameters instead of one each.
 If a torch release drops one of them, importing gradvar says which, instead of failing inside a hook.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 
@@ -91,3 +93,17 @@ def scaler_unscaled(scaler, optimizer) -> bool:
     state = scaler._per_optimizer_states.get(id(optimizer), {})
     stage = state.get("stage")
     return getattr(stage, "name", None) in ("UNSCALED", "STEPPED")
+
+
+def calling_scaler(depth: int = 8):
+    """The enabled GradScaler whose `step` called the optimizer step running now (None: not called from one).
+    Looked up from the optimizer's step pre-hook, whose callers within `depth` frames include the scaler's."""
+    frame, code = sys._getframe(2), torch.amp.GradScaler.step.__code__
+    for _ in range(depth):
+        if frame is None:
+            return None
+        if frame.f_code is code:
+            scaler = frame.f_locals.get("self")
+            return scaler if isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled() else None
+        frame = frame.f_back
+    return None

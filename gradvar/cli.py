@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
 
 def lazy(target: str):
     """A command function that imports "package.module:function" when the command runs, not when it is
-    registered: `p.set_defaults(func=lazy("analysis.report:main_report"))`."""
+    registered: `p.set_defaults(func=lazy("analysis.report.report:main_report"))`."""
     module, _, name = target.partition(":")
 
     def run(args):

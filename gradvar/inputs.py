@@ -101,6 +101,27 @@ class StepInputs:
             "sequences per micro-batch are ambiguous"
         )
 
+    def meta(self, step: int, passes: int, world_size: int, prev_tokens: int, **given) -> tuple[dict, str]:
+        """The step's host columns, each the caller's value (given: seqlen, tokens, batch_size, lr, time_s;
+        None = infer) or inferred from the forwards; and why the batch size stays unknown ("" when known)."""
+        tokens = given["tokens"]
+        tokens = int(prev_tokens + self.tokens * world_size if tokens is None else tokens)
+        seqlen = given["seqlen"] if given["seqlen"] is not None else self.seqlen
+        batch_size, why = given["batch_size"], ""
+        if batch_size is None and passes:
+            batch_size, why = self.sequences_per_step(passes, world_size, tokens - prev_tokens, seqlen)
+        meta = {
+            "step": step,
+            "tokens": tokens,
+            "seqlen": seqlen,
+            "batch_size": batch_size,
+            "lr": float(given["lr"]),
+            "time_s": given["time_s"],
+            "k_local": passes,
+            "step_tokens": tokens - prev_tokens,
+        }
+        return meta, why
+
 
 def loss_share(kwargs) -> tuple | None:
     """(N, n): a Hugging Face causal LM given `num_items_in_batch` (Trainer passes it under gradient

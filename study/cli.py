@@ -78,7 +78,7 @@ def main_study(args) -> int:
     if not run_dirs:
         print("gradvar study: error: no run finished", file=sys.stderr)
         return 1
-    from analysis.study_report import write_study_report
+    from analysis.report.study_report import write_study_report
 
     path = write_study_report(
         out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(), extra_lead=lead

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.compare import claims_table, compare, default_target, reach, stability_grid, val_summary
-from analysis.load import Run
+from analysis.records.compare import compare, default_target, reach, stability_grid, val_summary
+from analysis.records.load import Run
+from analysis.report.claims import claims_table
 
 
 def make_run(

@@ -5,8 +5,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import correlate as C
-from analysis.load import Run
+from analysis.records import correlate as C
+from analysis.records import ranking as R
+from analysis.records import warning as W
+from analysis.records.load import Run
+from analysis.records.signals import in_spans
 
 
 def test_correlation_matches_scipy_with_missing_values():
@@ -28,7 +31,7 @@ def test_correlation_matches_scipy_with_missing_values():
 
 def test_ties_rank_like_scipy():
     a = np.array([3.0, 1.0, 3.0, 2.0, 1.0])
-    assert np.array_equal(C._rank(a), stats.rankdata(a))
+    assert np.array_equal(W._rank(a), stats.rankdata(a))
 
 
 def test_block_bootstrap_is_wider_for_autocorrelated_series():
@@ -63,18 +66,18 @@ def test_planted_lead_detected_at_the_right_lag():
 
 def test_transforms():
     x = np.array([1.0, np.e, np.e**3, 0.0, 1.0])
-    assert np.allclose(C.transform(x, "dlog")[1:3], [1.0, 2.0]) and np.isnan(C.transform(x, "dlog")[3])
-    lrm = C.transform(np.full(40, 2.0), "lrm", window=8)
+    assert np.allclose(W.transform(x, "dlog")[1:3], [1.0, 2.0]) and np.isnan(W.transform(x, "dlog")[3])
+    lrm = W.transform(np.full(40, 2.0), "lrm", window=8)
     assert np.isnan(lrm[0]) and np.allclose(lrm[2:], 0.0)
     with pytest.raises(ValueError):
-        C.transform(x, "nope")
+        W.transform(x, "nope")
 
 
 def test_strided_rolling_quantile_matches_exact_at_refresh_points(monkeypatch):
     x = np.random.default_rng(3).random(5000)
-    exact = C.rolling_prev(x, 50, (0.5, 0.9))
-    monkeypatch.setattr("analysis.warning.EXACT_MAX", 1000)  # stride = ceil(5000 / 250) = 20
-    fast = C.rolling_prev(x, 50, (0.5, 0.9))
+    exact = W.rolling_prev(x, 50, (0.5, 0.9))
+    monkeypatch.setattr("analysis.records.warning.EXACT_MAX", 1000)  # stride = ceil(5000 / 250) = 20
+    fast = W.rolling_prev(x, 50, (0.5, 0.9))
     assert np.allclose(fast[:, :51], exact[:, :51], equal_nan=True)
     refresh = np.arange(50, 5000, 20)  # recomputed exactly every 20 steps, held in between
     assert np.allclose(fast[:, 51:70], exact[:, 50:51])  # ... and held until the next refresh
@@ -86,9 +89,9 @@ def test_strided_rolling_quantile_takes_a_nan_prefix(monkeypatch):
     take over for any NaN at all), and its first values equal the exact ones."""
     x = np.random.default_rng(4).random(5000)
     x[:7] = np.nan
-    exact = C.rolling_prev(x, 50, 0.5)
-    monkeypatch.setattr("analysis.warning.EXACT_MAX", 1000)
-    fast = C.rolling_prev(x, 50, 0.5)
+    exact = W.rolling_prev(x, 50, 0.5)
+    monkeypatch.setattr("analysis.records.warning.EXACT_MAX", 1000)
+    fast = W.rolling_prev(x, 50, 0.5)
     assert np.isnan(fast[: 7 + 12]).all() and np.isnan(exact[: 7 + 12]).all()  # min_periods = 50 // 4
     assert np.allclose(fast[7 + 12 : 7 + 51], exact[7 + 12 : 7 + 51])
     assert np.allclose(fast[7 + 50 :: 20], exact[7 + 50 :: 20])  # refreshed exactly every 20 steps
@@ -105,10 +108,10 @@ def perfect_predictor(n=1000, starts=(200, 500, 800)):
 
 def test_early_warning_perfect_predictor():
     step, x, spans = perfect_predictor()
-    frame = C.warning_frame(x, step, spans, horizon=3, window=50, q=0.9)
-    assert not frame["step"].isin([200, 201, 500, 501]).any()  # steps inside spikes are left out
-    leads = C.lead_times(frame, spans[:, 0], horizon=3)
-    res = C.warning_scores(frame, len(spans), leads)
+    frame = W.warning_frame(x, step, spans[:, 0], in_spans(step, spans), horizon=3, window=50, q=0.9)
+    assert not frame["t"].isin([200, 201, 500, 501]).any()  # steps inside spikes are left out
+    leads = W.lead_times(frame, spans[:, 0], horizon=3)
+    res = W.warning_scores(frame, len(spans), leads)
     assert res["auroc"] == 1.0 and res["recall"] == 1.0 and res["precision"] == 1.0
     assert res["median_lead"] == 3 and res["n_detected"] == 3
 
@@ -116,8 +119,8 @@ def test_early_warning_perfect_predictor():
 def test_early_warning_useless_predictor_near_half():
     step, _, spans = perfect_predictor()
     x = 1.0 + np.random.default_rng(5).random(len(step))
-    frame = C.warning_frame(x, step, spans, horizon=3)
-    res = C.warning_scores(frame, len(spans), C.lead_times(frame, spans[:, 0], 3))
+    frame = W.warning_frame(x, step, spans[:, 0], in_spans(step, spans), horizon=3)
+    res = W.warning_scores(frame, len(spans), W.lead_times(frame, spans[:, 0], 3))
     assert 0.2 < res["auroc"] < 0.8
 
 
@@ -138,9 +141,9 @@ def synthetic_run(name, seed, n=600, starts=(150, 300, 450)):
 
 def test_analyze_runs_ranks_the_leading_signal():
     runs = [synthetic_run("a", 0), synthetic_run("b", 1)]
-    res = C.analyze_runs(runs, n_boot=100, max_lag=4, horizon=2)
+    res = R.analyze_runs(runs, n_boot=100, max_lag=4, horizon=2)
     assert set(res["correlations"]["run"]) == {"a", "b", "pooled"}
-    rank = C.ranking(res)
+    rank = R.ranking(res)
     top = rank[rank["signal"] == "adam_v_max"].set_index("transform")
     assert top.loc["raw", "best_lag"] == 2 and top.loc["raw", "r_at_best_lag"] > 0.5
     # Of the two positives before each spike (horizon 2) one carries the jump: AUROC about 0.75.
@@ -148,5 +151,5 @@ def test_analyze_runs_ranks_the_leading_signal():
     assert "adam_v_max[h.0.attn]" in set(rank["signal"])
     ew = res["early_warning"].set_index(["run", "signal"])
     assert ew.loc[("pooled", "adam_v_max"), "n_events"] == 6
-    single = C.analyze_runs(runs[:1], n_boot=50, groups=False)
+    single = R.analyze_runs(runs[:1], n_boot=50, groups=False)
     assert set(single["correlations"]["run"]) == {"a", "pooled"}

@@ -1,4 +1,4 @@
-"""analysis.diagnose: known answers on constructed series, the five real HF logs, the report and the CLI."""
+"""analysis.diagnosis: known answers on constructed series, the five real HF logs, the report and the CLI."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.diagnose import SNIPPET, diagnose
-from analysis.diagnose.cli import add_diagnose_arguments, main_diagnose
-from analysis.diagnose.report import fig_loss, write_diagnosis_report
+from analysis.cli import add_diagnose_arguments
+from analysis.diagnosis import SNIPPET, diagnose
+from analysis.diagnosis.cli import main_diagnose
+from analysis.diagnosis.report import fig_loss, write_diagnosis_report
 from analysis.logs import LogError, load_log
 from gradvar.spikes import SpikeRule
 

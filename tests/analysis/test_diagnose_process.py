@@ -18,7 +18,7 @@ def run(code: str, *args, **kw):
 
 def test_help_and_diagnosis_with_report_import_no_torch(tmp_path):
     code = (
-        "import sys\nfrom analysis.diagnose.cli import main\n"
+        "import sys\nfrom analysis.diagnosis.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert main([sys.argv[1], '-o', sys.argv[2]]) == 0\n"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
@@ -31,7 +31,7 @@ def test_help_and_diagnosis_with_report_import_no_torch(tmp_path):
 
 def test_pipe_closed_early_ends_without_traceback():
     cmd = (
-        f"{sys.executable} -m analysis.diagnose.cli {DATA / 'megatron_bigscience_gpt2_ds-off.out'} --json | head -c 10"
+        f"{sys.executable} -m analysis.diagnosis.cli {DATA / 'megatron_bigscience_gpt2_ds-off.out'} --json | head -c 10"
     )
     p = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=ROOT, capture_output=True, text=True)
     assert len(p.stdout) == 10 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
@@ -47,7 +47,7 @@ def test_100k_entry_csv_with_report_under_10_s(tmp_path):
     pd.DataFrame({"step": np.arange(1, 100_001), "loss": loss, "lr": 3e-4}).to_csv(csv, index=False, na_rep="nan")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(
-        [sys.executable, "-m", "analysis.diagnose.cli", str(csv), "-o", str(tmp_path / "r")],
+        [sys.executable, "-m", "analysis.diagnosis.cli", str(csv), "-o", str(tmp_path / "r")],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from analysis import figures as F
-from analysis.correlate import lagged_correlation
+from analysis.records.correlate import lagged_correlation
+from analysis.report import figure_style as S
+from analysis.report import figures as F
 from gradvar.slw import SLWSchedule
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -105,7 +106,7 @@ def test_figure_saves_valid_png(name, tmp_path):
     fig = CASES[name]()
     assert isinstance(fig, Figure)
     path = tmp_path / f"{name}.png"
-    F.save_png(fig, path)
+    S.save_png(fig, path)
     data = path.read_bytes()
     assert data[:8] == PNG and len(data) > 1000
 
@@ -117,13 +118,13 @@ def test_scatter_title_has_r():
 
 def test_empty_heatmap_still_a_figure(tmp_path):
     empty = F.fig_seqlen_heatmap(probes_frame().iloc[:0])
-    F.save_png(empty, tmp_path / "empty.png")
+    S.save_png(empty, tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes()[:8] == PNG
 
 
 def test_thinning_keeps_spikes_and_bounds_points():
     y = np.ones(1_000_000)
     y[123_457] = 50.0
-    x, ty = F._thin(np.arange(len(y)), y, max_points=4000)
+    x, ty = S.thin(np.arange(len(y)), y, max_points=4000)
     assert len(x) <= 4002 and ty.max() == 50.0 and 123_457 in set(x)
-    assert len({(s["color"], s["linestyle"], s["marker"]) for s in F.styles(8)}) == 8
+    assert len({(s["color"], s["linestyle"], s["marker"]) for s in S.styles(8)}) == 8

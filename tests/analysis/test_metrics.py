@@ -6,16 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.load import NotARunDirError, Run, concat, load_run, load_runs, method_of
-from analysis.metrics import (
-    NOISE_SPAN,
-    instability,
-    probe_series,
-    run_metrics,
-    run_signals,
-    smoothed_noise_scale,
-    spike_table,
-)
+from analysis.records.load import NotARunDirError, Run, concat, load_run, load_runs, method_of
+from analysis.records.metrics import instability, probe_series, run_metrics, spike_table
+from analysis.records.signals import NOISE_SPAN, run_signals, smoothed_noise_scale
 from gradvar.records import RecordWriter
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from analysis.diagnose import diagnose
-from analysis.diagnose.overview import envelope, fig_overview
-from analysis.diagnose.report import write_diagnosis_report
+from analysis.diagnosis import diagnose
+from analysis.diagnosis.overview import envelope, fig_overview
+from analysis.diagnosis.report import write_diagnosis_report
 from analysis.logs import from_frame, load_log
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "real_logs"
@@ -85,6 +85,6 @@ def test_overview_comes_first_in_both_reports(tmp_path):
 
 
 def test_log_axis_ticks_are_plain_numbers():
-    from analysis.diagnose.overview import _log_tick
+    from analysis.diagnosis.overview import _log_tick
 
     assert [_log_tick(v) for v in (1, 2, 3, 5, 20, 40, 0.05)] == ["1", "2", "", "5", "20", "", "0.05"]

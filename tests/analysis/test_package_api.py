@@ -1,7 +1,7 @@
 """The notebook API: `analysis.diagnose(path)` and friends, whatever was imported before."""
 
 import analysis
-import analysis.diagnose  # noqa: F401  (importing the submodule must not shadow the function)
+import analysis.diagnosis  # noqa: F401  (importing the subpackage must not shadow the function)
 
 
 def test_package_level_functions(tmp_path):

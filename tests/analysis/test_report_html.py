@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_report import EVIL, PNG, write_run
 
-from analysis.md_html import render_file
-from analysis.report import write_report
+from analysis.report.md_html import render_file
+from analysis.report.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (.ci/run installs Debian's chromium)")

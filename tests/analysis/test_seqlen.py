@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from analysis.seqlen import (
+from analysis.records.seqlen import (
     probe_variance_by_length,
     seqlen_hypothesis,
     state_seqlen_finding,

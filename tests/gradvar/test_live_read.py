@@ -36,7 +36,7 @@ WRITER = textwrap.dedent("""
 def test_reads_while_another_process_flushes(tmp_path):
     from pathlib import Path
 
-    from analysis.report import write_report
+    from analysis.report.report import write_report
 
     run, n_steps = tmp_path / "live", 300
     proc = subprocess.Popen(

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+import wandb
 from dashboard_files import wandb_alerts, wandb_history
 from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
 import gradvar
-import wandb
 from gradvar.sinks import WandbSink
 
 

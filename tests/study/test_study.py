@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from analysis.study_report import write_study_report
+from analysis.report.study_report import write_study_report
 from gradvar.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -160,9 +161,11 @@ def test_trainer_help_is_fast_and_loads_only_its_command(command):
 
 
 @pytest.mark.parametrize("command", [(), ("diagnose",), ("report",)])
-def test_help_needs_no_torch(command):
-    seconds, imported, out = started(*command, "--help", heavy=TORCH)
-    assert "usage: gradvar" in out and imported == []
+def test_help_is_fast_and_needs_no_torch_pandas_or_matplotlib(command):
+    t = time.perf_counter()
+    seconds, imported, out = started(*command, "--help", heavy=(*TORCH, "matplotlib", "scipy", "pandas"))
+    wall = time.perf_counter() - t  # the whole process, the interpreter's start included
+    assert "usage: gradvar" in out and imported == [] and wall < 1.5, (imported, seconds, wall)
 
 
 def test_diagnose_needs_no_torch(tmp_path):

@@ -1,10 +1,9 @@
 """Rank a log's numeric columns by how well they move before its spike events.
 
-Split from analysis.diagnose, which finds the events and calls signal_variants and rank_signals. Every
-column is scored raw and detrended (dlog, log_ratio_median) with the same alarm rule: above its rolling
-QUANTILE over the previous BASE_WINDOW entries. AUROC is analysis.warning's, shared with analysis.correlate.
-_relative_to_recent is here too because analysis.diagnose also uses it for the grad norm at each spike, and
-this module cannot import from analysis.diagnose (which imports it).
+Every column is scored raw and detrended (dlog, log_ratio_median) with the study's early-warning rule
+(analysis.records.warning.early_warning, on entry positions: the horizon counts log entries), so a signal
+scores the same whether it comes from a log or from gradvar records. The diagnosis adds what one log
+needs: the lead in optimizer steps, the chance hit rate and its binomial p-value.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..warning import ALARM_Q as QUANTILE
-from ..warning import WINDOW as BASE_WINDOW
-from ..warning import auroc
+from ..records.warning import ALARM_Q as QUANTILE
+from ..records.warning import WINDOW as BASE_WINDOW
+from ..records.warning import early_warning, first_alarms, transform
 
 SIGNAL_COLUMNS = (
     "rank",
@@ -76,14 +75,13 @@ def _is_schedule(col: str) -> bool:
 
 
 def detrended(v: np.ndarray) -> dict:
-    """raw, dlog (step-to-step change of the log) and log_ratio_median (log of v over its trailing median)."""
+    """raw, dlog (step-to-step change of the log) and log_ratio_median (log of v over its trailing median: the
+    study's `lrm` over the positive entries)."""
     out = {"raw": v}
     pos = np.isfinite(v) & (v > 0)
     if pos.sum() >= 8:
-        lv = np.where(pos, np.log(np.where(pos, v, 1.0)), np.nan)
-        out["dlog"] = np.concatenate([[np.nan], np.diff(lv)])
-        med = pd.Series(np.where(pos, v, np.nan)).shift(1).rolling(BASE_WINDOW, min_periods=5).median().to_numpy()
-        out["log_ratio_median"] = np.where(pos & (med > 0), lv - np.log(np.where(med > 0, med, 1.0)), np.nan)
+        out["dlog"] = transform(v, "dlog")
+        out["log_ratio_median"] = transform(np.where(pos, v, np.nan), "lrm", BASE_WINDOW)
     return out
 
 
@@ -110,53 +108,32 @@ def signal_variants(df: pd.DataFrame, entries: pd.DataFrame, spikes: pd.DataFram
 
 
 def lead_stats(v: np.ndarray, onsets: np.ndarray, in_event: np.ndarray, steps: np.ndarray, horizon: int) -> dict:
-    """Hit rate, lead (entries and steps), precision and AUROC of 'v above its rolling quantile' before onsets."""
-    s = pd.Series(np.where(np.isfinite(v), v, np.nan))
-    thr = s.shift(1).rolling(BASE_WINDOW, min_periods=10).quantile(QUANTILE).to_numpy()
-    exceed = np.nan_to_num(v > thr, nan=False).astype(bool) & ~in_event
-    leads_e, leads_s = [], []
-    for i0 in onsets:
-        lo = max(0, int(i0) - horizon)
-        hits = np.flatnonzero(exceed[lo:i0])
-        if len(hits):
-            start = lo + hits[-1]
-            while start - 1 >= lo and exceed[start - 1]:  # lead = start of the last run of alarms before onset
-                start -= 1
-            leads_e.append(int(i0 - start))
-            leads_s.append(int(steps[i0] - steps[start]))
-    label = _onset_within(len(v), onsets, horizon)
-    usable = ~in_event & np.isfinite(v)
-    base = exceed[~in_event].mean() if (~in_event).any() else math.nan
+    """Hit rate, lead (entries and steps), precision and AUROC of 'v above its rolling quantile' before onsets
+    (entry indices), with the chance hit rate and p-value of the hits."""
+    v = np.where(np.isfinite(v), v, np.nan)
+    idx = np.arange(len(v))
+    frame, leads, sc = early_warning(v, idx, onsets, in_event, horizon, BASE_WINDOW, QUANTILE)
+    leads_s = [int(steps[s] - steps[i]) for s, _, i in first_alarms(frame, onsets, horizon)]
     n = len(onsets)
+    base = frame["alarm"].mean() if len(frame) else math.nan
     chance = 1 - (1 - base) ** horizon if n and np.isfinite(base) else math.nan
     p = math.nan
     if n and np.isfinite(chance):
         from scipy.stats import binomtest  # scipy only when there are events to test (it costs ~1 s to import)
 
         # How surprising the hits are if alarms fell at random at the base rate (independent entries assumed).
-        p = float(binomtest(len(leads_e), n, min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
+        p = float(binomtest(len(leads), n, min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
     return {
-        "auroc": auroc(v[usable], label[usable]),
-        "hit_rate": len(leads_e) / n if n else math.nan,
+        "auroc": sc["auroc"],
+        "hit_rate": sc["recall"],
         "chance_hit_rate": chance,
         "p_value": p,
-        "precision": float(label[exceed].mean()) if exceed.any() else math.nan,
+        "precision": sc["precision"],
         "n_events": n,
-        "median_lead_entries": float(np.median(leads_e)) if leads_e else math.nan,
+        "median_lead_entries": sc["median_lead"],
         "median_lead_steps": float(np.median(leads_s)) if leads_s else math.nan,
-        "n_obs": int(usable.sum()),
+        "n_obs": sc["n_eval"],
     }
-
-
-def _onset_within(n: int, onsets: np.ndarray, horizon: int) -> np.ndarray:
-    """label[t] = an event starts within (t, t + horizon] entries."""
-    t = np.arange(n)
-    if not len(onsets):
-        return np.zeros(n, bool)
-    srt = np.sort(onsets)
-    idx = np.searchsorted(srt, t, side="right")
-    nxt = np.where(idx < len(srt), srt[np.minimum(idx, len(srt) - 1)], np.iinfo(np.int64).max)
-    return (nxt - t >= 1) & (nxt - t <= horizon)
 
 
 def rank_signals(variants: pd.DataFrame) -> pd.DataFrame:

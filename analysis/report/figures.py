@@ -1,12 +1,8 @@
 """Figures: each `fig_<name>(df, ...) -> matplotlib.figure.Figure`, built without pyplot (no global state,
-nothing shown). Colourblind palette, and runs or methods differ by line style and marker too, so the
-figures survive black-and-white printing. Long runs are thinned to a min/max envelope per bucket so
-spikes stay visible while a million-step line stays cheap to draw.
+nothing shown), in the style of analysis.report.figure_style.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import matplotlib
 
@@ -20,77 +16,19 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from gradvar.spikes import loss_ratio  # noqa: E402
 
-from .correlate import correlation  # noqa: E402
-from .metrics import DEFAULT_RULE, spike_flags  # noqa: E402
-
-PALETTE = sns.color_palette("colorblind")
-LINESTYLES = ("-", "--", ":", "-.")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-MAX_POINTS = 4000
-
-
-def styles(n: int) -> list[dict]:
-    """n distinct (colour, line style, marker) combinations."""
-    combos = zip(itertools.cycle(PALETTE), itertools.cycle(LINESTYLES), itertools.cycle(MARKERS))
-    return [{"color": c, "linestyle": ls, "marker": m} for c, ls, m in itertools.islice(combos, n)]
-
-
-def save_png(fig: Figure, path) -> None:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-
-
-def _thin(x, y, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Keep each bucket's smallest and largest y (in order) when there are more than max_points points."""
-    x, y = np.asarray(x), np.asarray(y, dtype=np.float64)
-    if len(x) <= max_points:
-        return x, y
-    size = int(np.ceil(len(x) / (max_points // 2)))
-    n = len(x) // size * size
-    yy = np.where(np.isfinite(y[:n]), y[:n], np.nan).reshape(-1, size)
-    ok = ~np.all(np.isnan(yy), axis=1)
-    base = (np.arange(len(yy)) * size)[ok]
-    lo, hi = base + np.nanargmin(yy[ok], axis=1), base + np.nanargmax(yy[ok], axis=1)
-    idx = np.unique(np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi), np.arange(n, len(x))]))
-    return x[idx], y[idx]
-
-
-def _runs(df: pd.DataFrame):
-    """(label, sub-frame sorted by step) for each run in df (one run if there is no `run` column)."""
-    if "run" not in df.columns:
-        return [("run", df.sort_values("step"))]
-    return [(str(k), g.sort_values("step")) for k, g in df.groupby("run", sort=True, observed=True)]
-
-
-def _line(ax, x, y, style, label, max_points=MAX_POINTS, **kw):
-    tx, ty = _thin(x, y, max_points)
-    every = max(1, len(tx) // 12)  # a few markers per line: identity in print without clutter
-    ax.plot(
-        tx,
-        ty,
-        color=style["color"],
-        linestyle=style["linestyle"],
-        marker=style["marker"],
-        markevery=every,
-        markersize=4,
-        linewidth=1.1,
-        label=label,
-        **kw,
-    )
-
-
-def _legend(ax, n: int) -> None:
-    if n > 1 or ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="best", frameon=False)
+from ..records.correlate import correlation  # noqa: E402
+from ..records.metrics import DEFAULT_RULE, spike_flags  # noqa: E402
+from .figure_style import PALETTE, by_run, legend, line, styles  # noqa: E402
 
 
 def fig_loss(steps: pd.DataFrame, rule=DEFAULT_RULE, title: str | None = None) -> Figure:
     """Training loss (and probe loss) with spike starts marked, and the loss ratio with its threshold."""
     fig = Figure(figsize=(8, 5.5))
     ax_loss, ax_ratio = fig.subplots(2, 1, sharex=True)
-    runs = _runs(steps)
+    runs = by_run(steps)
     for (label, g), st in zip(runs, styles(len(runs))):
         step, loss = g["step"].to_numpy(), g["loss"].to_numpy(np.float64)
-        _line(ax_loss, step, loss, st, f"{label} train")
+        line(ax_loss, step, loss, st, f"{label} train")
         if "probe_loss" in g and g["probe_loss"].notna().any():
             p = g[g["probe_loss"].notna()]
             ax_loss.plot(
@@ -118,15 +56,15 @@ def fig_loss(steps: pd.DataFrame, rule=DEFAULT_RULE, title: str | None = None) -
             label=f"{label} spike start" if starts.any() else None,
         )
         ratio = loss_ratio(loss)
-        _line(ax_ratio, step, np.where(np.isfinite(ratio), ratio, np.nan), st, label)
+        line(ax_ratio, step, np.where(np.isfinite(ratio), ratio, np.nan), st, label)
     ax_ratio.axhline(
         rule.ratio_threshold, color="grey", linestyle="--", linewidth=0.8, label=f"threshold {rule.ratio_threshold}"
     )
     ax_loss.set_ylabel("loss (nats)")
     ax_ratio.set_ylabel("loss ratio  L_t / min_{s<t} L_s")
     ax_ratio.set_xlabel("optimizer step")
-    _legend(ax_loss, len(runs))
-    _legend(ax_ratio, len(runs))
+    legend(ax_loss, len(runs))
+    legend(ax_ratio, len(runs))
     ax_loss.set_title(title or "Loss with spike events (x = first step of an event)")
     return fig
 
@@ -135,21 +73,21 @@ def fig_adam_variance(steps: pd.DataFrame, title: str | None = None) -> Figure:
     """Adam variance max and L1 (log scale) over steps, above the loss ratio."""
     fig = Figure(figsize=(8, 7))
     axes = fig.subplots(3, 1, sharex=True)
-    runs = _runs(steps)
+    runs = by_run(steps)
     for (label, g), st in zip(runs, styles(len(runs))):
         step = g["step"].to_numpy()
         for ax, col in zip(axes[:2], ("adam_v_max", "adam_v_l1")):
             if col in g and g[col].notna().any():
-                _line(ax, step, g[col].to_numpy(np.float64), st, label)
+                line(ax, step, g[col].to_numpy(np.float64), st, label)
         r = loss_ratio(g["loss"].to_numpy(np.float64))
-        _line(axes[2], step, np.where(np.isfinite(r), r, np.nan), st, label)
+        line(axes[2], step, np.where(np.isfinite(r), r, np.nan), st, label)
     for ax, name in zip(axes, ("Adam v max", "Adam v L1 (Σ v)", "loss ratio")):
         ax.set_ylabel(name)
     for ax in axes[:2]:
         if any(line.get_ydata().size for line in ax.get_lines()):
             ax.set_yscale("log")
     axes[2].set_xlabel("optimizer step")
-    _legend(axes[0], len(runs))
+    legend(axes[0], len(runs))
     axes[0].set_title(title or "Adam second-moment state beside the loss ratio")
     return fig
 
@@ -194,7 +132,7 @@ def fig_lag(lags: pd.DataFrame, run: str = "pooled", top: int = 6) -> Figure:
     ax.set_xlabel("lag (samples; > 0: signal leads the loss ratio)")
     ax.set_ylabel("Pearson r")
     ax.set_title(f"Lagged correlation with the loss ratio ({run})", fontsize=10)
-    _legend(ax, len(keys))
+    legend(ax, len(keys))
     return fig
 
 
@@ -223,10 +161,10 @@ def fig_slw_schedule(steps: pd.DataFrame, schedule=None) -> Figure:
     gradvar.slw.SLWSchedule) its configured curve is drawn over the recorded lengths."""
     fig = Figure(figsize=(8, 4))
     ax_len, ax_tok = fig.subplots(1, 2)
-    runs = _runs(steps)
+    runs = by_run(steps)
     for (label, g), st in zip(runs, styles(len(runs))):
-        _line(ax_len, g["step"], g["seqlen"], st, label)
-        _line(ax_tok, g["step"], g["tokens"], st, label)
+        line(ax_len, g["step"], g["seqlen"], st, label)
+        line(ax_tok, g["step"], g["tokens"], st, label)
     if schedule is not None and len(steps):
         t = np.unique(np.linspace(1, steps["step"].max(), 2000).astype(int))  # a curve, not a million calls
         ax_len.plot(
@@ -241,7 +179,7 @@ def fig_slw_schedule(steps: pd.DataFrame, schedule=None) -> Figure:
     ax_tok.set_ylabel("tokens consumed")
     for ax in (ax_len, ax_tok):
         ax.set_xlabel("optimizer step")
-    _legend(ax_len, len(runs) + (schedule is not None))
+    legend(ax_len, len(runs) + (schedule is not None))
     ax_len.set_title("Sequence length schedule", fontsize=10)
     ax_tok.set_title("Tokens", fontsize=10)
     return fig
@@ -255,7 +193,7 @@ def fig_val_loss(evals: pd.DataFrame) -> Figure:
     methods = sorted(evals[method_col].astype(str).unique()) if method_col else ["run"]
     sty = dict(zip(methods, styles(len(methods))))
     seen = set()
-    for _label, g in _runs(evals):
+    for _label, g in by_run(evals):
         m = str(g[method_col].iloc[0]) if method_col else "run"
         lab = m if m not in seen else None
         seen.add(m)
@@ -275,7 +213,7 @@ def fig_val_loss(evals: pd.DataFrame) -> Figure:
     ax_tok.set_xlabel("training tokens")
     ax_time.set_xlabel("wall time (s)")
     ax_tok.set_ylabel("validation loss (nats)")
-    _legend(ax_tok, len(methods))
+    legend(ax_tok, len(methods))
     ax_tok.set_title("Validation loss vs tokens", fontsize=10)
     ax_time.set_title("Validation loss vs wall time", fontsize=10)
     return fig

@@ -1,11 +1,11 @@
 """Diagnose a user's own (possibly divergent) run from its log: spike events, early-warning signals, advice.
 
-Loss events (spikes, sustained rises, NaN/inf) come from analysis.diagnose.events: gradvar.spikes' rules, each
+Loss events (spikes, sustained rises, NaN/inf) come from analysis.diagnosis.events: gradvar.spikes' rules, each
 event also standing out from the log's own noise and passing the absolute floor. The run's kind (pre-training
-from scratch or fine-tuning) is read from the log in analysis.diagnose.kind. Every other numeric column is
+from scratch or fine-tuning) is read from the log in analysis.diagnosis.kind. Every other numeric column is
 then ranked by how well it moves *before* the events (lead time, hit rate,
-AUROC of "an event starts within the next `horizon` entries"), raw and detrended, in analysis.diagnose.signals.
-The advice and summary are worded in analysis.diagnose.advice.
+AUROC of "an event starts within the next `horizon` entries"), raw and detrended, in analysis.diagnosis.signals.
+The advice and summary are worded in analysis.diagnosis.advice.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 
 from gradvar.spikes import SpikeRule
 
+from ..defaults import HORIZON
 from ..logs import LogData, LogError, from_frame, load_log
 from .advice import SNIPPET, build_advice
 from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
@@ -26,8 +27,8 @@ from .log_advice import needs_recording
 from .signals import rank_signals, signal_variants
 from .summary import build_summary
 
-DEFAULT_HORIZON = 10
-"""Log entries ahead in which a signal must warn of an event."""
+DEFAULT_HORIZON = HORIZON
+"""Log entries ahead in which a signal must warn of an event: the early-warning rule's horizon."""
 SUSTAIN = 7
 """Rolling-median window of the sustained-rise detector, and the fewest entries a sustained rise lasts."""
 

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..logs import LogData
-from ..report import md_table
+from ..report.markdown import md_table
 from . import SNIPPET, Diagnosis
 from .advice import HF_SNIPPET
 from .overview import fig_overview

@@ -17,45 +17,13 @@ import textwrap
 
 import numpy as np
 
-from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD, SpikeRule
+from gradvar.spikes import SpikeRule
 
 from ..logs import LogError, load_log
-from . import DEFAULT_HORIZON, SNIPPET, Diagnosis, diagnose
+from . import SNIPPET, Diagnosis, diagnose
 from .advice import HF_SNIPPET
 
 PROG = "gradvar diagnose"
-
-
-def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the diagnose arguments to `parser` (a subparser of `gradvar`, or a standalone parser)."""
-    parser.add_argument(
-        "path",
-        help="a training log: gradvar run dir, HF trainer_state.json or runs/ folder, "
-        "TensorBoard events, LLaMA-Factory trainer_log.jsonl, Lightning metrics.csv, W&B CSV export, "
-        "CSV/JSONL, build-nanogpt log.txt, or nanoGPT/llm.c/Megatron console output",
-    )
-    parser.add_argument("-o", "--out-dir", default=None, help="write report.md, report.html and figures here")
-    parser.add_argument(
-        "--ratio-threshold",
-        type=float,
-        default=RATIO_THRESHOLD,
-        help=f"loss / earlier minimum above which a step is a spike (default {RATIO_THRESHOLD})",
-    )
-    parser.add_argument(
-        "--min-rise",
-        type=float,
-        default=MIN_RISE,
-        help=f"absolute rise in nats a spike must also have (default {MIN_RISE})",
-    )
-    parser.add_argument(
-        "--horizon",
-        type=int,
-        default=DEFAULT_HORIZON,
-        help=f"log entries ahead in which a signal must warn (default {DEFAULT_HORIZON})",
-    )
-    parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON instead of text")
-    parser.set_defaults(func=main_diagnose)
-    return parser
 
 
 def main_diagnose(args) -> int:
@@ -152,9 +120,11 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
 
 
 def main(argv=None) -> int:
-    """Standalone entry: python -m analysis.diagnose.cli PATH."""
+    """Standalone entry: python -m analysis.diagnosis.cli PATH."""
+    from ..cli import add_diagnose_arguments
+
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    add_diagnose_arguments(parser)
+    add_diagnose_arguments(parser).set_defaults(func=main_diagnose)
     return main_diagnose(parser.parse_args(argv))
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from gradvar.records import read_records
 from gradvar.schema import TABLES
 
-from .errors import NotARunDirError
+from ..errors import NotARunDirError
 
 TABLE_NAMES = tuple(TABLES)
 META_COLUMNS = ("run", "method", "seed", "batch_size", "lr", "peak_lr")

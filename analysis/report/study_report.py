@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compare import compare_runs, default_target, stability_grid
-from .figures import fig_stability_grid, save_png
-from .load import load_runs
-from .report import md_table, write_report
+from ..records.compare import compare_runs, default_target, stability_grid
+from ..records.load import load_runs
+from .figure_style import save_png
+from .figures import fig_stability_grid
+from .markdown import md_table
+from .report import write_report
 
 COLS = {
     "probe_spike_events": "probe spike events",
@@ -275,4 +277,6 @@ def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: l
         *_machine_lines(runs, manifest, command_line),
     ]
     title = f"gradvar study '{manifest['study']}': training instability, gradient variance and SLW"
-    return write_report(main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)])
+    return write_report(
+        main, out_dir, title=title, extra_sections=["\n".join(extra)], lead_sections=["\n".join(lead)], claims=True
+    )

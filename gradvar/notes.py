@@ -1,0 +1,61 @@
+"""The once-per-run notes: why a column stays empty, or what the monitor did about the loop's wiring.
+
+Each function returns (reason, message); the monitor writes each reason once (a `note` event, and notify() on
+rank 0), so the messages live here, beside each other, rather than inside the step logic.
+"""
+
+from __future__ import annotations
+
+Note = tuple[str, str]
+
+
+def grads_changed_between_passes(step: int, broken: str) -> Note:
+    return (
+        "grads_changed_between_passes",
+        f"step {step}: {broken} between two "
+        "backward passes of one step (zero_grad inside the accumulation loop?), so .grad no longer "
+        "sums the step's micro-batches: the gradient-variance columns are NaN for such steps",
+    )
+
+
+def backward_after_read(step: int) -> Note:
+    return (
+        "backward_after_read",
+        f"step {step}: a backward pass ran after "
+        "optimizer.step() and before Monitor.step(): the gradient columns are NaN for such steps; "
+        "call Monitor.step() right after the optimizer step",
+    )
+
+
+def single_micro_batch(step: int) -> Note:
+    return (
+        "single_micro_batch",
+        f"step {step} had one micro-batch (one backward, one process): the "
+        "gradient-variance columns (grad_trace_sigma, grad_true_sq, grad_noise_scale, grad_var_*) "
+        "are NaN for such steps; they need K >= 2 micro-batches per step (gradient accumulation "
+        "or DDP ranks)",
+    )
+
+
+def no_loss(step: int) -> Note:
+    return (
+        "no_loss",
+        f"step {step} had a backward but no loss reached the monitor (the model's forward "
+        "returned no `.loss`, or infer_inputs=False): pass it, mon.step(loss=...); loss, "
+        "loss_ratio and the spike columns are NaN without it",
+    )
+
+
+def batch_size_unknown(step: int, why: str) -> Note:
+    return (
+        "batch_size_unknown",
+        f"step {step}: the sequences per micro-batch are "
+        f"unknown ({why}): grad_trace_sigma and grad_noise_scale are NaN; pass "
+        "Monitor.step(batch_size=...) (sequences per optimizer step, all ranks)",
+    )
+
+
+SCALER_ADOPTED = (
+    "the optimizer steps through an enabled GradScaler that was not passed as "
+    "grad_scaler=: its loss scale is divided out of the gradient statistics"
+)

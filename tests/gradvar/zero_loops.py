@@ -1,0 +1,80 @@
+"""The loops of the ZeRO test: a user's DeepSpeed loop on each rank (run by torchrun: `python zero_loops.py
+OUT STAGE...`, every stage in one launch to pay DeepSpeed's start-up once) and the single-process reference
+over the same micro-batches."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gv_helpers import accumulate, tiny_gpt2  # noqa: E402
+
+import gradvar  # noqa: E402
+from gradvar import quantities as Q  # noqa: E402
+
+WORLD, K_LOCAL, B_S, STEPS, CLIP, LR = 2, 2, 2, 3, 0.3, 1e-2
+K = WORLD * K_LOCAL
+
+
+def batches():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 64, (K * B_S, 16), generator=g) for _ in range(STEPS)]
+
+
+def quantities():
+    probe = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    return Q.build("paper", probe_batch=probe) + [Q.UpdateSize()]
+
+
+def config(stage: int) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": B_S,
+        "gradient_accumulation_steps": K_LOCAL,
+        "gradient_clipping": CLIP,
+        "zero_optimization": {"stage": stage},
+        "steps_per_print": 10**9,
+    }
+
+
+def zero_run(stage: int, run_dir: Path) -> None:
+    import deepspeed
+    import torch.distributed as dist
+
+    model = tiny_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=config(stage))
+    mon = gradvar.DeepSpeedMonitor(engine, run_dir, quantities(), flush_every=2, notify=lambda *a: None)
+    rank, norms = dist.get_rank(), []
+    for x in batches():
+        for c in x.split(B_S)[rank * K_LOCAL : (rank + 1) * K_LOCAL]:
+            loss = engine(input_ids=c, labels=c).loss
+            engine.backward(loss)
+            engine.step()
+            mon.step()
+        norms.append(float(engine.get_global_grad_norm()))
+    mon.close()
+    if rank == 0:
+        (run_dir / "engine_norms.json").write_text(json.dumps(norms))
+    dist.barrier()
+
+
+def single_run(run_dir: Path) -> None:
+    model = tiny_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    mon = gradvar.Monitor(model, opt, run_dir, quantities(), notify=lambda *a: None)
+    for x in batches():
+        accumulate(model, x.split(B_S))
+        mon.clip_grad_norm_(CLIP)
+        opt.step()
+        opt.zero_grad()
+        mon.step()
+    mon.close()
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    out = Path(sys.argv[1])
+    for s in sys.argv[2:]:
+        zero_run(int(s), out / f"zero{s}")

@@ -54,6 +54,11 @@ def zero_run(stage: int, run_dir: Path) -> None:
             engine.step()
             mon.step()
         norms.append(float(engine.get_global_grad_norm()))
+    try:
+        mon.clip_grad_norm_(CLIP)
+        raise AssertionError("DeepSpeedMonitor.clip_grad_norm_ should refuse: the engine clips")
+    except RuntimeError as e:
+        assert "gradient_clipping" in str(e)
     mon.close()
     if rank == 0:
         (run_dir / "engine_norms.json").write_text(json.dumps(norms))

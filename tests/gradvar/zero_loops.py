@@ -28,12 +28,24 @@ def quantities():
     return Q.build("paper", probe_batch=probe) + [Q.UpdateSize()]
 
 
+def optimizer(model) -> torch.optim.AdamW:
+    """Two parameter groups (weight decay on matrices only): DeepSpeed then steps one partition per group."""
+    params = list(model.parameters())
+    return torch.optim.AdamW(
+        [{"params": [p for p in params if p.dim() >= 2]}, {"params": [p for p in params if p.dim() < 2]}],
+        lr=LR,
+        weight_decay=0.1,
+    )
+
+
 def config(stage: int) -> dict:
+    # stage 3: sub-groups of at most 1000 elements, so that each group spans several flat partitions
+    zero = {"stage": stage} | ({"sub_group_size": 1000} if stage == 3 else {})
     return {
         "train_micro_batch_size_per_gpu": B_S,
         "gradient_accumulation_steps": K_LOCAL,
         "gradient_clipping": CLIP,
-        "zero_optimization": {"stage": stage},
+        "zero_optimization": zero,
         "steps_per_print": 10**9,
     }
 
@@ -43,10 +55,10 @@ def zero_run(stage: int, run_dir: Path) -> None:
     import torch.distributed as dist
 
     model = tiny_gpt2()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=config(stage))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer(model), config=config(stage))
     mon = gradvar.DeepSpeedMonitor(engine, run_dir, quantities(), flush_every=2, notify=lambda *a: None)
     rank, norms = dist.get_rank(), []
+    assert mon.optimizer.n_calls > (2 if stage == 3 else 1)  # the partitions DeepSpeed steps one by one
     for x in batches():
         for c in x.split(B_S)[rank * K_LOCAL : (rank + 1) * K_LOCAL]:
             loss = engine(input_ids=c, labels=c).loss
@@ -67,7 +79,7 @@ def zero_run(stage: int, run_dir: Path) -> None:
 
 def single_run(run_dir: Path) -> None:
     model = tiny_gpt2()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    opt = optimizer(model)
     mon = gradvar.Monitor(model, opt, run_dir, quantities(), notify=lambda *a: None)
     for x in batches():
         accumulate(model, x.split(B_S))

@@ -1,8 +1,9 @@
 """DeepSpeed ZeRO stages 1, 2 and 3 on 2 gloo ranks (DeepSpeed's CPU accelerator), K = 2 accumulated
 micro-batches per rank, DeepSpeed clipping at 0.3: every steps column of the paper preset (and update_rms,
 the probe loss) and every per-group row equals a single process over the same 4 micro-batches; grad_norm is
-the pre-clip norm the engine computed itself. One torchrun launch runs the three stages (tests/gradvar/
-zero_loops.py), since each start of DeepSpeed costs seconds."""
+the pre-clip norm the engine computed itself; the monitor's only collective is one all-gather per flush.
+One torchrun launch runs the three stages (tests/gradvar/zero_loops.py): each start of DeepSpeed costs
+seconds."""
 
 import json
 import os
@@ -76,6 +77,9 @@ def test_zero_records_equal_single_process(runs, stage):
         np.testing.assert_allclose(z[col].to_numpy(), s[col].to_numpy(), rtol=2e-5, err_msg=col)
     engine_norms = json.loads((runs / f"zero{stage}" / "engine_norms.json").read_text())
     np.testing.assert_allclose(z.grad_norm.to_numpy(), engine_norms, rtol=1e-5)
+    # the monitor's collectives: none in any Monitor.step but the flushing one (flush_every=2), one per flush
+    calls = json.loads((runs / f"zero{stage}" / "collectives.json").read_text())
+    assert calls == {"steps": {"all_gather_single": 1}, "close": {"all_gather_single": 1}}, calls
     assert z.grad_var_max.isna().all() and s.grad_var_max.notna().all()
     notes = zero["events"].query("kind == 'note'").message
     assert notes.str.contains("grad_var_max is NaN under DeepSpeed ZeRO").sum() == 1

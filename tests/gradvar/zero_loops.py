@@ -2,6 +2,8 @@
 OUT STAGE...`, every stage in one launch to pay DeepSpeed's start-up once) and the single-process reference
 over the same micro-batches."""
 
+import collections
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -50,6 +52,32 @@ def config(stage: int) -> dict:
     }
 
 
+COLLECTIVES = ("all_reduce", "all_gather_into_tensor", "all_gather_single", "all_gather", "broadcast", "reduce_scatter")
+
+
+@contextlib.contextmanager
+def counting(counter: collections.Counter):
+    """Count the torch.distributed collectives called inside the block (the monitor calls them by name)."""
+    import torch.distributed as dist
+
+    saved = {n: getattr(dist, n) for n in COLLECTIVES if hasattr(dist, n)}
+
+    def wrap(name, fn):
+        def counted(*args, **kwargs):
+            counter[name] += 1
+            return fn(*args, **kwargs)
+
+        return counted
+
+    for n, fn in saved.items():
+        setattr(dist, n, wrap(n, fn))
+    try:
+        yield counter
+    finally:
+        for n, fn in saved.items():
+            setattr(dist, n, fn)
+
+
 def zero_run(stage: int, run_dir: Path) -> None:
     import deepspeed
     import torch.distributed as dist
@@ -57,23 +85,27 @@ def zero_run(stage: int, run_dir: Path) -> None:
     model = tiny_gpt2()
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer(model), config=config(stage))
     mon = gradvar.DeepSpeedMonitor(engine, run_dir, quantities(), flush_every=2, notify=lambda *a: None)
-    rank, norms = dist.get_rank(), []
+    rank, norms, calls = dist.get_rank(), [], collections.Counter()
     assert mon.optimizer.n_calls > (2 if stage == 3 else 1)  # the partitions DeepSpeed steps one by one
     for x in batches():
         for c in x.split(B_S)[rank * K_LOCAL : (rank + 1) * K_LOCAL]:
             loss = engine(input_ids=c, labels=c).loss
             engine.backward(loss)
             engine.step()
-            mon.step()
+            with counting(calls):
+                mon.step()
         norms.append(float(engine.get_global_grad_norm()))
     try:
         mon.clip_grad_norm_(CLIP)
         raise AssertionError("DeepSpeedMonitor.clip_grad_norm_ should refuse: the engine clips")
     except RuntimeError as e:
         assert "gradient_clipping" in str(e)
-    mon.close()
+    at_close = collections.Counter()
+    with counting(at_close):
+        mon.close()
     if rank == 0:
         (run_dir / "engine_norms.json").write_text(json.dumps(norms))
+        (run_dir / "collectives.json").write_text(json.dumps({"steps": calls, "close": at_close}))
     dist.barrier()
 
 

@@ -115,6 +115,12 @@ def _check(engine) -> int:
         )
     if getattr(engine.optimizer, "cpu_offload", False) or getattr(engine.optimizer, "offload_optimizer", False):
         raise ValueError("gradvar.DeepSpeedMonitor does not read ZeRO-Offload's optimizer partitions")
+    flat = "fp32_partitioned_groups_flat" if stage == 3 else "single_partition_of_fp32_groups"
+    if not hasattr(engine.optimizer, flat):
+        raise ValueError(
+            f"gradvar.DeepSpeedMonitor reads DeepSpeed's ZeRO optimizer ({flat}); this engine steps a "
+            f"{type(engine.optimizer).__name__}"
+        )
     if not isinstance(engine.optimizer.optimizer, torch.optim.Optimizer):
         raise ValueError("gradvar.DeepSpeedMonitor needs a torch optimizer inside DeepSpeed's (AdamW, Adam)")
     return stage

@@ -51,7 +51,9 @@ def runs(tmp_path_factory):
     script = Path(__file__).with_name("zero_loops.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     env = _env()
-    proc = subprocess.run([*cmd, str(out), *map(str, STAGES)], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*cmd, str(out), *map(str, STAGES), "2bf16"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     single_run(out / "single")
     return out
@@ -93,3 +95,15 @@ def test_zero_records_equal_single_process(runs, stage):
         # the stat's scale, not to the (cancelled) value
         got = zl.value[ref.index].to_numpy()
         np.testing.assert_allclose(got, ref.to_numpy(), rtol=2e-5, atol=1e-5 * ref.abs().max(), err_msg=stat)
+
+
+@pytest.mark.slow
+def test_zero_bf16_records_the_engines_norm(runs):
+    """bf16 weights and gradients, fp32 master partitions (stage 2): no fp32 reference to equal, but grad_norm is
+    the engine's own pre-clip norm and every column is there, near the fp32 run's."""
+    z, s = gradvar.read_records(runs / "zero2bf16")["steps"], gradvar.read_records(runs / "single")["steps"]
+    engine_norms = json.loads((runs / "zero2bf16" / "engine_norms.json").read_text())
+    np.testing.assert_allclose(z.grad_norm.to_numpy(), engine_norms, rtol=1e-5)
+    assert z[list(COLUMNS)].notna().all().all(), z[list(COLUMNS)].isna().sum()
+    for col in ("loss", "grad_norm", "adam_v_l1", "grad_trace_sigma"):
+        np.testing.assert_allclose(z[col].to_numpy(), s[col].to_numpy(), rtol=0.05, err_msg=col)

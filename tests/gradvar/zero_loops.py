@@ -60,7 +60,7 @@ def optimizer(model) -> torch.optim.AdamW:
     )
 
 
-def config(stage: int) -> dict:
+def config(stage: int, bf16: bool = False) -> dict:
     # stage 3: sub-groups of at most 1000 elements, so that each group spans several flat partitions
     zero = {"stage": stage} | ({"sub_group_size": 1000} if stage == 3 else {})
     return {
@@ -69,6 +69,7 @@ def config(stage: int) -> dict:
         "gradient_clipping": CLIP,
         "zero_optimization": zero,
         "steps_per_print": 10**9,
+        "bf16": {"enabled": bf16},
     }
 
 
@@ -98,12 +99,12 @@ def counting(counter: collections.Counter):
             setattr(dist, n, fn)
 
 
-def zero_run(stage: int, run_dir: Path) -> None:
+def zero_run(stage: int, run_dir: Path, bf16: bool = False) -> None:
     import deepspeed
     import torch.distributed as dist
 
     model = tiny_gpt2()
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer(model), config=config(stage))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer(model), config=config(stage, bf16))
     mon = gradvar.DeepSpeedMonitor(engine, run_dir, quantities(), flush_every=2, notify=lambda *a: None)
     rank, norms, calls = dist.get_rank(), [], collections.Counter()
     assert mon.optimizer.n_calls > (2 if stage == 3 else 1)  # the partitions DeepSpeed steps one by one
@@ -145,5 +146,5 @@ def single_run(run_dir: Path) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
-    for s in sys.argv[2:]:
-        zero_run(int(s), out / f"zero{s}")
+    for s in sys.argv[2:]:  # "2" or "2bf16": the stage, and bf16 weights with fp32 master partitions
+        zero_run(int(s[0]), out / f"zero{s}", bf16=s.endswith("bf16"))

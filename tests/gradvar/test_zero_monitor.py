@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gv_helpers import PAPER_COLUMNS
 from zero_loops import CLIP, STEPS, K, single_run
 
 import gradvar
@@ -20,29 +21,7 @@ import gradvar
 pytest.importorskip("deepspeed")
 
 STAGES = (1, 2, 3)
-COLUMNS = (
-    "loss",
-    "loss_max",
-    "grad_norm",
-    "grad_norm_clipped",
-    "grad_trace_sigma",
-    "grad_true_sq",
-    "grad_noise_scale",
-    "grad_var_sum",
-    "adam_v_max",
-    "adam_v_l1",
-    "adam_v_min",
-    "adam_v_mean",
-    "adam_m_norm",
-    "update_rms",
-    "probe_loss",
-    "batch_size",
-    "tokens",
-    "seqlen",
-    "lr",
-    "micro_batches",
-    "nonfinite_grad",
-)
+COLUMNS = (*PAPER_COLUMNS, "adam_v_mean", "seqlen")
 
 
 @pytest.fixture(scope="module")

@@ -11,43 +11,22 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gv_helpers import accumulate  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from gv_helpers import paper_quantities, single_reference, step_batches, tiny_gpt2  # noqa: E402
 
 import gradvar  # noqa: E402
-from gradvar import quantities as Q  # noqa: E402
 
 WORLD, K_LOCAL, B_S, STEPS, CLIP, LR = 2, 2, 2, 3, 0.3, 1e-2
 K = WORLD * K_LOCAL
 
 
-def tiny_gpt2() -> GPT2LMHeadModel:
+def model():
     """Width 15: the layer norms and biases have an odd number of elements, so under stage 3 the last rank's
     slice of each ends in padding (whose zeros the statistics must leave out: adam_v_min would show them)."""
-    torch.manual_seed(0)
-    cfg = GPT2Config(
-        n_layer=2,
-        n_head=3,
-        n_embd=15,
-        n_positions=32,
-        vocab_size=64,
-        bos_token_id=None,
-        eos_token_id=None,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    return GPT2LMHeadModel(cfg)
+    return tiny_gpt2(n_embd=15, n_head=3)
 
 
 def batches():
-    g = torch.Generator().manual_seed(0)
-    return [torch.randint(0, 64, (K * B_S, 16), generator=g) for _ in range(STEPS)]
-
-
-def quantities():
-    probe = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
-    return Q.build("paper", probe_batch=probe) + [Q.UpdateSize()]
+    return step_batches(K, B_S, STEPS)
 
 
 def optimizer(model) -> torch.optim.AdamW:
@@ -103,9 +82,9 @@ def zero_run(stage: int, run_dir: Path, bf16: bool = False) -> None:
     import deepspeed
     import torch.distributed as dist
 
-    model = tiny_gpt2()
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer(model), config=config(stage, bf16))
-    mon = gradvar.DeepSpeedMonitor(engine, run_dir, quantities(), flush_every=2, notify=lambda *a: None)
+    net = model()
+    engine, *_ = deepspeed.initialize(model=net, optimizer=optimizer(net), config=config(stage, bf16))
+    mon = gradvar.DeepSpeedMonitor(engine, run_dir, paper_quantities(), flush_every=2, notify=lambda *a: None)
     rank, norms, calls = dist.get_rank(), [], collections.Counter()
     assert mon.optimizer.n_calls > (2 if stage == 3 else 1)  # the partitions DeepSpeed steps one by one
     for x in batches():
@@ -131,16 +110,8 @@ def zero_run(stage: int, run_dir: Path, bf16: bool = False) -> None:
 
 
 def single_run(run_dir: Path) -> None:
-    model = tiny_gpt2()
-    opt = optimizer(model)
-    mon = gradvar.Monitor(model, opt, run_dir, quantities(), notify=lambda *a: None)
-    for x in batches():
-        accumulate(model, x.split(B_S))
-        mon.clip_grad_norm_(CLIP)
-        opt.step()
-        opt.zero_grad()
-        mon.step()
-    mon.close()
+    net = model()
+    single_reference(net, optimizer(net), run_dir, batches(), B_S, CLIP)
 
 
 if __name__ == "__main__":

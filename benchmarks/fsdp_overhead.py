@@ -28,7 +28,15 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import adamw, print_times, timed  # noqa: E402
 
-NAMES = ("all_reduce", "all_gather_into_tensor", "reduce_scatter_tensor", "all_gather", "broadcast", "reduce_scatter")
+NAMES = (
+    "all_reduce",
+    "all_gather_into_tensor",
+    "all_gather_single",
+    "reduce_scatter_tensor",
+    "all_gather",
+    "broadcast",
+    "reduce_scatter",
+)
 COUNTS: collections.Counter = collections.Counter()
 
 

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # until the Monitor is touched.
 _EXPORTS = {
     "Monitor": "monitor",
+    "DeepSpeedMonitor": "integrations.deepspeed",
     "RecordsWriteError": "records",
     "read_records": "records",
     "SCHEMA_VERSION": "schema",
@@ -31,6 +32,7 @@ _EXPORTS = {
 _SUBMODULES = ("integrations", "io", "quantities", "sinks")
 
 __all__ = [
+    "DeepSpeedMonitor",
     "Monitor",
     "RecordsWriteError",
     "SCHEMA_VERSION",
@@ -46,6 +48,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ binds the same names
+    from .integrations.deepspeed import DeepSpeedMonitor
     from .monitor import Monitor
     from .records import RecordsWriteError, read_records
     from .schema import SCHEMA_VERSION

@@ -67,6 +67,11 @@ def graph_task_id() -> int:
     return torch._C._current_graph_task_id()
 
 
+def current_node():
+    """The autograd node the engine is running (inside a gradient hook: the one that made the gradient)."""
+    return torch._C._current_autograd_node()
+
+
 def at_backward_end(fn) -> None:
     """Run fn() once the current backward task has accumulated every gradient (after DDP's own callback
     when queued from inside a final callback: callbacks run in the order they were queued)."""

@@ -68,6 +68,8 @@ class GradCapture:
         self.broken: str | None = None
         """Why `.grad` no longer sums this step's passes (set when the next pass starts), or None."""
         self.on_pass_end = None  # called with no arguments after each pass's read
+        self.reads_grad = True
+        """False: `.grad` is not the step's gradient (see `for_moving_grads`)."""
         self.active = True
 
     @property
@@ -79,19 +81,28 @@ class GradCapture:
         # Unhook while paused, not just ignore: the probes' torch.autograd.grad must not count as a pass, and
         # a paused monitor should cost nothing.
         if on and self._handles is None:
-            self._node = self._node or _grad_accumulator(self.params[0])
+            if self.reads_grad:
+                self._node = self._node or _grad_accumulator(self.params[0])
             self._handles = [p.register_hook(WeakHook(self, "_on_grad", i)) for i, p in enumerate(self.params)]
         elif not on and self._handles is not None:
             for h in self._handles:
                 h.remove()
             self._handles = None
 
+    def for_moving_grads(self) -> None:
+        """DeepSpeed ZeRO moves each gradient out of `.grad` into its buckets and partitions: every pass is held
+        as the hooks see it, `.grad` is never read back nor checked between passes, and no gradient
+        accumulator is held (stage 3 swaps a parameter's storage between its full and an empty shape, and a
+        held accumulator would keep the shape it was made with)."""
+        self.lazy, self.reads_grad, self._node = False, False, None
+
     def _on_grad(self, i: int, grad: torch.Tensor) -> None:
         task = tc.graph_task_id()
         with self._lock:
             ps = self._pass
             if ps is None or task not in ps["tasks"]:
-                if not tc.accumulates(self._node):  # torch.autograd.grad: not a micro-batch
+                node = self._node if self._node is not None else tc.current_node()
+                if not tc.accumulates(node):  # torch.autograd.grad: not a micro-batch
                     return
                 ps = self._join(task)
             # The first pass is not held: a reference would make autograd copy it into .grad. Later passes
@@ -128,7 +139,8 @@ class GradCapture:
             ps["open"].discard(task)
             if not ps["open"]:
                 self._end_pass(ps)
-                tc.at_backward_end(WeakHook(self, "_read_end"))  # after DDP's callback, queued before this one
+                if self.reads_grad:
+                    tc.at_backward_end(WeakHook(self, "_read_end"))  # after DDP's callback, queued before this one
 
     def _end_pass(self, ps: dict) -> None:
         have = sorted(ps["grads"])  # parameter order, for stable layouts
@@ -166,7 +178,7 @@ class GradCapture:
         return [None if p.grad is None else local(p.grad) for p in self.grad_params]
 
     def _check_unchanged(self) -> None:
-        if self.micro_batches and self.broken is None and self.modified_since_end():
+        if self.reads_grad and self.micro_batches and self.broken is None and self.modified_since_end():
             gone = sum(g is None for g, seen in zip(self._grads(), self._versions) if seen is not None)
             self.broken = f".grad of {gone} parameters was set to None" if gone else ".grad was zeroed or replaced"
             self.first_in_grad = None  # .grad no longer holds the first pass

@@ -1,9 +1,11 @@
 """Flush-time combination of buffered per-step statistics: across ranks, then to the host, once.
 
-All buffered steps' SUM-type values are concatenated into one flat tensor and all-reduced once, likewise
-MAX-type values; RANK-type values occupy one slot per rank in the SUM tensor. Then everything travels to
-the host in a single copy. The layout is deterministic across ranks because schedules depend on the step
-only, and SAME-type values (identical on every rank, or computed on rank 0 alone) never enter a collective.
+All buffered steps' SUM-type values are concatenated into one flat tensor, likewise MAX-type values;
+RANK-type values occupy one slot per rank in the SUM tensor. Both travel in one collective per flush: an
+all-gather of the two side by side, summed and maxed over ranks locally (a payload of a few thousand numbers
+per rank; past `GATHER_LIMIT` gathered elements, two all-reduces instead). Then everything travels to the
+host in a single copy. The layout is deterministic across ranks because schedules depend on the step only,
+and SAME-type values (identical on every rank, or computed on rank 0 alone) never enter a collective.
 """
 
 from __future__ import annotations
@@ -39,11 +41,40 @@ def combine(rows: list[dict], world_size: int, rank: int, extra=()) -> tuple[dic
     parts[MAX] += parts.pop(MIN)  # MIN entries follow MAX's in one tensor (see _unpack)
     flat = {op: torch.cat(p) if p else None for op, p in parts.items()}
     if world_size > 1:
-        for op, red in ((SUM, dist.ReduceOp.SUM), (MAX, dist.ReduceOp.MAX)):
-            if flat[op] is not None:
-                dist.all_reduce(flat[op], op=red)
+        _across_ranks(flat, world_size)
     host = _to_host(flat)
     return _unpack(layout, host, len(rows)), (host[SAME][-len(extra) :].tolist() if extra else [])
+
+
+GATHER_LIMIT = 1 << 22
+"""Gathered elements (float64, all ranks) up to which one all-gather replaces the SUM and MAX all-reduces: the
+all-gather moves world_size times the payload, which stays small for the flush of a few hundred ranks."""
+
+
+def _across_ranks(flat: dict, world_size: int) -> None:
+    """SUM and MAX over ranks in place, in one collective where the gathered payload stays small."""
+    present = [op for op in (SUM, MAX) if flat[op] is not None]
+    joined = torch.cat([flat[op] for op in present]) if present else None
+    if joined is None:
+        return
+    if joined.numel() * world_size > GATHER_LIMIT:
+        for op in present:
+            dist.all_reduce(flat[op], op=dist.ReduceOp.SUM if op == SUM else dist.ReduceOp.MAX)
+        return
+    rows = joined.new_empty(world_size * joined.numel())  # flat: gloo refuses the (world, n) form
+    _all_gather(rows, joined)
+    rows = rows.view(world_size, -1)
+    start = 0
+    for op in present:
+        n = flat[op].numel()
+        part = rows[:, start : start + n]
+        flat[op] = part.sum(0) if op == SUM else part.amax(0)
+        start += n
+
+
+def _all_gather(out: torch.Tensor, t: torch.Tensor) -> None:
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # torch 2.13 renamed it
+    gather(out, t)
 
 
 def _to_host(flat: dict) -> dict:

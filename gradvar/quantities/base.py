@@ -1,7 +1,7 @@
 """Base pieces of every quantity: a typed context, a schedule, and how each value combines across ranks.
 
 A quantity returns device tensors wrapped in `Stat(value, op)`; the monitor buffers them, combines them
-across ranks at flush time (one SUM and one MAX all-reduce for all buffered steps together), copies them to
+across ranks at flush time (one collective for all buffered steps together, gradvar.combine), copies them to
 the host once, and calls `finalize` to turn the combined raw values into table columns.
 """
 

@@ -5,8 +5,8 @@ With K micro-batches of B_s sequences (B_b = K * B_s), |G_s|^2 = mean_k |g_k|^2 
     |G|^2_true ~ (K |G_b|^2 - |G_s|^2) / (K - 1)
     tr(Sigma)  ~ B_s K (|G_s|^2 - |G_b|^2) / (K - 1)        (per-sequence covariance)
     B_simple   = tr(Sigma) / |G|^2_true
-Per rank we keep sum_k |h_k|^2 with h_k = g_k / K_local (loss scaled by 1/K_local); one SUM all-reduce at
-flush time combines ranks. The element-wise maximum under DDP is the max over ranks of each rank's second
+Per rank we keep sum_k |h_k|^2 with h_k = g_k / K_local (loss scaled by 1/K_local); a sum over ranks at
+flush time combines them. The element-wise maximum under DDP is the max over ranks of each rank's second
 moment about the global mean, an upper bound of the exact value (exact with one process).
 """
 

@@ -8,12 +8,14 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 
-def tiny_gpt2(seed: int = 0, vocab: int = 64, n_positions: int = 32) -> GPT2LMHeadModel:
+def tiny_gpt2(
+    seed: int = 0, vocab: int = 64, n_positions: int = 32, n_embd: int = 16, n_head: int = 2
+) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     cfg = GPT2Config(
         n_layer=2,
-        n_head=2,
-        n_embd=16,
+        n_head=n_head,
+        n_embd=n_embd,
         n_positions=n_positions,
         vocab_size=vocab,
         bos_token_id=None,
@@ -23,6 +25,43 @@ def tiny_gpt2(seed: int = 0, vocab: int = 64, n_positions: int = 32) -> GPT2LMHe
         attn_pdrop=0.0,
     )
     return GPT2LMHeadModel(cfg)
+
+
+PAPER_COLUMNS = tuple(
+    "loss loss_max grad_norm grad_norm_clipped grad_trace_sigma grad_true_sq grad_noise_scale grad_var_sum "
+    "adam_v_max adam_v_l1 adam_v_min adam_m_norm update_rms probe_loss batch_size tokens lr micro_batches "
+    "nonfinite_grad".split()
+)
+"""The steps columns that the sharded tests compare with one process (paper preset, UpdateSize, a probe)."""
+
+
+def step_batches(k: int, b_s: int, steps: int) -> list[torch.Tensor]:
+    """One (k * b_s, 16) batch of tokens per optimizer step, the same on every rank."""
+    g = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 64, (k * b_s, 16), generator=g) for _ in range(steps)]
+
+
+def paper_quantities() -> list:
+    """The paper preset with a probe batch, plus the update size."""
+    from gradvar import quantities as Q
+
+    probe = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    return Q.build("paper", probe_batch=probe) + [Q.UpdateSize()]
+
+
+def single_reference(model, opt, run_dir, batches, b_s: int, clip: float) -> None:
+    """The one-process run the sharded tests compare with: each step's batch as micro-batches of b_s,
+    accumulated, clipped through the monitor, stepped."""
+    import gradvar
+
+    mon = gradvar.Monitor(model, opt, run_dir, paper_quantities(), notify=lambda *a: None)
+    for x in batches:
+        accumulate(model, x.split(b_s))
+        mon.clip_grad_norm_(clip)
+        opt.step()
+        opt.zero_grad()
+        mon.step()
+    mon.close()
 
 
 def lm_loss(model, x):

@@ -10,43 +10,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from gv_helpers import accumulate, free_port, tiny_gpt2
+from gv_helpers import PAPER_COLUMNS, free_port, paper_quantities, single_reference, step_batches, tiny_gpt2
 
 import gradvar
-from gradvar import quantities as Q
 
 K, B_S, STEPS, CLIP = 4, 2, 3, 0.3
-COLUMNS = (
-    "loss",
-    "loss_max",
-    "grad_norm",
-    "grad_norm_clipped",
-    "grad_trace_sigma",
-    "grad_true_sq",
-    "grad_noise_scale",
-    "grad_var_sum",
-    "adam_v_max",
-    "adam_v_l1",
-    "adam_v_min",
-    "adam_m_norm",
-    "update_rms",
-    "probe_loss",
-    "batch_size",
-    "tokens",
-    "lr",
-    "micro_batches",
-    "nonfinite_grad",
-)
+COLUMNS = PAPER_COLUMNS
 
 
 def _batches():
-    g = torch.Generator().manual_seed(0)
-    return [torch.randint(0, 64, (K * B_S, 16), generator=g) for _ in range(STEPS)]
-
-
-def _quantities():
-    probe = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
-    return Q.build("paper", probe_batch=probe) + [Q.UpdateSize()]
+    return step_batches(K, B_S, STEPS)
 
 
 def _check_clip_like_torch(model, mon, rank):
@@ -74,7 +47,7 @@ def _worker(rank, world, port, run_dir):
         fully_shard(block)
     fully_shard(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    mon = gradvar.Monitor(model, opt, run_dir, _quantities(), flush_every=2, notify=lambda *a: None)
+    mon = gradvar.Monitor(model, opt, run_dir, paper_quantities(), flush_every=2, notify=lambda *a: None)
     per_rank = K // world
     for step, x in enumerate(_batches()):
         chunks = x.split(B_S)[rank * per_rank : (rank + 1) * per_rank]
@@ -95,15 +68,7 @@ def _worker(rank, world, port, run_dir):
 
 def _single(run_dir):
     model = tiny_gpt2()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    mon = gradvar.Monitor(model, opt, run_dir, _quantities(), notify=lambda *a: None)
-    for x in _batches():
-        accumulate(model, x.split(B_S))
-        mon.clip_grad_norm_(CLIP)
-        opt.step()
-        opt.zero_grad()
-        mon.step()
-    mon.close()
+    single_reference(model, torch.optim.AdamW(model.parameters(), lr=1e-2), run_dir, _batches(), B_S, CLIP)
     return gradvar.read_records(run_dir)
 
 

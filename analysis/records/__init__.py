@@ -1,0 +1,1 @@
+"""Pure functions over the records of finished runs (read from disk by the caller)."""

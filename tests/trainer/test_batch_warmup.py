@@ -38,6 +38,7 @@ def _train(smoke, tmp_path, name, overrides):
     return smoke.steps(tmp_path / name), shapes
 
 
+@pytest.mark.slow
 def test_control_matches_slw_tokens_at_every_step(smoke, tmp_path):
     slw, slw_shapes = _train(smoke, tmp_path, "slw", SLW)
     ctl, ctl_shapes = _train(smoke, tmp_path, "ctl", {**SLW, "slw.control": "batch"})

@@ -28,6 +28,8 @@ COLUMNS = (
     "adam_v_max",
     "adam_v_l1",
     "adam_v_min",
+    "adam_vhat_max",
+    "adam_vhat_l1",
     "adam_m_norm",
     "update_rms",
     "probe_loss",
@@ -125,6 +127,6 @@ def test_fsdp2_records_equal_single_process(tmp_path):
         fsdp["layers"].sort_values(key).reset_index(drop=True),
         single["layers"].sort_values(key).reset_index(drop=True),
     )
-    assert fl[key].equals(sl[key]) and {"adam_v_max", "grad_trace_sigma", "update_rms"} <= set(fl.stat)
+    assert fl[key].equals(sl[key]) and {"adam_v_max", "adam_vhat_max", "grad_trace_sigma", "update_rms"} <= set(fl.stat)
     assert fl.value.notna().all()
     np.testing.assert_allclose(fl.value.to_numpy(), sl.value.to_numpy(), rtol=2e-5)

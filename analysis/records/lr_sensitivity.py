@@ -66,3 +66,15 @@ def excess_area(x, ratio) -> float:
         return math.inf
     over = np.maximum(r - 1.0, 0.0)
     return float(np.sum((over[1:] + over[:-1]) / 2 * np.diff(x)))
+
+
+def lr_curves(rows) -> dict[tuple, dict[float, float]]:
+    """{(arm, seed): {peak LR: final loss}} from (arm, seed, lr, final_loss) rows (one per run); a repeated
+    (arm, seed, lr) is an error, since two runs of one cell would be silently averaged or dropped."""
+    out: dict[tuple, dict[float, float]] = {}
+    for arm, seed, lr, loss in rows:
+        cell = out.setdefault((arm, seed), {})
+        if float(lr) in cell:
+            raise ValueError(f"two runs of arm {arm!r}, seed {seed}, LR {lr:g}")
+        cell[float(lr)] = float(loss)
+    return out

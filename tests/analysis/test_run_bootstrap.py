@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from analysis.records.bootstrap import pooled, run_bootstrap
-from analysis.records.lr_sensitivity import excess_area, largest_lr_within, lr_sensitivity, peak_ratio
+from analysis.records.lr_sensitivity import excess_area, largest_lr_within, lr_curves, lr_sensitivity, peak_ratio
 
 
 def _runs(n=6, seed=1):
@@ -89,3 +89,10 @@ def test_instability_measures():
     assert excess_area(2 * steps, ratio) == pytest.approx(3.0)  # over tokens (2 per step): twice the area
     assert excess_area(steps, np.where(steps == 4, np.inf, ratio)) == math.inf
     assert math.isnan(excess_area([1], [1.2])) and math.isnan(peak_ratio([np.nan]))
+
+
+def test_lr_curves_groups_runs_and_refuses_duplicates():
+    rows = [("slw", 0, 0.1, 6.2), ("slw", 0, 0.3, 6.5), ("baseline", 0, 0.1, 6.3)]
+    assert lr_curves(rows) == {("slw", 0): {0.1: 6.2, 0.3: 6.5}, ("baseline", 0): {0.1: 6.3}}
+    with pytest.raises(ValueError, match="two runs"):
+        lr_curves([*rows, ("slw", 0, 0.1, 6.0)])

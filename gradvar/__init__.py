@@ -22,6 +22,7 @@ _EXPORTS = {
     "SCHEMA_VERSION": "schema",
     "SLWSchedule": "slw",
     "truncate": "slw",
+    "token_matched_batch": "slw",
     "SpikeRule": "spikes",
     "classify_run": "spikes",
     "loss_ratio": "spikes",
@@ -43,6 +44,7 @@ __all__ = [
     "ratio_spikes",
     "read_records",
     "spike_events",
+    "token_matched_batch",
     "truncate",
     "z_spikes",
 ]
@@ -52,7 +54,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from .monitor import Monitor
     from .records import RecordsWriteError, read_records
     from .schema import SCHEMA_VERSION
-    from .slw import SLWSchedule, truncate
+    from .slw import SLWSchedule, token_matched_batch, truncate
     from .spikes import SpikeRule, classify_run, loss_ratio, ratio_spikes, spike_events, z_spikes
 
 

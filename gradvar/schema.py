@@ -40,6 +40,8 @@ STEPS_EXTRA = (
     "grad_sq_micro",
     "micro_batches",
     "adam_v_mean",
+    "adam_vhat_max",
+    "adam_vhat_l1",
     "probe_loss",
     "probe_loss_ratio",
     "max_attn_logit",

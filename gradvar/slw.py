@@ -164,6 +164,28 @@ def deepspeed_curriculum(config: dict) -> dict:
     return {**block, "curriculum_type": "seqlen", "enabled": enabled}
 
 
+def token_matched_batch(batch_size: int, seqlen: int, full_seqlen: int) -> int:
+    """Full-length sequences per step that carry SLW's tokens per step (batch_size x seqlen): the batch of
+    the token-matched control (batch-size warmup), which separates sequence length from tokens per step.
+    ValueError when that is not a whole number of sequences (exact or not at all)."""
+    rows, rest = divmod(batch_size * seqlen, full_seqlen)
+    if rest or rows < 1:
+        raise ValueError(
+            f"{batch_size} x {seqlen} tokens are not a whole number of {full_seqlen}-token sequences; pick SLW "
+            f"lengths that are multiples of {full_seqlen // math.gcd(batch_size, full_seqlen)}"
+        )
+    return rows
+
+
+def schedule_lengths(sched: SLWSchedule) -> list[int]:
+    """Every length the schedule trains at, in order of first use (it stays at the last one)."""
+    if sched.schedule_type == "fixed_discrete":
+        horizon = max(sched.max_steps) + 1
+    else:
+        horizon = sched.total_steps + 1
+    return list(dict.fromkeys(sched.seqlen(t) for t in range(1, max(horizon, 1) + 1)))
+
+
 def truncate(batch: torch.Tensor, seqlen: int) -> torch.Tensor:
     """Keep each sample's first `seqlen` tokens: (B, T) -> (B, seqlen). Positions follow from the slice."""
     return batch[:, :seqlen]

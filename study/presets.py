@@ -1,6 +1,7 @@
-"""Study grids as plain functions. The CPU regime (tiny GPT-2, context 512, batch 8): LR 3e-2 is the stable
-reference, LR 1e-1 with a 5-step warmup spikes early, and a 20-step warmup is the control that may beat SLW.
-Every run of a grid ends at the same token budget."""
+"""Study grids as plain functions. The CPU regime (tiny GPT-2, context 512, batch 8): LR 3e-2 trains best,
+LR 1e-1 with a 5-step warmup spikes early, and a 20-step warmup is the control that may beat SLW. The quick
+and cpu studies made the committed reports; lr-quick and lr-cpu are the LR-sensitivity redesign (final loss
+across LRs per arm, as Wortsman et al. 2023 measure instability, with a token-matched control). Every run of a grid ends at the same token budget."""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ class Study(Grid):
 
 HI = {"optim.lr": 0.1, "optim.min_lr": 0.01, "optim.warmup_steps": 5}
 REF = {"optim.lr": 0.03, "optim.min_lr": 0.003, "optim.warmup_steps": 20}
+ARMS = ("baseline", "slw", "batch-warmup", "warmup20")
+"""The LR-sensitivity arms: the baseline (5-step LR warmup); SLW; its token-matched control (full-length
+sequences, SLW's tokens per step at every step), which tells sequence length apart from tokens per step; and
+a 20-step LR warmup, the plain stabiliser SLW has to beat."""
 
 
-def _slw(start: int, total: int) -> dict:
-    return {"slw.enabled": True, "slw.min_seqlen": start, "slw.total_steps": total, "slw.difficulty_step": 8}
+def _slw(start: int, total: int, step: int = 8) -> dict:
+    return {"slw.enabled": True, "slw.min_seqlen": start, "slw.total_steps": total, "slw.difficulty_step": step}
 
 
 def _runs(group: str, base: dict, seeds, role="grid", **labels) -> list[RunSpec]:
@@ -44,6 +49,30 @@ def _common(budget_steps: int, quantities: str = "full", batch: int = 8) -> dict
     }
 
 
+def arm(name: str, lr: float, slw_steps: int) -> dict:
+    """One arm at peak LR `lr` (cosine to lr / 10). SLW goes 64 -> 512 in steps of 64: at batch 8 that is a
+    whole number of full-length sequences per step (1 ... 8), so the control matches it exactly; a start at 8
+    (the paper's) would carry 64 tokens, less than one full sequence."""
+    base = {"optim.lr": lr, "optim.min_lr": lr / 10, "optim.warmup_steps": 5}
+    slw = {**base, **_slw(64, slw_steps, 64)}
+    return {
+        "baseline": base,
+        "slw": slw,
+        "batch-warmup": {**slw, "slw.control": "batch"},
+        "warmup20": {**base, "optim.warmup_steps": 20},
+    }[name]
+
+
+def lr_grid(common: dict, lrs, arms, seeds, slw_steps: int) -> list[RunSpec]:
+    """Every arm at every LR; seed s gives every arm the same initialisation and data order (paired)."""
+    return [
+        spec
+        for lr in lrs
+        for a in arms
+        for spec in _runs(f"{a}-lr{lr:g}", {**common, **arm(a, lr, slw_steps)}, seeds, method=a, lr=lr, batch=8)
+    ]
+
+
 def quick() -> Study:
     """The README's main job: < 10 min on 2 cores. Stable reference, unstable baseline, SLW, two seeds."""
     c = _common(100)
@@ -60,6 +89,21 @@ def quick() -> Study:
         2,
         "tiny GPT-2 (1.9M), context 512, batch 8, 409,600 tokens per run",
         {"baseline": "base-lr1e-1", "slw": "slw8-T60-lr1e-1"},
+    )
+
+
+def lr_quick() -> Study:
+    """The README's main job: the LR-sensitivity design in small. Baseline, SLW and the token-matched control
+    at LR 0.03, 0.1 and 0.3 (10x), one seed, 60 baseline steps (245,760 tokens) each; 'paper' quantities
+    (the probe loss included, no sequence-length probe)."""
+    c = _common(60, quantities="paper")
+    return Study(
+        "lr-quick",
+        "tiny",
+        lr_grid(c, (0.03, 0.1, 0.3), ARMS[:3], [0], slw_steps=36),
+        2,
+        "tiny GPT-2 (1.9M), context 512, batch 8, 245,760 tokens per run; LR 0.03-0.3",
+        {"baseline": "baseline-lr0.1", "slw": "slw-lr0.1"},
     )
 
 
@@ -125,6 +169,25 @@ def cpu() -> Study:
         2,
         "tiny GPT-2 (1.9M), context 512; batch 8 and 32; 614,400 tokens per run",
         {"baseline": "base-lr1e-1", "slw": "slw8-T90-lr1e-1"},
+    )
+
+
+def lr_cpu() -> Study:
+    """The CPU study (< 90 min on 2 cores): LR 0.01 ... 1 (100x) x {baseline, SLW, token-matched control,
+    20-step LR warmup} x seeds 0 and 1, paired across arms; 150 baseline steps (614,400 tokens) per run.
+
+    The spike interventions and variance-aware pacing are left out of this comparison: in this regime the
+    one spike comes at steps 3-10, where none of their rules can act (skip-step's z rule needs 8 earlier
+    losses, rewind waits for the LR warmup to end and for a first checkpoint, the pacer's bound is learned
+    over the first 10 steps), so their runs would repeat the baseline and SLW and only inflate n."""
+    c = _common(150)
+    return Study(
+        "lr-cpu",
+        "tiny",
+        lr_grid(c, (0.01, 0.03, 0.1, 0.3, 1.0), ARMS, [0, 1], slw_steps=90),
+        2,
+        "tiny GPT-2 (1.9M), context 512, batch 8, 614,400 tokens per run; LR 0.01-1",
+        {"baseline": "baseline-lr0.1", "slw": "slw-lr0.1"},
     )
 
 
@@ -201,4 +264,12 @@ def paper() -> Study:
     )
 
 
-STUDIES = {"quick": quick, "cpu": cpu, "smoke": smoke, "gpu-117m": gpu_117m, "paper": paper}
+STUDIES = {
+    "lr-quick": lr_quick,
+    "lr-cpu": lr_cpu,
+    "quick": quick,
+    "cpu": cpu,
+    "smoke": smoke,
+    "gpu-117m": gpu_117m,
+    "paper": paper,
+}

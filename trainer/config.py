@@ -103,6 +103,9 @@ class SLWConfig:
     """fixed_discrete: the last step of each length but the final one, as a JSON list."""
     schedule: str = "fixed"
     """'fixed' (DeepSpeed's schedules) or 'variance' (variance-aware pacing)."""
+    control: str = "off"
+    """'off' (train at the schedule's length: SLW) or 'batch': the token-matched control, full-length sequences,
+    batch_size x length / seq_len of them per step (SLW's tokens per step at every step, batch-size warmup)."""
 
 
 @dataclass
@@ -212,6 +215,23 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def _check_control(self) -> None:
+        """The token-matched control needs whole full-length sequences in every micro-batch at every length."""
+        s, o = self.slw, self.optim
+        if s.control not in ("off", "batch"):
+            raise ConfigError(f"slw.control must be off or batch, got {s.control!r}")
+        if s.control == "off":
+            return
+        if not s.enabled or s.schedule != "fixed":
+            raise ConfigError("slw.control batch follows a fixed SLW schedule: set slw.enabled and slw.schedule fixed")
+        from gradvar.slw import schedule_lengths, token_matched_batch
+
+        for length in schedule_lengths(slw_schedule(self)):
+            try:
+                token_matched_batch(o.micro_batch_size, length, o.seq_len)
+            except ValueError as exc:
+                raise ConfigError(f"slw.control batch: a micro-batch of optim.micro_batch_size: {exc}") from None
+
     def validate(self, world_size: int = 1) -> TrainConfig:
         o, s = self.optim, self.slw
         for name, value in (
@@ -243,6 +263,7 @@ class TrainConfig:
             assert isinstance(sched, SLWSchedule)
         if s.schedule not in ("fixed", "variance"):
             raise ConfigError(f"slw.schedule must be fixed or variance, got {s.schedule!r}")
+        self._check_control()
         if self.intervention.nonfinite not in ("skip", "stop", "record"):
             raise ConfigError(
                 f"intervention.nonfinite must be skip, stop or record, got {self.intervention.nonfinite!r}"

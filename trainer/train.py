@@ -211,6 +211,8 @@ class Trainer:
 
     @property
     def method(self) -> str:
+        if self.cfg.slw.enabled and self.cfg.slw.control == "batch":
+            return "batch-warmup"
         return "slw" if self.cfg.slw.enabled else "baseline"
 
     # ------------------------------------------------------------------ checkpoints
@@ -251,6 +253,16 @@ class Trainer:
             return self.pacer.seqlen(step)
         return self.slw.seqlen(step) if self.slw else self.cfg.optim.seq_len
 
+    def step_shape(self, step: int) -> tuple[int, int, int]:
+        """(sequences, length, micro-batch size) of a step. SLW truncates the batch to the schedule's length;
+        its token-matched control keeps full-length sequences and scales the number of them (and of each
+        micro-batch, so the step keeps its micro-batch count) by length / seq_len: the same tokens per step."""
+        o, length = self.cfg.optim, self.seqlen_at(step)
+        if self.cfg.slw.enabled and self.cfg.slw.control == "batch":
+            matched = gradvar.token_matched_batch
+            return matched(o.batch_size, length, o.seq_len), o.seq_len, matched(o.micro_batch_size, length, o.seq_len)
+        return o.batch_size, length, o.micro_batch_size
+
     def done(self) -> bool:
         o = self.cfg.optim
         return self.tokens >= o.train_tokens or (o.max_steps > 0 and self.step >= o.max_steps)
@@ -259,16 +271,18 @@ class Trainer:
         """One optimizer step over this rank's share of the global batch; returns micro-batch losses."""
         cfg, d = self.cfg, self.d
         o = cfg.optim
-        step, seqlen = self.step + 1, self.seqlen_at(self.step + 1)
+        step = self.step + 1
+        rows, seqlen, micro_size = self.step_shape(step)
         lr = lr_at(step, self.tokens, o.lr, o.min_lr, o.warmup_steps, o.train_tokens)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        batch = self.sampler.next_batch(o.batch_size)  # (B, T + 1), the same on every rank
-        per_rank = o.batch_size // d.world_size
+        # (B, T + 1), the same on every rank; the control keeps the first rows, so its data stays step-aligned
+        batch = self.sampler.next_batch(o.batch_size)[:rows]
+        per_rank = rows // d.world_size
         local = gradvar.truncate(batch[d.rank * per_rank : (d.rank + 1) * per_rank], seqlen + 1).contiguous()
         if d.device.type == "cuda":  # pinned: the copy is queued behind the GPU's work, the host never waits
             local = local.pin_memory()
-        micro = local.to(d.device, non_blocking=True).split(o.micro_batch_size)
+        micro = local.to(d.device, non_blocking=True).split(micro_size)
         losses = []
         for i, mb in enumerate(micro):
             with self.par.sync(self.ddp, i == len(micro) - 1), self.autocast():
@@ -285,21 +299,20 @@ class Trainer:
             self._stop_nonfinite(step, losses)
         if self.guard.last_flag is not None:  # a spike skip (set above) already counts non-finite steps
             extra.setdefault("update_skipped", self.guard.last_flag)
-        self.tokens += o.batch_size * seqlen
+        self.tokens += rows * seqlen
         self.step = step
         if self.pacer:
             extra["pacing_action"] = {"advance": 0.0, "hold": 1.0, "back": 2.0}[
                 self.pacer.observe(adam_v_max(self.opt))
             ]
-        self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, lr=lr, batch_size=o.batch_size, extra=extra)
+        self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, lr=lr, batch_size=rows, extra=extra)
         self.opt.zero_grad(set_to_none=True)
         return losses
 
     def _stop_nonfinite(self, step, losses):
         """intervention.nonfinite=stop: record the bad step, then end the run naming it."""
-        self.monitor.step(
-            loss=losses, seqlen=self.seqlen_at(step), tokens=self.tokens, batch_size=self.cfg.optim.batch_size
-        )
+        rows, seqlen, _ = self.step_shape(step)
+        self.monitor.step(loss=losses, seqlen=seqlen, tokens=self.tokens, batch_size=rows)
         self.step = step
         self.monitor.flush()
         raise NonFiniteError(self._nonfinite_report(step))
@@ -409,7 +422,7 @@ class Trainer:
                 tok_per_s,
                 self.cfg.model,
                 self.n_params,
-                self.seqlen_at(self.step),
+                self.step_shape(self.step)[1],
                 torch.cuda.get_device_name(self.d.device),
                 self.d.world_size,
             )
@@ -418,7 +431,7 @@ class Trainer:
             self.progress.update_to(self.step if o.max_steps else self.tokens, f"loss {loss:.4f}")
         self.log(
             f"step {self.step:>6} | loss {loss:.4f} | lr {self.opt.param_groups[0]['lr']:.2e} | seqlen "
-            f"{self.seqlen_at(self.step):>5} | {tok_per_s:,.0f} tok/s{mfu_text} | ETA {eta / 60:.1f} min"
+            f"{self.step_shape(self.step)[1]:>5} | {tok_per_s:,.0f} tok/s{mfu_text} | ETA {eta / 60:.1f} min"
         )
 
     def _install_sigterm(self):

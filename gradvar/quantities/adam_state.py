@@ -1,6 +1,10 @@
 """Adam's second-moment state (the paper's gradient-variance measure), read after optimizer.step().
 
 adam_v_max = max_j v_j, adam_v_l1 = sum_j v_j, min and mean, overall and per group; |exp_avg|.
+Also bias-corrected: adam_vhat_max / adam_vhat_l1 of v / (1 - beta2^t), t the optimizer's own step count
+of each parameter and beta2 its group's. The correction is one scalar per parameter tensor, so the scaled
+max and sum of each tensor are exact without another pass over the state, even where t differs between the
+parameters of a group (one left without a gradient at some step) or beta2 between optimizer groups.
 Works for torch.optim.Adam/AdamW in their for-loop, foreach and fused forms (same state keys).
 """
 
@@ -33,7 +37,10 @@ class AdamState(Quantity):
         # (it has multi-tensor kernels for orders 1, 2, inf only) but 9x slower than amin on CPU.
         vmin = torch.stack([v.amin() for v in nonempty(vs, math.inf)]).float()
         g, op = ctx.n_groups, ctx.shard_op
+        c = bias_correction(ctx.optimizer, [ctx.params[i] for i in have]).to(vmax.device, vmax.dtype)
         return {
+            "vhat_max_group": Stat(group_max(vmax * c, sub.groups, g), op(MAX)),
+            "vhat_l1_group": Stat(group_sum(vl1 * c, sub.groups, g), op(SUM)),
             "v_max_group": Stat(group_max(vmax, sub.groups, g), op(MAX)),
             "v_l1_group": Stat(group_sum(vl1, sub.groups, g), op(SUM)),
             "v_min_group": Stat(group_min(vmin, sub.groups, g), op(MIN)),
@@ -45,8 +52,11 @@ class AdamState(Quantity):
         if "v_max_group" not in raw:
             return {}, {}
         vmax, vl1, vmin, n = raw["v_max_group"], raw["v_l1_group"], raw["v_min_group"], raw["v_numel_group"]
+        vhat_max, vhat_l1 = raw["vhat_max_group"], raw["vhat_l1_group"]
         cols = {
             "adam_v_max": vmax.max(axis=1),
+            "adam_vhat_max": vhat_max.max(axis=1),
+            "adam_vhat_l1": vhat_l1.sum(axis=1),
             "adam_v_l1": vl1.sum(axis=1),
             "adam_v_min": vmin.min(axis=1),
             "adam_v_mean": vl1.sum(axis=1) / n.sum(axis=1),
@@ -56,4 +66,17 @@ class AdamState(Quantity):
         for i, grp in enumerate(groups):
             per_group[(grp, "adam_v_max")] = vmax[:, i]
             per_group[(grp, "adam_v_l1")] = vl1[:, i]
+            per_group[(grp, "adam_vhat_max")] = vhat_max[:, i]
+            per_group[(grp, "adam_vhat_l1")] = vhat_l1[:, i]
         return cols, per_group
+
+
+def bias_correction(optimizer, params) -> torch.Tensor:
+    """(len(params),) float64 1 / (1 - beta2^t) per parameter, on the device of the step counts; NaN for a
+    parameter whose state has no step count or has taken no step (t < 1), or whose group has no betas."""
+    beta2 = {id(p): g.get("betas", (math.nan, math.nan))[1] for g in optimizer.param_groups for p in g["params"]}
+    counts = [torch.as_tensor(optimizer.state[p].get("step", math.nan)) for p in params]
+    dev = counts[0].device  # CPU for torch's default AdamW; the parameters' device when fused or capturable
+    t = torch.stack([x.reshape(()).to(dev, torch.float64) for x in counts])
+    b2 = torch.tensor([beta2.get(id(p), math.nan) for p in params], dtype=torch.float64, device=dev)
+    return torch.where(t >= 1, 1.0 / (1.0 - b2**t), math.nan)

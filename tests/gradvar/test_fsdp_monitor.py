@@ -15,7 +15,7 @@ from gv_helpers import PAPER_COLUMNS, free_port, paper_quantities, single_refere
 import gradvar
 
 K, B_S, STEPS, CLIP = 4, 2, 3, 0.3
-COLUMNS = PAPER_COLUMNS
+COLUMNS = (*PAPER_COLUMNS, "adam_vhat_max", "adam_vhat_l1")
 
 
 def _batches():
@@ -90,6 +90,6 @@ def test_fsdp2_records_equal_single_process(tmp_path):
         fsdp["layers"].sort_values(key).reset_index(drop=True),
         single["layers"].sort_values(key).reset_index(drop=True),
     )
-    assert fl[key].equals(sl[key]) and {"adam_v_max", "grad_trace_sigma", "update_rms"} <= set(fl.stat)
+    assert fl[key].equals(sl[key]) and {"adam_v_max", "adam_vhat_max", "grad_trace_sigma", "update_rms"} <= set(fl.stat)
     assert fl.value.notna().all()
     np.testing.assert_allclose(fl.value.to_numpy(), sl.value.to_numpy(), rtol=2e-5)

@@ -1,8 +1,8 @@
 """Study grids as plain functions. The CPU regime (tiny GPT-2, context 512, batch 8): LR 3e-2 trains best,
 LR 1e-1 with a 5-step warmup spikes early, and a 20-step warmup is the control that may beat SLW. The quick
 and cpu studies made the committed reports; lr-quick and lr-cpu are the LR-sensitivity redesign (final loss
-across LRs per arm, as Wortsman et al. 2023 measure instability, with a token-matched control). Every run of a grid ends at the same token
-budget."""
+across LRs per arm, as Wortsman et al. 2023 measure instability, with a token-matched control). Every run
+of a grid ends at the same token budget."""
 
 from __future__ import annotations
 

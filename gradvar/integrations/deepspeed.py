@@ -171,6 +171,13 @@ class DeepSpeedMonitor(Monitor):
                 "rank's micro-batch gradients element by element, and a rank holds only its own and a partition "
                 "of their mean; grad_var_sum, grad_trace_sigma and grad_true_sq are exact",
             )
+        if any(isinstance(q, Q.AdamState) for q in self.quantities):
+            self._note_once(
+                "zero_vhat",
+                f"step {n}: adam_vhat_max and adam_vhat_l1 are NaN under DeepSpeed ZeRO: the bias correction "
+                "needs each partition's own step count, which this reader does not take yet; the raw "
+                "adam_v_max, adam_v_l1 and adam_v_min are exact",
+            )
         for name in self._dropped:
             self._note_once(
                 f"zero_{name}",

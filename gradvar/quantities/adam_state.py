@@ -52,7 +52,8 @@ class AdamState(Quantity):
         if "v_max_group" not in raw:
             return {}, {}
         vmax, vl1, vmin, n = raw["v_max_group"], raw["v_l1_group"], raw["v_min_group"], raw["v_numel_group"]
-        vhat_max, vhat_l1 = raw["vhat_max_group"], raw["vhat_l1_group"]
+        nan = np.full_like(vmax, np.nan)  # a state reader without step counts (ZeRO's partitions) says why in a note
+        vhat_max, vhat_l1 = raw.get("vhat_max_group", nan), raw.get("vhat_l1_group", nan)
         cols = {
             "adam_v_max": vmax.max(axis=1),
             "adam_vhat_max": vhat_max.max(axis=1),
@@ -78,5 +79,19 @@ def bias_correction(optimizer, params) -> torch.Tensor:
     counts = [torch.as_tensor(optimizer.state[p].get("step", math.nan)) for p in params]
     dev = counts[0].device  # CPU for torch's default AdamW; the parameters' device when fused or capturable
     t = torch.stack([x.reshape(()).to(dev, torch.float64) for x in counts])
-    b2 = torch.tensor([beta2.get(id(p), math.nan) for p in params], dtype=torch.float64, device=dev)
+    b2 = _betas(tuple(beta2.get(id(p), math.nan) for p in params), dev)
     return torch.where(t >= 1, 1.0 / (1.0 - b2**t), math.nan)
+
+
+_BETAS: dict = {}
+
+
+def _betas(values: tuple, dev) -> torch.Tensor:
+    """The β2 of each parameter as a device tensor, made once per distinct set of values: a host-to-device copy
+    every step would sync the hot path."""
+    key = (values, str(dev))
+    if key not in _BETAS:
+        if len(_BETAS) > 64:  # schedules that change β2 every step: keep the cache bounded
+            _BETAS.clear()
+        _BETAS[key] = torch.tensor(values, dtype=torch.float64, device=dev)
+    return _BETAS[key]

@@ -28,20 +28,15 @@ def mean_loss(logits, labels) -> float:
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten()).item()
 
 
+def hf_args(out, **kw) -> TrainingArguments:
+    """The tests' Trainer setup: CPU, batches of 4 accumulated twice, LR 1e-3, nothing saved or reported."""
+    base = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2, "learning_rate": 1e-3}
+    base |= {"report_to": [], "save_strategy": "no", "use_cpu": True, "disable_tqdm": True}
+    return TrainingArguments(output_dir=str(out), **(base | kw))
+
+
 def test_trainer_callback_writes_records(tmp_path):
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "hf"),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        max_steps=4,
-        learning_rate=1e-3,
-        max_grad_norm=0.5,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = hf_args(tmp_path / "hf", max_steps=4, max_grad_norm=0.5, logging_steps=1)
     model = tiny_gpt2()
     micro_means = []  # the naive reference: each training forward's mean next-token loss, from its logits
     model.register_forward_hook(
@@ -75,18 +70,7 @@ def test_trainer_callback_divides_out_accelerates_loss_scale(tmp_path):
     unscaled run's, clipping included."""
     got = {}
     for scaled in (False, True):
-        args = TrainingArguments(
-            output_dir=str(tmp_path / f"hf{scaled}"),
-            per_device_train_batch_size=4,
-            gradient_accumulation_steps=2,
-            max_steps=3,
-            learning_rate=1e-3,
-            max_grad_norm=0.05,
-            report_to=[],
-            save_strategy="no",
-            use_cpu=True,
-            disable_tqdm=True,
-        )
+        args = hf_args(tmp_path / f"hf{scaled}", max_steps=3, max_grad_norm=0.05)
         trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
         if scaled:
             acc = trainer.accelerator

@@ -7,8 +7,8 @@ import pytest
 import wandb
 from dashboard_files import tensorboard_scalars, wandb_history
 from gv_helpers import tiny_gpt2
-from test_hf_trainer import Tokens
-from transformers import Trainer, TrainingArguments
+from test_hf_trainer import Tokens, hf_args
+from transformers import Trainer
 
 import gradvar
 from gradvar.integrations.hf import GradvarCallback
@@ -21,18 +21,7 @@ def test_report_to_tensorboard_and_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)  # wandb's process-wide settings may predate WANDB_DIR: keep its files out of the repo
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "hf"),
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        max_steps=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        report_to=["tensorboard", "wandb"],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    args = hf_args(tmp_path / "hf", max_steps=4, logging_steps=1, report_to=["tensorboard", "wandb"])
     trainer = Trainer(model=tiny_gpt2(), args=args, train_dataset=Tokens())
     trainer.add_callback(GradvarCallback(tmp_path / "gv", flush_every=2))
     trainer.train()

@@ -112,7 +112,7 @@ def _probe_rows(step: int, tokens: int, rng) -> list[dict]:
             "grad_trace_sigma_per_token": 10.0 * 4,
             "grad_true_sq": 1.0,
             "grad_noise_scale": 10.0 / L,
-            "adam_v_max_if_applied": 1e-4 * (1 + L / 512) * (1 + 0.1 * rng.random()),
+            "grad_sq_max": 1e-4 * (1 + L / 512) * (1 + 0.1 * rng.random()),
         }
         for L in LADDER
     ]

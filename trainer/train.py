@@ -146,15 +146,18 @@ class Trainer:
 
     def _setup_monitor(self, resume_step):
         m = self.cfg.monitor
-        ladder = [n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len] + [
-            self.cfg.optim.seq_len
-        ]
+        ladder = [int(n) for n in m.probe_seqlens] or [
+            n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len
+        ] + [self.cfg.optim.seq_len]
         qs = gradvar.quantities.build(
             m.quantities, self.probe, m.probe_every, m.probe_loss_every, 1, [n + 1 for n in ladder], self._probe_loss
         )
+        extra = {int(s) for s in m.probe_at}
         for q in qs:
             if isinstance(q, gradvar.quantities.SeqlenProbe):
                 q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
+                if extra:
+                    q.schedule = (lambda base: lambda step: base(step) or step in extra)(q.schedule)
         self.monitor = gradvar.Monitor(
             self.ddp,
             self.opt,
@@ -242,7 +245,8 @@ class Trainer:
         }
         self.guard.resolve()
         self.monitor.flush()  # records first: a checkpoint never points past what is on disk
-        path = self.par.save(self.run_dir, self.step, self.model, self.opt, state, self.cfg.checkpoint.keep)
+        c = self.cfg.checkpoint
+        path = self.par.save(self.run_dir, self.step, self.model, self.opt, state, c.keep, [int(s) for s in c.steps])
         if self.d.is_main:
             self.monitor.log_event("checkpoint", f"saved {path.name}")
         barrier(self.d)
@@ -386,7 +390,7 @@ class Trainer:
                 return self._preempt()
             if cfg.eval.every and self.step % cfg.eval.every == 0:
                 val = self._eval_and_log()
-            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+            if (cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0) or self.step in cfg.checkpoint.steps:
                 self.save_checkpoint()
         self.elapsed += time.perf_counter() - t_last
         if val is None or not (self.cfg.eval.every and self.step % self.cfg.eval.every == 0):
@@ -460,6 +464,8 @@ class Trainer:
             "final_val_ppl": math.exp(min(val, 50)),
             "wall_time_s": self.elapsed,
             "tokens_per_s": self.tokens / max(self.elapsed, 1e-9),
+            "train_split_tokens": len(self.data.train),
+            "epochs": self.tokens / max(len(self.data.train), 1),  # random windows: expected passes over the split
             "n_params": self.n_params,
         }
         if self.d.is_main:

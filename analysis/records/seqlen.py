@@ -1,9 +1,10 @@
 """Gradient variance by sequence length, early versus late in training.
 
 Two sources:
-* the sequence-length probe (`probes` table): at the same step and on the same held-out sequences, tr(Σ)
-  per sequence, tr(Σ)·tokens per token, and `adam_v_max_if_applied` (the Adam variance max one update with
-  that length's gradient would produce) for each truncation length — a controlled comparison;
+* the sequence-length probe (`probes` table): at the same step, on the same held-out tokens cut into pieces
+  of each length (equal tokens at every length), tr(Σ) per sequence, tr(Σ)·length per token, and
+  `grad_sq_max` (the largest per-coordinate squared mean gradient, what Adam's v takes in) — a controlled
+  comparison;
 * SLW step tags (`steps` grouped by `seqlen`): what training actually saw. Under SLW the length is
   confounded with training time (short lengths come first), so this one is descriptive only.
 
@@ -19,7 +20,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-PROBE_STATS = ("grad_trace_sigma", "grad_trace_sigma_per_token", "adam_v_max_if_applied", "grad_norm", "loss")
+PROBE_STATS = (
+    "grad_trace_sigma",
+    "grad_trace_sigma_per_token",
+    "grad_sq_max",
+    "grad_sq_max_micro",
+    "grad_norm",
+    "loss",
+)
 STEP_STATS = ("grad_trace_sigma", "grad_var_max", "adam_v_max", "grad_norm", "loss")
 EARLY_FRAC = 0.25
 ALPHA = 0.05
@@ -106,7 +114,7 @@ def _verdict(window: str, rho: float, p: float, alpha: float) -> str:
 
 def seqlen_hypothesis(
     probes: pd.DataFrame,
-    stat: str = "adam_v_max_if_applied",
+    stat: str = "grad_sq_max",
     early_frac: float = EARLY_FRAC,
     alpha: float = ALPHA,
     last_steps: dict | None = None,

@@ -136,7 +136,7 @@ def fig_lag(lags: pd.DataFrame, run: str = "pooled", top: int = 6) -> Figure:
     return fig
 
 
-def fig_seqlen_heatmap(probes: pd.DataFrame, stat: str = "adam_v_max_if_applied", n_bins: int = 20) -> Figure:
+def fig_seqlen_heatmap(probes: pd.DataFrame, stat: str = "grad_sq_max", n_bins: int = 20) -> Figure:
     """log10 of the median `stat` per (training-step bin, probe length): variance by length over training."""
     d = probes[["step", "probe_seqlen", stat]].replace([np.inf, -np.inf], np.nan).dropna()
     d = d[d[stat] > 0]

@@ -57,7 +57,7 @@ def analyze(runs, target=None, n_boot: int = N_BOOT, claims: bool = False) -> di
     res["seqlen_hyp"] = pd.concat(
         [
             seqlen_hypothesis(probes, stat, last_steps=last)
-            for stat in ("adam_v_max_if_applied", "grad_trace_sigma", "grad_trace_sigma_per_token")
+            for stat in ("grad_sq_max", "grad_trace_sigma", "grad_trace_sigma_per_token")
         ],
         ignore_index=True,
     )

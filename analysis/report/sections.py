@@ -185,7 +185,7 @@ def md_seqlen(res, figs) -> list[str]:
     return [
         "## Gradient variance by sequence length",
         "",
-        state_seqlen_finding(hyp[hyp["stat"] == "adam_v_max_if_applied"] if len(hyp) else hyp),
+        state_seqlen_finding(hyp[hyp["stat"] == "grad_sq_max"] if len(hyp) else hyp),
         "",
         md_table(hyp),
         "",

@@ -57,7 +57,7 @@ def summary_lines(runs, res) -> list[str]:
     if len(res["ranking"]):
         lines.append(_best_signal(res["ranking"]))
     hyp = res["seqlen_hyp"]
-    lines.append(state_seqlen_finding(hyp[hyp["stat"] == "adam_v_max_if_applied"]))
+    lines.append(state_seqlen_finding(hyp[hyp["stat"] == "grad_sq_max"]))
     return lines
 
 

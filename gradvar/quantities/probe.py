@@ -1,16 +1,17 @@
 """Fixed held-out probes: the full-length probe loss (forward only) and the sequence-length probe.
 
-The sequence-length probe truncates a fixed set of full-length sequences to each length of a ladder and
-measures loss, gradient norm, tr(Sigma) and |G|^2 over its micro-batches, plus the Adam variance maximum
-that one update with that gradient would produce, max_j(beta2 v_j + (1 - beta2) G_j^2): the paper's claim
-(long sequences drive extreme variance early) made measurable. Gradients come from torch.autograd.grad, so
+The sequence-length probe cuts a fixed set of full-length sequences into pieces of each length of a ladder,
+so every length sees the same tokens (the paper's claim, long sequences drive extreme variance early, is
+about length at equal tokens), and measures over its micro-batches (one full-length sequence's pieces each,
+so their count is the same at every length) the loss, gradient norm, tr(Sigma), |G|^2 and the largest
+per-coordinate squared gradients: of the mean gradient, max_j G_j^2 (what Adam's v takes in), and of the
+micro-batch gradients, max_j mean_k g_kj^2. Gradients come from torch.autograd.grad, so
 `.grad`, the optimizer and the parameters are untouched; RNG state and train/eval mode are restored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,8 @@ class SeqlenProbe(Quantity):
             raise ValueError("the sequence-length probe needs at least 2 micro-batches (batch >= 2 * micro_batch)")
         self.batch, self.micro, self.loss_fn = batch, micro_batch, loss_fn
         self.report_offset = 0
-        """Subtracted from the truncation length in the records (a loss_fn that predicts L tokens from L + 1)."""
+        """Tokens a piece shares with the next, and subtracted from its length in the records: 1 for a loss_fn
+        that predicts L tokens from L + 1, so pieces of L + 1 overlapping by one predict disjoint tokens."""
 
     def on_step(self, ctx):
         # Under FSDP2 its torch.autograd.grad would fire FSDP's post-backward (a reduce-scatter into .grad):
@@ -120,11 +122,19 @@ class SeqlenProbe(Quantity):
         ctx.extras["side_rows"].extend(("probes", r) for r in rows)
         return {}
 
+    def pieces(self, length: int) -> torch.Tensor:
+        """(n * m, length) pieces, m = (L - offset) // (length - offset) per sequence, in sequence order."""
+        full, stride = self.batch.shape[1], length - self.report_offset
+        m = max(1, (full - self.report_offset) // stride)
+        return torch.cat([self.batch[:, j * stride : j * stride + length] for j in range(m)], 1).reshape(-1, length)
+
     def _measure(self, model, ctx, length: int) -> dict:
         params = list(ctx.params)
-        x = self.batch[:, :length]
-        chunks = x.split(self.micro)  # K chunks of (micro, length)
+        x = self.pieces(length)
+        per_seq = x.shape[0] // self.batch.shape[0]
+        chunks = x.split(self.micro * per_seq)  # the same K chunks (micro-batches) at every length
         total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        squares = [torch.zeros_like(t) for t in total]
         sq_sum, loss_sum = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
         for chunk in chunks:
             loss = self.loss_fn(model, chunk)
@@ -132,6 +142,7 @@ class SeqlenProbe(Quantity):
             grads = [g.float() if g is not None else torch.zeros_like(t) for g, t in zip(grads, total)]
             sq_sum += torch.stack(tc.foreach_norm(grads)).square().sum()
             tc.foreach_add_(total, grads)
+            tc.foreach_addcmul_(squares, grads, grads)
             loss_sum += loss.detach().float()
         k = len(chunks)
         tc.foreach_div_(total, k)  # G = mean_k g_k
@@ -145,19 +156,10 @@ class SeqlenProbe(Quantity):
             "_gs": sq_sum / k,
             "_gb": gb,
             "_k": k,
-            "_b_s": self.micro,
-            "adam_v_max_if_applied": self._v_if_applied(ctx, params, total),
+            "_b_s": self.micro * per_seq,
+            "grad_sq_max": torch.stack([t.square().max() for t in total]).max(),
+            "grad_sq_max_micro": torch.stack([q.max() for q in squares]).max() / k,
         }
-
-    @staticmethod
-    def _v_if_applied(ctx, params, grads):
-        beta2 = ctx.optimizer.param_groups[0].get("betas", (0.9, 0.999))[1]
-        best = torch.full((), -math.inf, device=grads[0].device)
-        for p, g in zip(params, grads):
-            v = ctx.optimizer.state.get(p, {}).get("exp_avg_sq")
-            v = torch.zeros_like(g) if v is None else v.float()
-            best = torch.maximum(best, (beta2 * v + (1 - beta2) * g.square()).max())
-        return best
 
 
 def finalize_probe_rows(rows: list[dict]) -> list[dict]:

@@ -27,7 +27,7 @@ def probes(run="r", n_steps=400, every=10, early_up=True, seed=0):
                     "run": run,
                     "step": step,
                     "probe_seqlen": L,
-                    "adam_v_max_if_applied": base * (1 + 0.05 * rng.random()),
+                    "grad_sq_max": base * (1 + 0.05 * rng.random()),
                     "grad_trace_sigma": 1.0 / L,
                     "grad_trace_sigma_per_token": 1.0 * L / L,
                 }
@@ -68,7 +68,7 @@ def test_pooled_over_runs_and_no_data():
 def test_probe_table_medians():
     t = probe_variance_by_length(probes())
     assert set(t["window"]) == {"early", "middle", "late", "all"}
-    early = t[t["window"] == "early"].set_index("probe_seqlen")["adam_v_max_if_applied"]
+    early = t[t["window"] == "early"].set_index("probe_seqlen")["grad_sq_max"]
     assert early.is_monotonic_increasing and list(early.index) == list(LADDER)
     assert (t[t["window"] == "all"]["n"] == 40).all()
 

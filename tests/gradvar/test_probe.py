@@ -33,15 +33,19 @@ def test_probe_values_match_reference_and_touch_nothing(tmp_path):
     with mon.paused():
         refs = {}
         for length in (8, 32):
-            g = micro_grads(model, probe[:, :length].split(2))
+            # equal tokens: every sequence cut into pieces; a micro-batch is two sequences' pieces (K = 2)
+            pieces = probe.reshape(-1, length)
+            b_s = 2 * 32 // length
+            g = micro_grads(model, pieces.split(b_s))
             G = g.mean(0)
-            v = torch.cat([opt.state[p]["exp_avg_sq"].reshape(-1) for p in model.parameters()])
             gs, gb = (g.double() ** 2).sum(1).mean().item(), (G.double() ** 2).sum().item()
             refs[length] = {
                 "grad_norm": gb**0.5,
-                "grad_trace_sigma": 2 * 2 * (gs - gb),
-                "adam_v_max_if_applied": (0.95 * v + 0.05 * G**2).max().item(),
-                "loss": torch.stack([lm_loss(model, c) for c in probe[:, :length].split(2)]).mean().item(),
+                "grad_trace_sigma": b_s * 2 * (gs - gb),
+                "grad_sq_max": (G**2).max().item(),
+                "grad_sq_max_micro": (g**2).mean(0).max().item(),
+                "probe_tokens": 4 * 32,
+                "loss": torch.stack([lm_loss(model, c) for c in pieces.split(b_s)]).mean().item(),
             }
     mon.step(loss=torch.tensor(1.0))
     assert model.training
@@ -84,3 +88,16 @@ def test_full_preset_records_probe_loss_and_logits(tmp_path):
     assert steps.probe_loss.notna().all() and (steps.probe_loss_ratio[0] == 1.0)
     assert (steps.max_output_logit > 0).all() and (steps.max_attn_logit > 0).all()
     assert sorted(t["probes"].step.unique()) == [1, 3]
+
+
+def test_pieces_overlap_by_the_offset_and_predict_disjoint_tokens():
+    """With report_offset 1 (a loss predicting L tokens from L + 1) the pieces share one token, so the
+    predicted tokens of all pieces are the sequence's L predictions exactly once at every length."""
+    batch = torch.arange(2 * 17).reshape(2, 17)  # windows of L + 1 = 17 tokens
+    q = SeqlenProbe(batch, lengths=[5, 17], micro_batch=1)
+    q.report_offset = 1
+    for length in (5, 17):
+        x = q.pieces(length)
+        assert x.shape == (2 * 16 // (length - 1), length)
+        predicted = x[:, 1:].reshape(2, -1)
+        assert torch.equal(predicted, batch[:, 1:])

@@ -1,5 +1,5 @@
 """The LR-sensitivity study presets: every run's config is valid, the arms are paired by seed, and the grids
-span what the design needs (quick: 3 arms; cpu: 4 arms, >= 30x in LR, >= 2 seeds)."""
+span what the design needs (quick and gpu-117m: 3 arms; cpu: 4 arms, >= 2 seeds; all >= 30x in LR but quick)."""
 
 from collections import defaultdict
 
@@ -10,7 +10,7 @@ from trainer.config import apply_overrides
 from trainer.recipes import preset
 
 
-@pytest.mark.parametrize("name", ["lr-quick", "lr-cpu"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "gpu-117m"])
 def test_lr_grid_presets(name):
     study = STUDIES[name]()
     cells = defaultdict(set)  # (arm, lr) -> seeds
@@ -21,19 +21,27 @@ def test_lr_grid_presets(name):
         assert not cfg.intervention.skip_spikes and not cfg.intervention.rewind_on_spike
         cells[arm, lr].add(cfg.seed)
     arms, lrs = {a for a, _ in cells}, {lr for _, lr in cells}
-    assert arms == set(ARMS if name == "lr-cpu" else ARMS[:3])
+    assert arms == set(ARMS if name == "cpu" else ARMS[:3])
     assert len(set(map(frozenset, cells.values()))) == 1, "every (arm, LR) has the same seeds: paired"
     assert len(cells) == len(arms) * len(lrs)
-    if name == "lr-cpu":
-        assert max(lrs) / min(lrs) >= 30 and len(next(iter(cells.values()))) >= 2
+    if name != "quick":
+        assert max(lrs) / min(lrs) >= 30
+    if name == "cpu":
+        assert len(next(iter(cells.values()))) >= 2
     assert {study.primary["baseline"], study.primary["slw"]} <= {s.group for s in study.runs}
 
 
 def test_arms_differ_only_in_their_arm():
     """Paired arms: at one LR and seed, runs differ only in the SLW, control and warmup fields."""
-    runs = [s for s in STUDIES["lr-cpu"]().runs if s.labels["lr"] == 0.1 and s.overrides["seed"] == 0]
+    runs = [s for s in STUDIES["cpu"]().runs if s.labels["lr"] == 0.1 and s.overrides["seed"] == 0]
     keys = set().union(*(s.overrides for s in runs))
     differ = {k for k in keys if len({repr(s.overrides.get(k)) for s in runs}) > 1}
-    assert differ <= {"slw.enabled", "slw.min_seqlen", "slw.total_steps", "slw.difficulty_step", "slw.control"} | {
-        "optim.warmup_steps"
+    measured = {k for k in differ if k.startswith("monitor.") or k == "checkpoint.steps"}  # records, not training
+    assert differ - measured <= {
+        "slw.enabled",
+        "slw.min_seqlen",
+        "slw.total_steps",
+        "slw.difficulty_step",
+        "slw.control",
+        "optim.warmup_steps",
     }

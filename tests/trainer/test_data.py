@@ -22,7 +22,7 @@ def data(data_cache):
 
 def test_cache_is_reused_and_described(data, data_cache):
     assert len(list(data_cache.iterdir())) == 1  # one folder per (source, tokenizer, val_fraction)
-    again = prepare(DataConfig(tokenizer="bpe2k", cache_dir=str(data_cache)))
+    again = prepare(DataConfig(source="shakespeare", tokenizer="bpe2k", cache_dir=str(data_cache)))
     assert np.array_equal(again.val, data.val) and again.meta == data.meta
     m = data.meta
     assert m["train_tokens"] == len(data.train) and m["val_tokens"] == len(data.val)
@@ -114,3 +114,27 @@ def test_slw_truncates_inside_the_trainer(smoke, tmp_path, monkeypatch):
     assert list(steps["seqlen"]) == expected
     assert list(np.diff(steps["tokens"], prepend=0)) == [o.batch_size * s for s in expected]
     assert (steps["batch_size"] == o.batch_size).all()
+
+
+def test_kjv_books_are_documents():
+    from trainer.data import kjv_documents
+
+    docs = kjv_documents()
+    assert len(docs) == 66
+    assert docs[0][0] == "kjv/01-genesis" and "In the beginning God created" in docs[0][1][:200]
+    assert docs[-1][0] == "kjv/66-revelation" and docs[-1][1].rstrip().endswith("Amen.")
+    assert not any("[" in t or "]" in t for _, t in docs)
+
+
+def test_default_source_holds_out_whole_plays_and_books(tmp_path):
+    from trainer.config import DataConfig
+    from trainer.data import embedded_documents, split_documents
+
+    cfg = DataConfig()
+    assert cfg.source == "shakespeare+kjv"
+    docs = embedded_documents(cfg.source)
+    train, val = split_documents(docs, cfg.val_fraction)
+    names = {n for n, _ in val}
+    assert any(n.startswith("kjv/") for n in names) and any(not n.startswith("kjv/") for n in names)
+    assert not names & {n for n, _ in train}
+    assert len(docs) == len(embedded_documents("shakespeare")) + 66

@@ -62,7 +62,8 @@ PROBES = (
     "grad_trace_sigma_per_token",
     "grad_true_sq",
     "grad_noise_scale",
-    "adam_v_max_if_applied",
+    "grad_sq_max",
+    "grad_sq_max_micro",
 )
 EVENTS = ("step", "tokens", "seqlen", "kind", "value", "message")
 RANKS = ("step", "tokens", "seqlen", "rank", "loss", "grad_sq_micro_local")

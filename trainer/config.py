@@ -132,6 +132,8 @@ class MonitorConfig:
     """Probe loss every N steps (every step for the first 30)."""
     probe_every: int = 50
     """Sequence-length probe every N steps ('full' preset)."""
+    probe_at: list = field(default_factory=list)
+    """Extra steps of the sequence-length probe, as a JSON list (dense around the warmup peak, say)."""
 
 
 @dataclass

@@ -1,16 +1,19 @@
 """Fixed held-out probes: the full-length probe loss (forward only) and the sequence-length probe.
 
-The sequence-length probe truncates a fixed set of full-length sequences to each length of a ladder and
-measures loss, gradient norm, tr(Sigma) and |G|^2 over its micro-batches, plus the Adam variance maximum
-that one update with that gradient would produce, max_j(beta2 v_j + (1 - beta2) G_j^2): the paper's claim
-(long sequences drive extreme variance early) made measurable. Gradients come from torch.autograd.grad, so
-`.grad`, the optimizer and the parameters are untouched; RNG state and train/eval mode are restored.
+The sequence-length probe measures, at each length of a ladder, loss, gradient norm, tr(Sigma), |G|^2 and
+the largest per-coordinate squared gradient, on the same tokens at every length: each full-length probe
+sequence is cut into consecutive pieces of that length (every piece of every sequence), so a length sees
+the probe's tokens with shorter context rather than fewer of them. A micro-batch holds the pieces of the same
+`micro_batch` sequences at every length, so the number of micro-batches K does not change with length.
+`grad_sq_max` = max_j G_j^2 (what Adam's v takes in from the mean gradient G) and `grad_sq_max_micro` =
+max_j mean_k g_kj^2 (the per-micro-batch second moment) can therefore differ between lengths only through
+context. Gradients come from torch.autograd.grad, so `.grad`, the optimizer and the parameters are untouched;
+RNG state and train/eval mode are restored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +92,24 @@ class ProbeLoss(Quantity):
         return cols, {}
 
 
+def probe_pieces(batch: torch.Tensor, length: int, offset: int = 0, micro: int = 1) -> list[torch.Tensor]:
+    """The (n, F) batch as K = n // micro micro-batches of pieces of `length` tokens.
+
+    Consecutive pieces of a sequence overlap by `offset` tokens: a loss that predicts length - offset tokens
+    from `length` then predicts disjoint tokens, floor((F - offset) / (length - offset)) pieces per sequence.
+    Micro-batch k holds every piece of sequences k * micro ... (k + 1) * micro - 1 (leftover sequences unused).
+    """
+    n, full = batch.shape
+    stride = length - offset
+    if stride < 1 or length > full:
+        raise ValueError(f"probe length {length} must exceed the offset {offset} and be at most {full}")
+    pieces = batch.unfold(1, length, stride)  # (n, per_seq, length)
+    k = n // micro
+    return list(pieces[: k * micro].reshape(k, micro * pieces.shape[1], length).unbind(0))
+
+
 class SeqlenProbe(Quantity):
-    """Variance by truncation length on a fixed probe set; writes rows to the `probes` table."""
+    """Variance by length at equal tokens on a fixed probe set; writes rows to the `probes` table."""
 
     name = "seqlen_probe"
 
@@ -100,9 +119,12 @@ class SeqlenProbe(Quantity):
         self.lengths = sorted(set(lengths or _ladder(full)))
         if batch.shape[0] // micro_batch < 2:
             raise ValueError("the sequence-length probe needs at least 2 micro-batches (batch >= 2 * micro_batch)")
+        if self.lengths[-1] > full:
+            raise ValueError(f"probe lengths {self.lengths} exceed the probe sequences' length {full}")
         self.batch, self.micro, self.loss_fn = batch, micro_batch, loss_fn
         self.report_offset = 0
-        """Subtracted from the truncation length in the records (a loss_fn that predicts L tokens from L + 1)."""
+        """Tokens a piece's loss does not predict (a loss_fn that predicts L tokens from L + 1: 1): pieces overlap
+        by it, and it is subtracted from the length in the records."""
 
     def on_step(self, ctx):
         # Under FSDP2 its torch.autograd.grad would fire FSDP's post-backward (a reduce-scatter into .grad):
@@ -122,42 +144,36 @@ class SeqlenProbe(Quantity):
 
     def _measure(self, model, ctx, length: int) -> dict:
         params = list(ctx.params)
-        x = self.batch[:, :length]
-        chunks = x.split(self.micro)  # K chunks of (micro, length)
+        chunks = probe_pieces(self.batch, length, self.report_offset, self.micro)
         total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-        sq_sum, loss_sum = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+        second = [torch.zeros_like(t) for t in total]  # sum_k g_kj^2, per coordinate
+        sq_sum, loss_sum = torch.zeros((), device=self.batch.device), torch.zeros((), device=self.batch.device)
         for chunk in chunks:
             loss = self.loss_fn(model, chunk)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = [g.float() if g is not None else torch.zeros_like(t) for g, t in zip(grads, total)]
             sq_sum += torch.stack(tc.foreach_norm(grads)).square().sum()
             tc.foreach_add_(total, grads)
+            tc.foreach_addcmul_(second, grads, grads)
             loss_sum += loss.detach().float()
         k = len(chunks)
         tc.foreach_div_(total, k)  # G = mean_k g_k
+        tc.foreach_div_(second, k)
         gb = torch.stack(tc.foreach_norm(total)).square().sum()
         reported = length - self.report_offset
         return {
             "probe_seqlen": reported,
-            "probe_tokens": x.shape[0] * reported,
+            "probe_tokens": k * chunks[0].shape[0] * reported,
             "loss": loss_sum / k,
             "grad_norm": gb.sqrt(),
             "_gs": sq_sum / k,
             "_gb": gb,
             "_k": k,
-            "_b_s": self.micro,
-            "adam_v_max_if_applied": self._v_if_applied(ctx, params, total),
+            "_b_s": chunks[0].shape[0],  # pieces per micro-batch: tr(Sigma) comes out per piece
+            # max |x| squared is max x^2 exactly (rounding is monotone)
+            "grad_sq_max": torch.stack(tc.foreach_norm(total, float("inf"))).max().square(),
+            "grad_sq_max_micro": torch.stack(tc.foreach_norm(second, float("inf"))).max(),
         }
-
-    @staticmethod
-    def _v_if_applied(ctx, params, grads):
-        beta2 = ctx.optimizer.param_groups[0].get("betas", (0.9, 0.999))[1]
-        best = torch.full((), -math.inf, device=grads[0].device)
-        for p, g in zip(params, grads):
-            v = ctx.optimizer.state.get(p, {}).get("exp_avg_sq")
-            v = torch.zeros_like(g) if v is None else v.float()
-            best = torch.maximum(best, (beta2 * v + (1 - beta2) * g.square()).max())
-        return best
 
 
 def finalize_probe_rows(rows: list[dict]) -> list[dict]:
@@ -170,7 +186,7 @@ def finalize_probe_rows(rows: list[dict]) -> list[dict]:
             np.float64(r.pop("_gs")), np.float64(r.pop("_gb")), np.float64(r.pop("_k")), np.float64(r.pop("_b_s"))
         )
         r.update({k: float(v) for k, v in est.items()})
-        # Each sequence gradient averages probe_seqlen token gradients: scale back to per-token variance.
+        # Each piece gradient averages probe_seqlen token gradients: scale back to per-token variance.
         r["grad_trace_sigma_per_token"] = r["grad_trace_sigma"] * r["probe_seqlen"]
         out.append(r)
     return out

@@ -1,9 +1,12 @@
 """Gradient variance by sequence length, early versus late in training.
 
 Two sources:
-* the sequence-length probe (`probes` table): at the same step and on the same held-out sequences, tr(Σ)
-  per sequence, tr(Σ)·tokens per token, and `adam_v_max_if_applied` (the Adam variance max one update with
-  that length's gradient would produce) for each truncation length — a controlled comparison;
+* the sequence-length probe (`probes` table): at the same step and on the same held-out tokens (cut into
+  pieces of each length), tr(Σ) per piece, tr(Σ)·length per token, `grad_sq_max` (the largest squared
+  coordinate of the mean gradient, what Adam's v takes in) and `grad_sq_max_micro` (the largest per-coordinate
+  second moment of the micro-batch gradients) for each length — a controlled comparison. Records written
+  before these columns carry `adam_v_max_if_applied` instead, which is not read (it was ~beta2 times the
+  optimizer state at every length);
 * SLW step tags (`steps` grouped by `seqlen`): what training actually saw. Under SLW the length is
   confounded with training time (short lengths come first), so this one is descriptive only.
 
@@ -19,7 +22,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-PROBE_STATS = ("grad_trace_sigma", "grad_trace_sigma_per_token", "adam_v_max_if_applied", "grad_norm", "loss")
+PROBE_STATS = (
+    "grad_trace_sigma",
+    "grad_trace_sigma_per_token",
+    "grad_sq_max",
+    "grad_sq_max_micro",
+    "grad_norm",
+    "loss",
+)
+HEADLINE_STAT = "grad_sq_max"
+"""The probe statistic the report's seqlen finding and claim state."""
+HYPOTHESIS_STATS = ("grad_sq_max", "grad_sq_max_micro", "grad_trace_sigma", "grad_trace_sigma_per_token")
 STEP_STATS = ("grad_trace_sigma", "grad_var_max", "adam_v_max", "grad_norm", "loss")
 EARLY_FRAC = 0.25
 ALPHA = 0.05
@@ -106,7 +119,7 @@ def _verdict(window: str, rho: float, p: float, alpha: float) -> str:
 
 def seqlen_hypothesis(
     probes: pd.DataFrame,
-    stat: str = "adam_v_max_if_applied",
+    stat: str = HEADLINE_STAT,
     early_frac: float = EARLY_FRAC,
     alpha: float = ALPHA,
     last_steps: dict | None = None,

@@ -105,7 +105,7 @@ def test_claims_verdicts():
         {
             "run": ["pooled"],
             "window": ["early"],
-            "stat": ["adam_v_max_if_applied"],
+            "stat": ["grad_sq_max"],
             "spearman_rho": [-0.5],
             "p_value": [0.001],
             "fold_change": [0.5],

@@ -35,7 +35,7 @@ def steps_frame(run="a", n=400, slw=False):
 
 def probes_frame():
     rows = [
-        {"run": "a", "step": s, "probe_seqlen": L, "adam_v_max_if_applied": L * s * 1e-6}
+        {"run": "a", "step": s, "probe_seqlen": L, "grad_sq_max": L * s * 1e-6}
         for s in range(10, 401, 10)
         for L in (64, 128, 256, 512)
     ]

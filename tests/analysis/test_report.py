@@ -57,7 +57,8 @@ def write_run(root, dirname, name, method, seed=0, n=240, spikes=(90,)):
                         "loss": loss + 32 / L,
                         "grad_trace_sigma": 1.0 / L,
                         "grad_trace_sigma_per_token": 0.01 * L,
-                        "adam_v_max_if_applied": v * L,
+                        "grad_sq_max": v * L,
+                        "grad_sq_max_micro": 2 * v * L,
                     }
                     for L in (16, 32, 64)
                 ],

@@ -105,7 +105,7 @@ def _probe_rows(step: int, tokens: int, rng) -> list[dict]:
             "tokens": tokens,
             "seqlen": 512,
             "probe_seqlen": L,
-            "probe_tokens": 4 * L,
+            "probe_tokens": 4 * 512,
             "loss": 4.0 + 64 / L,
             "grad_norm": 1.0,
             "grad_trace_sigma": 10.0 / L,
@@ -113,6 +113,7 @@ def _probe_rows(step: int, tokens: int, rng) -> list[dict]:
             "grad_true_sq": 1.0,
             "grad_noise_scale": 10.0 / L,
             "grad_sq_max": 1e-4 * (1 + L / 512) * (1 + 0.1 * rng.random()),
+            "grad_sq_max_micro": 2e-4 * (1 + L / 512) * (1 + 0.1 * rng.random()),
         }
         for L in LADDER
     ]

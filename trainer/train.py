@@ -150,14 +150,18 @@ class Trainer:
             n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len
         ] + [self.cfg.optim.seq_len]
         qs = gradvar.quantities.build(
-            m.quantities, self.probe, m.probe_every, m.probe_loss_every, 1, [n + 1 for n in ladder], self._probe_loss
+            m.quantities,
+            self.probe,
+            m.probe_every,
+            m.probe_loss_every,
+            1,
+            [n + 1 for n in ladder],
+            self._probe_loss,
+            probe_at=m.probe_at,
         )
-        extra = {int(s) for s in m.probe_at}
         for q in qs:
             if isinstance(q, gradvar.quantities.SeqlenProbe):
-                q.report_offset = 1  # windows of L + 1 tokens train L predictions: report L
-                if extra:
-                    q.schedule = (lambda base: lambda step: base(step) or step in extra)(q.schedule)
+                q.report_offset = 1  # windows of L + 1 tokens train L predictions: pieces overlap by 1, report L
         self.monitor = gradvar.Monitor(
             self.ddp,
             self.opt,

@@ -1,12 +1,20 @@
 """Gradient variance by sequence length, early versus late in training.
 
 Two sources:
-* the sequence-length probe (`probes` table): at the same step, on the same held-out tokens cut into pieces
-  of each length (equal tokens at every length), tr(Σ) per sequence, tr(Σ)·length per token, and
-  `grad_sq_max` (the largest per-coordinate squared mean gradient, what Adam's v takes in) — a controlled
-  comparison;
+* the sequence-length probe (`probes` table): at the same step and on the same held-out tokens (cut into
+  pieces of each length), tr(Σ) per piece, tr(Σ)·length per token, `grad_sq_max` (the largest squared
+  coordinate of the mean gradient, what Adam's v takes in) and `grad_sq_max_micro` (the largest per-coordinate
+  second moment of the micro-batch gradients) for each length — a controlled comparison. Records written
+  before these columns carry `adam_v_max_if_applied` instead, which is not read (it was ~beta2 times the
+  optimizer state at every length);
 * SLW step tags (`steps` grouped by `seqlen`): what training actually saw. Under SLW the length is
   confounded with training time (short lengths come first), so this one is descriptive only.
+
+Windows follow the LR schedule: "early" is every step up to WARMUP_FACTOR (3) times the run's warmup steps
+(config.json's optim.warmup_steps; `warmup_by_run`), the warmup and the steps right after its LR peak, where
+the claim is about; "late" is the last quarter of the run's steps and "middle" the rest. A run whose warmup is
+unknown (absent, or 0) falls back to the first quarter of its steps for "early", and the tables say which rule
+each run's windows used (`early_rule`).
 
 The paper's claim, made testable: "longer sequences give larger extreme gradient variance early in
 training". `seqlen_hypothesis` reports the Spearman correlation of probe length and the variance in the
@@ -28,40 +36,72 @@ PROBE_STATS = (
     "grad_norm",
     "loss",
 )
+HEADLINE_STAT = "grad_sq_max"
+"""The probe statistic the report's seqlen finding and claim state."""
+HYPOTHESIS_STATS = ("grad_sq_max", "grad_sq_max_micro", "grad_trace_sigma", "grad_trace_sigma_per_token")
 STEP_STATS = ("grad_trace_sigma", "grad_var_max", "adam_v_max", "grad_norm", "loss")
 EARLY_FRAC = 0.25
+WARMUP_FACTOR = 3
 ALPHA = 0.05
 
 
-def training_window(step, last_step, early_frac: float = EARLY_FRAC) -> np.ndarray:
-    """'early' (first early_frac of the run), 'late' (last early_frac) or 'middle'."""
+def training_window(step, last_step, early_frac: float = EARLY_FRAC, early_until=None) -> np.ndarray:
+    """'early' (steps <= early_until where finite, else the first early_frac of the run), 'late' (the last
+    early_frac, where not early) or 'middle'."""
     step = np.asarray(step, dtype=np.float64)
     last = np.asarray(last_step, dtype=np.float64)
-    return np.where(step <= early_frac * last, "early", np.where(step > (1 - early_frac) * last, "late", "middle"))
+    until = np.broadcast_to(np.nan if early_until is None else np.asarray(early_until, dtype=np.float64), step.shape)
+    early = np.where(np.isfinite(until), step <= until, step <= early_frac * last)
+    return np.where(early, "early", np.where(step > (1 - early_frac) * last, "late", "middle"))
 
 
-def _with_window(df: pd.DataFrame, early_frac: float, last_steps: dict | None) -> pd.DataFrame:
+def warmup_by_run(runs) -> dict:
+    """Run name -> its configured LR warmup steps (config.json optim.warmup_steps), None where unknown."""
+    out = {}
+    for r in runs:
+        w = ((r.config or {}).get("optim") or {}).get("warmup_steps")
+        out[r.name] = int(w) if isinstance(w, (int, float)) and np.isfinite(w) and w > 0 else None
+    return out
+
+
+def early_rule(warmup, early_frac: float = EARLY_FRAC) -> str:
+    """How a run's early window was chosen, said in words."""
+    if warmup:
+        return f"steps <= {WARMUP_FACTOR} x warmup = {WARMUP_FACTOR * int(warmup)}"
+    return f"first {early_frac:.0%} of steps (warmup unknown)"
+
+
+def _with_window(df: pd.DataFrame, early_frac: float, last_steps: dict | None, warmup: dict | None) -> pd.DataFrame:
     df = df if "run" in df.columns else df.assign(run="run")
+    run = df["run"].astype(str)
     last = df.groupby("run", observed=True)["step"].transform("max")
     if last_steps:
-        last = df["run"].astype(str).map(last_steps).fillna(last)
-    return df.assign(run=df["run"].astype(str), window=training_window(df["step"], last, early_frac))
+        last = run.map(last_steps).fillna(last)
+    w = run.map(warmup or {}).astype("float64")
+    window = training_window(df["step"], last, early_frac, WARMUP_FACTOR * w)
+    rule = w.map(lambda v: early_rule(v if np.isfinite(v) else None, early_frac))
+    return df.assign(run=run, window=window, early_rule=rule)
 
 
 def probe_variance_by_length(
-    probes: pd.DataFrame, early_frac: float = EARLY_FRAC, last_steps: dict | None = None
+    probes: pd.DataFrame,
+    early_frac: float = EARLY_FRAC,
+    last_steps: dict | None = None,
+    warmup_steps: dict | None = None,
 ) -> pd.DataFrame:
     """Median of each probe statistic per (run, window, probe_seqlen), plus 'all' windows."""
     if not len(probes):
         return pd.DataFrame(columns=["run", "window", "probe_seqlen", "n"] + list(PROBE_STATS))
-    return _medians(_with_window(probes, early_frac, last_steps), "probe_seqlen", PROBE_STATS)
+    return _medians(_with_window(probes, early_frac, last_steps, warmup_steps), "probe_seqlen", PROBE_STATS)
 
 
-def step_variance_by_seqlen(steps: pd.DataFrame, early_frac: float = EARLY_FRAC) -> pd.DataFrame:
+def step_variance_by_seqlen(
+    steps: pd.DataFrame, early_frac: float = EARLY_FRAC, warmup_steps: dict | None = None
+) -> pd.DataFrame:
     """Median of each step statistic per (run, window, trained seqlen) — SLW's step tags."""
     if not len(steps):
         return pd.DataFrame(columns=["run", "window", "seqlen", "n"] + list(STEP_STATS))
-    return _medians(_with_window(steps, early_frac, None), "seqlen", STEP_STATS)
+    return _medians(_with_window(steps, early_frac, None, warmup_steps), "seqlen", STEP_STATS)
 
 
 def _medians(df: pd.DataFrame, length: str, stats_: tuple) -> pd.DataFrame:
@@ -114,10 +154,11 @@ def _verdict(window: str, rho: float, p: float, alpha: float) -> str:
 
 def seqlen_hypothesis(
     probes: pd.DataFrame,
-    stat: str = "grad_sq_max",
+    stat: str = HEADLINE_STAT,
     early_frac: float = EARLY_FRAC,
     alpha: float = ALPHA,
     last_steps: dict | None = None,
+    warmup_steps: dict | None = None,
 ) -> pd.DataFrame:
     """Test "longer probe length → larger `stat` early in training", per run and pooled, early and late.
 
@@ -135,10 +176,11 @@ def seqlen_hypothesis(
         "fold_change",
         "frac_steps_longer_larger",
         "verdict",
+        "early_rule",
     ]
     if not len(probes) or stat not in probes.columns:
         return pd.DataFrame(columns=cols)
-    df = _with_window(probes, early_frac, last_steps)
+    df = _with_window(probes, early_frac, last_steps, warmup_steps)
     rows = []
     groups = [(run, g) for run, g in df.groupby("run", observed=True)]
     if len(groups) > 1:
@@ -151,6 +193,7 @@ def seqlen_hypothesis(
                 {"run": run, "window": window, "stat": stat}
                 | res
                 | {"verdict": _verdict(window, res.get("spearman_rho", np.nan), res.get("p_value", np.nan), alpha)}
+                | {"early_rule": "; ".join(sorted(g["early_rule"].unique()))}
             )
     return pd.DataFrame(rows, columns=cols)
 
@@ -174,4 +217,7 @@ def state_seqlen_finding(hypothesis: pd.DataFrame, run: str | None = None) -> st
             f"steps → {r['verdict']}"
         )
     stat = h["stat"].iloc[0] if len(h) else "?"
-    return f'Hypothesis "longer probe length → larger {stat} early in training" ({run}): ' + "; ".join(parts) + "."
+    rule = f" Early window: {h['early_rule'].iloc[0]}." if len(h) and "early_rule" in h.columns else ""
+    return (
+        f'Hypothesis "longer probe length → larger {stat} early in training" ({run}): ' + "; ".join(parts) + "." + rule
+    )

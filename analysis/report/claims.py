@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..records.seqlen import HEADLINE_STAT
+
 PAPER = {
     "stability": "SLW trains stably with 8x larger batch and 4x larger LR where the baseline spikes (GPT-2 117M/1.5B)",
     "correlation": "Instability correlates strongly with extreme gradient variance (Adam variance state)",
@@ -67,12 +69,12 @@ def _correlation_claim(rank: pd.DataFrame) -> tuple[str, str]:
 
 
 def _seqlen_claim(hyp: pd.DataFrame) -> tuple[str, str]:
-    h = hyp[(hyp["stat"] == "grad_sq_max") & (hyp["window"] == "early")] if len(hyp) else hyp
+    h = hyp[(hyp["stat"] == HEADLINE_STAT) & (hyp["window"] == "early")] if len(hyp) else hyp
     if not len(h) or not np.isfinite(h["spearman_rho"]).any():
         return "no probe data", "not testable here"
     r = h[h["run"] == "pooled"].iloc[0] if (h["run"] == "pooled").any() else h.iloc[0]
     here = (
-        f"early window, grad_sq_max vs probe length: Spearman ρ = {r['spearman_rho']:+.2f} "
+        f"early window, {HEADLINE_STAT} vs probe length: Spearman ρ = {r['spearman_rho']:+.2f} "
         f"(p = {r['p_value']:.2g}), longest/shortest = {r['fold_change']:.2f}x"
     )
     verdict = r["verdict"]

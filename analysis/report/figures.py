@@ -18,6 +18,7 @@ from gradvar.spikes import loss_ratio  # noqa: E402
 
 from ..records.correlate import correlation  # noqa: E402
 from ..records.metrics import DEFAULT_RULE, spike_flags  # noqa: E402
+from ..records.seqlen import HEADLINE_STAT  # noqa: E402
 from .figure_style import PALETTE, by_run, legend, line, styles  # noqa: E402
 
 
@@ -136,7 +137,7 @@ def fig_lag(lags: pd.DataFrame, run: str = "pooled", top: int = 6) -> Figure:
     return fig
 
 
-def fig_seqlen_heatmap(probes: pd.DataFrame, stat: str = "grad_sq_max", n_bins: int = 20) -> Figure:
+def fig_seqlen_heatmap(probes: pd.DataFrame, stat: str = HEADLINE_STAT, n_bins: int = 20) -> Figure:
     """log10 of the median `stat` per (training-step bin, probe length): variance by length over training."""
     d = probes[["step", "probe_seqlen", stat]].replace([np.inf, -np.inf], np.nan).dropna()
     d = d[d[stat] > 0]

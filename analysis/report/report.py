@@ -20,7 +20,7 @@ from ..records.compare import compare
 from ..records.correlate import N_BOOT
 from ..records.load import NotARunDirError, Run, concat, is_run_dir, load_runs
 from ..records.ranking import aligned, analyze_runs, ranking
-from ..records.seqlen import probe_variance_by_length, seqlen_hypothesis
+from ..records.seqlen import HYPOTHESIS_STATS, probe_variance_by_length, seqlen_hypothesis, warmup_by_run
 from .claims import claims_lines, claims_table
 from .figure_style import save_png
 from .figures import (
@@ -53,12 +53,10 @@ def analyze(runs, target=None, n_boot: int = N_BOOT, claims: bool = False) -> di
     probes = concat(runs, "probes")
     last = {r.name: int(r.steps["step"].max()) for r in runs if len(r.steps)}
     res["probes"] = probes
-    res["seqlen_table"] = probe_variance_by_length(probes, last_steps=last)
+    warm = warmup_by_run(runs)
+    res["seqlen_table"] = probe_variance_by_length(probes, last_steps=last, warmup_steps=warm)
     res["seqlen_hyp"] = pd.concat(
-        [
-            seqlen_hypothesis(probes, stat, last_steps=last)
-            for stat in ("grad_sq_max", "grad_trace_sigma", "grad_trace_sigma_per_token")
-        ],
+        [seqlen_hypothesis(probes, stat, last_steps=last, warmup_steps=warm) for stat in HYPOTHESIS_STATS],
         ignore_index=True,
     )
     if claims:

@@ -8,7 +8,7 @@ import shlex
 import pandas as pd
 
 from ..records.compare import summary_compact
-from ..records.seqlen import state_seqlen_finding
+from ..records.seqlen import HEADLINE_STAT, state_seqlen_finding
 from .markdown import figure_md, fmt, md_table
 
 
@@ -185,7 +185,7 @@ def md_seqlen(res, figs) -> list[str]:
     return [
         "## Gradient variance by sequence length",
         "",
-        state_seqlen_finding(hyp[hyp["stat"] == "grad_sq_max"] if len(hyp) else hyp),
+        state_seqlen_finding(hyp[hyp["stat"] == HEADLINE_STAT] if len(hyp) else hyp),
         "",
         md_table(hyp),
         "",

@@ -6,7 +6,7 @@ import pandas as pd
 
 from ..records.correlate import MAX_BLOCKS, N_BOOT, N_BOOT_GROUPS
 from ..records.metrics import DEFAULT_RULE, RECOVER_FACTOR
-from ..records.seqlen import state_seqlen_finding
+from ..records.seqlen import HEADLINE_STAT, state_seqlen_finding
 from ..records.warning import ALARM_Q, HORIZON, WINDOW
 from .markdown import fmt
 
@@ -57,7 +57,7 @@ def summary_lines(runs, res) -> list[str]:
     if len(res["ranking"]):
         lines.append(_best_signal(res["ranking"]))
     hyp = res["seqlen_hyp"]
-    lines.append(state_seqlen_finding(hyp[hyp["stat"] == "grad_sq_max"]))
+    lines.append(state_seqlen_finding(hyp[hyp["stat"] == HEADLINE_STAT]))
     return lines
 
 

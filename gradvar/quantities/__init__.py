@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .adam_state import AdamState
-from .base import FlushMeta, Quantity, Stat, StepContext, at_steps, dense_then_every, every, log_spaced
+from .base import FlushMeta, Quantity, Stat, StepContext, any_of, at_steps, dense_then_every, every, log_spaced
 from .grad_norm import GradNorm
 from .grad_variance import GradVariance, noise_estimates
 from .logits import OutputLogit
@@ -22,9 +22,11 @@ def build(
     probe_micro_batch: int = 1,
     probe_seqlens=None,
     loss_fn=causal_lm_loss,
+    probe_at=(),
 ) -> list[Quantity]:
     """paper: loss, Adam variance state, gradient variance, grad norm (+ probe loss with a probe batch).
-    full: everything, the sequence-length probe, update size and logit maxima included.
+    full: everything, the sequence-length probe (every `probe_every` steps and at the steps `probe_at`), update
+    size and logit maxima included.
     minimal: loss only."""
     if preset not in PRESETS:
         raise ValueError(f"unknown quantities preset {preset!r}; choose one of {PRESETS}")
@@ -37,7 +39,8 @@ def build(
     if probe_batch is not None:
         qs.append(ProbeLoss(probe_batch, dense_then_every(probe_loss_every, 30), loss_fn, attention_logits=full))
         if full:
-            qs.append(SeqlenProbe(probe_batch, probe_seqlens, probe_micro_batch, every(probe_every), loss_fn))
+            schedule = any_of(every(probe_every), at_steps(probe_at))
+            qs.append(SeqlenProbe(probe_batch, probe_seqlens, probe_micro_batch, schedule, loss_fn))
     return qs
 
 
@@ -87,6 +90,7 @@ __all__ = [
     "Stat",
     "StepContext",
     "UpdateSize",
+    "any_of",
     "at_steps",
     "build",
     "resolve",

@@ -49,6 +49,11 @@ def at_steps(steps) -> Schedule:
     return lambda step: step in chosen
 
 
+def any_of(*schedules: Schedule) -> Schedule:
+    """Run where any of the schedules runs."""
+    return lambda step: any(s(step) for s in schedules)
+
+
 @dataclass(frozen=True)
 class StepContext:
     """What a quantity may look at. Built by the monitor; quantities never keep references to it."""

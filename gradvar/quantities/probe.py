@@ -1,12 +1,14 @@
 """Fixed held-out probes: the full-length probe loss (forward only) and the sequence-length probe.
 
-The sequence-length probe cuts a fixed set of full-length sequences into pieces of each length of a ladder,
-so every length sees the same tokens (the paper's claim, long sequences drive extreme variance early, is
-about length at equal tokens), and measures over its micro-batches (one full-length sequence's pieces each,
-so their count is the same at every length) the loss, gradient norm, tr(Sigma), |G|^2 and the largest
-per-coordinate squared gradients: of the mean gradient, max_j G_j^2 (what Adam's v takes in), and of the
-micro-batch gradients, max_j mean_k g_kj^2. Gradients come from torch.autograd.grad, so
-`.grad`, the optimizer and the parameters are untouched; RNG state and train/eval mode are restored.
+The sequence-length probe measures, at each length of a ladder, loss, gradient norm, tr(Sigma), |G|^2 and
+the largest per-coordinate squared gradient, on the same tokens at every length: each full-length probe
+sequence is cut into consecutive pieces of that length (every piece of every sequence), so a length sees
+the probe's tokens with shorter context rather than fewer of them. A micro-batch holds the pieces of the same
+`micro_batch` sequences at every length, so the number of micro-batches K does not change with length.
+`grad_sq_max` = max_j G_j^2 (what Adam's v takes in from the mean gradient G) and `grad_sq_max_micro` =
+max_j mean_k g_kj^2 (the per-micro-batch second moment) can therefore differ between lengths only through
+context. Gradients come from torch.autograd.grad, so `.grad`, the optimizer and the parameters are untouched;
+RNG state and train/eval mode are restored.
 """
 
 from __future__ import annotations
@@ -90,8 +92,24 @@ class ProbeLoss(Quantity):
         return cols, {}
 
 
+def probe_pieces(batch: torch.Tensor, length: int, offset: int = 0, micro: int = 1) -> list[torch.Tensor]:
+    """The (n, F) batch as K = n // micro micro-batches of pieces of `length` tokens.
+
+    Consecutive pieces of a sequence overlap by `offset` tokens: a loss that predicts length - offset tokens
+    from `length` then predicts disjoint tokens, floor((F - offset) / (length - offset)) pieces per sequence.
+    Micro-batch k holds every piece of sequences k * micro ... (k + 1) * micro - 1 (leftover sequences unused).
+    """
+    n, full = batch.shape
+    stride = length - offset
+    if stride < 1 or length > full:
+        raise ValueError(f"probe length {length} must exceed the offset {offset} and be at most {full}")
+    pieces = batch.unfold(1, length, stride)  # (n, per_seq, length)
+    k = n // micro
+    return list(pieces[: k * micro].reshape(k, micro * pieces.shape[1], length).unbind(0))
+
+
 class SeqlenProbe(Quantity):
-    """Variance by truncation length on a fixed probe set; writes rows to the `probes` table."""
+    """Variance by length at equal tokens on a fixed probe set; writes rows to the `probes` table."""
 
     name = "seqlen_probe"
 
@@ -101,10 +119,12 @@ class SeqlenProbe(Quantity):
         self.lengths = sorted(set(lengths or _ladder(full)))
         if batch.shape[0] // micro_batch < 2:
             raise ValueError("the sequence-length probe needs at least 2 micro-batches (batch >= 2 * micro_batch)")
+        if self.lengths[-1] > full:
+            raise ValueError(f"probe lengths {self.lengths} exceed the probe sequences' length {full}")
         self.batch, self.micro, self.loss_fn = batch, micro_batch, loss_fn
         self.report_offset = 0
-        """Tokens a piece shares with the next, and subtracted from its length in the records: 1 for a loss_fn
-        that predicts L tokens from L + 1, so pieces of L + 1 overlapping by one predict disjoint tokens."""
+        """Tokens a piece's loss does not predict (a loss_fn that predicts L tokens from L + 1: 1): pieces overlap
+        by it, and it is subtracted from the length in the records."""
 
     def on_step(self, ctx):
         # Under FSDP2 its torch.autograd.grad would fire FSDP's post-backward (a reduce-scatter into .grad):
@@ -122,43 +142,37 @@ class SeqlenProbe(Quantity):
         ctx.extras["side_rows"].extend(("probes", r) for r in rows)
         return {}
 
-    def pieces(self, length: int) -> torch.Tensor:
-        """(n * m, length) pieces, m = (L - offset) // (length - offset) per sequence, in sequence order."""
-        full, stride = self.batch.shape[1], length - self.report_offset
-        m = max(1, (full - self.report_offset) // stride)
-        return torch.cat([self.batch[:, j * stride : j * stride + length] for j in range(m)], 1).reshape(-1, length)
-
     def _measure(self, model, ctx, length: int) -> dict:
         params = list(ctx.params)
-        x = self.pieces(length)
-        per_seq = x.shape[0] // self.batch.shape[0]
-        chunks = x.split(self.micro * per_seq)  # the same K chunks (micro-batches) at every length
+        chunks = probe_pieces(self.batch, length, self.report_offset, self.micro)
         total = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-        squares = [torch.zeros_like(t) for t in total]
-        sq_sum, loss_sum = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+        second = [torch.zeros_like(t) for t in total]  # sum_k g_kj^2, per coordinate
+        sq_sum, loss_sum = torch.zeros((), device=self.batch.device), torch.zeros((), device=self.batch.device)
         for chunk in chunks:
             loss = self.loss_fn(model, chunk)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             grads = [g.float() if g is not None else torch.zeros_like(t) for g, t in zip(grads, total)]
             sq_sum += torch.stack(tc.foreach_norm(grads)).square().sum()
             tc.foreach_add_(total, grads)
-            tc.foreach_addcmul_(squares, grads, grads)
+            tc.foreach_addcmul_(second, grads, grads)
             loss_sum += loss.detach().float()
         k = len(chunks)
         tc.foreach_div_(total, k)  # G = mean_k g_k
+        tc.foreach_div_(second, k)
         gb = torch.stack(tc.foreach_norm(total)).square().sum()
         reported = length - self.report_offset
         return {
             "probe_seqlen": reported,
-            "probe_tokens": x.shape[0] * reported,
+            "probe_tokens": k * chunks[0].shape[0] * reported,
             "loss": loss_sum / k,
             "grad_norm": gb.sqrt(),
             "_gs": sq_sum / k,
             "_gb": gb,
             "_k": k,
-            "_b_s": self.micro * per_seq,
-            "grad_sq_max": torch.stack([t.square().max() for t in total]).max(),
-            "grad_sq_max_micro": torch.stack([q.max() for q in squares]).max() / k,
+            "_b_s": chunks[0].shape[0],  # pieces per micro-batch: tr(Sigma) comes out per piece
+            # max |x| squared is max x^2 exactly (rounding is monotone)
+            "grad_sq_max": torch.stack(tc.foreach_norm(total, float("inf"))).max().square(),
+            "grad_sq_max_micro": torch.stack(tc.foreach_norm(second, float("inf"))).max(),
         }
 
 
@@ -172,7 +186,7 @@ def finalize_probe_rows(rows: list[dict]) -> list[dict]:
             np.float64(r.pop("_gs")), np.float64(r.pop("_gb")), np.float64(r.pop("_k")), np.float64(r.pop("_b_s"))
         )
         r.update({k: float(v) for k, v in est.items()})
-        # Each sequence gradient averages probe_seqlen token gradients: scale back to per-token variance.
+        # Each piece gradient averages probe_seqlen token gradients: scale back to per-token variance.
         r["grad_trace_sigma_per_token"] = r["grad_trace_sigma"] * r["probe_seqlen"]
         out.append(r)
     return out

@@ -58,6 +58,7 @@ def write_run(root, dirname, name, method, seed=0, n=240, spikes=(90,)):
                         "grad_trace_sigma": 1.0 / L,
                         "grad_trace_sigma_per_token": 0.01 * L,
                         "grad_sq_max": v * L,
+                        "grad_sq_max_micro": 2 * v * L,
                     }
                     for L in (16, 32, 64)
                 ],
@@ -70,7 +71,7 @@ def write_run(root, dirname, name, method, seed=0, n=240, spikes=(90,)):
         "name": name,
         "seed": seed,
         "model": {"n_positions": 64},
-        "optim": {"lr": 1e-3, "batch_size": 4, "seq_len": 64},
+        "optim": {"lr": 1e-3, "batch_size": 4, "seq_len": 64} | ({"warmup_steps": 10} if slw else {}),
         "slw": {"enabled": slw, "min_seqlen": 8, "total_steps": 120, "difficulty_step": 8, "schedule": "fixed"},
         "meta": {
             "method": method,
@@ -105,6 +106,8 @@ def test_report_md_has_findings_tables_and_valid_figures(report):
         assert table_head in md
     assert "gradvar train --preset tiny --seed 0" in md and "test-box" in md and "2.13.0" in md
     assert "## Study notes" in md and "Extra text here." in md
+    # the seqlen windows: the slw run's early window from its warmup, the baseline's (no warmup) by the fallback
+    assert "steps <= 3 x warmup = 30" in md and "first 25% of steps (warmup unknown)" in md
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert {"val_loss.png", "stability_grid.png", "seqlen_heatmap.png", "adam_variance.png", "lags.png"} <= set(images)
     for name in images:

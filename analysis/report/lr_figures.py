@@ -15,9 +15,13 @@ from ..records.lr_grid import EARLY_FACTOR, paired, unstable_lrs  # noqa: E402
 from .figure_style import styles  # noqa: E402
 from .markdown import fmt  # noqa: E402
 
+KNOWN = ("baseline", "slw", "batch-warmup", "warmup20")
+
 
 def _arm_styles(arms) -> dict:
-    return dict(zip(arms, styles(len(arms))))
+    """One style per arm, the same in every figure: the known arms first, in their fixed order."""
+    order = [a for a in KNOWN if a in arms] + sorted(a for a in arms if a not in KNOWN)
+    return dict(zip(order, styles(len(order))))
 
 
 def _outside(ax) -> None:
@@ -69,7 +73,8 @@ def _effects(rows: pd.DataFrame, treat: str) -> pd.DataFrame:
 
 def _effect_panel(ax, d: pd.DataFrame, col: str, arms: list[str]) -> None:
     spread = np.exp(np.linspace(-0.08, 0.08, max(len(arms), 1)))  # arms side by side on a log axis
-    for (arm, st), k in zip(_arm_styles(arms).items(), spread):
+    by_arm = _arm_styles([*arms, "slw"])
+    for (arm, st), k in zip(((a, by_arm[a]) for a in arms), spread):
         g = d[d["b"] == arm]
         x = g["lr"].to_numpy(float) * k
         ax.scatter(x, g[col], color=st["color"], marker=st["marker"], s=14, alpha=0.5)
@@ -145,7 +150,9 @@ def fig_spike_window(runs, rows: pd.DataFrame) -> tuple[Figure, str] | None:
     ax_lr, ax_len = ax.twinx(), ax.twinx()
     ax_len.spines["right"].set_position(("axes", 1.13))
     peaks = {}
-    for (arm, run), st in zip(chosen.items(), styles(len(chosen))):
+    by_arm = _arm_styles(list(chosen))
+    for arm, run in chosen.items():
+        st = by_arm[arm]
         w = _window(run)
         x = w["tokens"].to_numpy(float) / unit
         r = w["probe_loss_ratio"].to_numpy(float) if "probe_loss_ratio" in w else np.full(len(w), np.nan)

@@ -1,5 +1,7 @@
-"""The study report: per-setting comparisons (medians and spread over seeds), the LR sweep, the controls,
-then the full analysis of the primary comparison (gradvar report) with the findings on its first screen.
+"""The study report. An LR grid (every arm at two or more peak LRs) gets the layout of
+analysis.report.lr_layout: pre-registered rules and their verdicts. Other grids get per-setting comparisons
+(medians and spread over seeds), the LR sweep, the controls, then the full analysis of the primary
+comparison (gradvar report) with the findings on its first screen.
 
 Reads only what `gradvar study` left on disk: runs_root/study.json (groups, roles, labels) and the runs.
 """

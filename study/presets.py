@@ -146,6 +146,31 @@ def smoke() -> Study:
     )
 
 
+def smoke_lr() -> Study:
+    """The LR-grid design on the smoke model for the report's end-to-end test (2-3 min on 2 cores). Baseline, SLW
+    (64 -> 128 over 10 steps) and the token-matched control at LR 0.01 and 0.3 (30x), seeds 0 and 1, 16
+    steps of 4 x 128 tokens, 'paper' quantities; a 3-step LR warmup, so the early window (steps <= 9, where
+    the probe loss is taken every step) lies inside the run. A run's start-up dominates its seconds, so
+    the grid has as few cells as the design allows."""
+    c = {
+        "optim.train_tokens": 16 * 4 * 128,
+        "monitor.quantities": "paper",
+        "eval.every": 8,
+        "checkpoint.every": 0,
+    }
+    runs = lr_grid(c, (0.01, 0.3), ARMS[:3], [0, 1], slw_steps=10, batch=4)
+    for spec in runs:
+        spec.overrides["optim.warmup_steps"] = 3  # the arms' 5 steps would leave too short a run after them
+    return Study(
+        "smoke-lr",
+        "smoke",
+        runs,
+        2,
+        "smoke GPT-2 (2 layers, width 64), context 128, batch 4, 8,192 tokens per run; LR 0.01-0.3",
+        {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
+    )
+
+
 def gpu_117m() -> Study:
     """GPT-2 117M on one H100/H200 in about 8 minutes, the CPU study's design: peak LR 6e-4 ... 2e-2 (33x) x
     {baseline, SLW, token-matched control}, one seed, batch 16 x 1024, 100 baseline steps (1.6M tokens, under
@@ -195,6 +220,7 @@ STUDIES = {
     "quick": quick,
     "cpu": cpu,
     "smoke": smoke,
+    "smoke-lr": smoke_lr,
     "gpu-117m": gpu_117m,
     "paper": paper,
 }

@@ -1,5 +1,7 @@
-"""The study report: per-setting comparisons (medians and spread over seeds), the LR sweep, the controls,
-then the full analysis of the primary comparison (gradvar report) with the findings on its first screen.
+"""The study report. An LR grid (every arm at two or more peak LRs) gets the layout of
+analysis.report.lr_layout: pre-registered rules and their verdicts. Other grids get per-setting comparisons
+(medians and spread over seeds), the LR sweep, the controls, then the full analysis of the primary
+comparison (gradvar report) with the findings on its first screen.
 
 Reads only what `gradvar study` left on disk: runs_root/study.json (groups, roles, labels) and the runs.
 """
@@ -15,6 +17,7 @@ import pandas as pd
 
 from ..records.compare import compare_runs, default_target, stability_grid
 from ..records.load import load_runs
+from ..records.lr_grid import grid_rows, is_lr_grid
 from .figure_style import save_png
 from .figures import fig_stability_grid
 from .markdown import md_table
@@ -249,12 +252,23 @@ def tune_section(runs_root: Path, runs) -> list[str]:
     return lines
 
 
-def write_study_report(runs_root, out_dir, command_line: str = "", extra_lead: list[str] | None = None) -> Path:
+def write_study_report(
+    runs_root, out_dir, command_line: str = "", extra_lead: list[str] | None = None, extra_claims=None
+) -> Path:
+    """The LR-grid layout (analysis.report.lr_layout) when every arm ran at two or more peak LRs, else the
+    per-setting layout. extra_claims: Claim-like dicts (claim, rule, measured, verdict, why) for the LR
+    grid's claims table."""
     runs_root = Path(runs_root)
     manifest = json.loads((runs_root / "study.json").read_text())
     names = [r["name"] for r in manifest["runs"] if (runs_root / r["name"] / "summary.json").exists()]
     runs = load_runs([runs_root / n for n in names])
     relabel(runs, manifest)
+    rows = grid_rows(runs)
+    if is_lr_grid(rows):
+        from .lr_layout import write_lr_report
+
+        kw = {"command_line": command_line, "extra_lead": extra_lead, "extra_claims": extra_claims}
+        return write_lr_report(runs_root, out_dir, manifest, runs, rows, **kw)
     lead, sections = findings(runs, manifest)
     primary = manifest.get("primary") or {}
     base = next((r for r in runs if r.method == "baseline" and primary), None)

@@ -10,7 +10,7 @@ from trainer.config import apply_overrides
 from trainer.recipes import preset
 
 
-@pytest.mark.parametrize("name", ["quick", "cpu", "gpu-117m"])
+@pytest.mark.parametrize("name", ["quick", "cpu", "gpu-117m", "smoke-lr"])
 def test_lr_grid_presets(name):
     study = STUDIES[name]()
     cells = defaultdict(set)  # (arm, lr) -> seeds
@@ -24,7 +24,7 @@ def test_lr_grid_presets(name):
     assert arms == set(ARMS if name == "cpu" else ARMS[:3])
     assert len(set(map(frozenset, cells.values()))) == 1, "every (arm, LR) has the same seeds: paired"
     assert len(cells) == len(arms) * len(lrs)
-    if name != "quick":
+    if name not in ("quick",):
         assert max(lrs) / min(lrs) >= 30
     if name == "cpu":
         assert len(next(iter(cells.values()))) >= 2

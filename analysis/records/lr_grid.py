@@ -142,13 +142,20 @@ def paired(rows: pd.DataFrame, a: str, b: str, cols=("final_val_loss", "excess_a
     return out.reset_index().assign(a=a, b=b)
 
 
+SINGLE_SEED_MARGIN = 0.1
+"""m of a one-seed grid, where no seed-to-seed range can be measured: the 0.1-nat tolerance of the LR outcomes."""
+
+
 def noise_margin(rows: pd.DataFrame, floor: float = 0.02) -> tuple[float, str]:
     """m = max(floor, 2 x median over (arm, LR) cells of the seed-to-seed range of final loss), over cells
-    with at least two seeds; NaN (with the reason) when no cell has two."""
+    with at least two seeds; SINGLE_SEED_MARGIN (said so) when no cell has two."""
     cells = rows.groupby(["arm", "lr"])["final_val_loss"]
     ranges = (cells.max() - cells.min())[cells.count() >= 2]
     if not len(ranges):
-        return math.nan, "no (arm, LR) cell has two seeds, so no seed-to-seed range"
+        return SINGLE_SEED_MARGIN, (
+            f"one seed per cell, so no seed-to-seed range: m = {SINGLE_SEED_MARGIN:g} nats, the tolerance of "
+            "'largest LR within 0.1 nats', unmeasured"
+        )
     med = float(ranges.median())
     return max(floor, 2 * med), f"max({floor:g}, 2 x {med:.4g}) over {len(ranges)} cells"
 

@@ -50,7 +50,7 @@ def fig_loss_vs_lr(rows: pd.DataFrame, m: float) -> tuple[Figure, str]:
     best = float(means.min())
     if np.isfinite(m):
         ax.axhspan(best, best + m, color="0.85", zorder=0, label=f"best mean + m ({fmt(m)})")
-    ax.set_xscale("log")
+    _lr_axis(ax, rows["lr"])
     ax.set_xlabel("peak LR")
     ax.set_ylabel("final validation loss")
     _outside(ax)
@@ -84,7 +84,15 @@ def _effect_panel(ax, d: pd.DataFrame, col: str, arms: list[str]) -> None:
         ax.errorbar(xs, s["mean"], yerr=err, color=st["color"], marker=st["marker"], linestyle="none", capsize=3)
         ax.plot([], [], color=st["color"], marker=st["marker"], linestyle="none", label=f"SLW - {arm}")
     ax.axhline(0.0, color="black", linewidth=0.8)
+    _lr_axis(ax, d["lr"])
+
+
+def _lr_axis(ax, lrs) -> None:
+    """Log x with the grid's LRs as plain tick labels (0.03, not 3 x 10^-2)."""
     ax.set_xscale("log")
+    ticks = sorted({float(v) for v in lrs})
+    ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+    ax.minorticks_off()
 
 
 def fig_paired_effects(rows: pd.DataFrame, treat: str = "slw") -> tuple[Figure, str] | None:

@@ -22,7 +22,8 @@ SUPPORTED, REFUTED, INCONCLUSIVE, NOT_TESTED = "supported", "refuted", "inconclu
 DEFINITIONS = (
     f"A run is *unstable* when its peak probe loss ratio exceeds {UNSTABLE:g}. U = the peak LRs at which the "
     "baseline is unstable in every seed. m = the noise margin: max(0.02, 2 x the median over (arm, LR) cells "
-    "of the seed-to-seed range of final validation loss). Excess area = the area of max(0, probe loss ratio - 1) "
+    "of the seed-to-seed range of final validation loss; 0.1 nats when the grid has one seed). Excess area = "
+    "the area of max(0, probe loss ratio - 1) "
     f"over tokens (M). LR sensitivity = the mean over LRs of an arm's final loss minus its best. "
     f"Seed pairs share initialisation and data order. Non-finite final losses count as ln(vocab)."
 )

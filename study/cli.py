@@ -75,6 +75,10 @@ def main_study(args) -> int:
             print(s.name, " ".join(command(study, s, out_root)[3:]))
         return 0
     run_dirs = run_all(study, out_root, args.jobs or study.jobs)
+    if study.branches:
+        from .branches import run_branches
+
+        run_branches(study, out_root, args.jobs or study.jobs)
     if not run_dirs:
         print("gradvar study: error: no run finished", file=sys.stderr)
         return 1

@@ -20,8 +20,8 @@ class Study(Grid):
     primary: dict = field(default_factory=dict)
     """The main comparison: {"baseline": group, "slw": group}; every group at that batch and LR joins it."""
     branches: dict = field(default_factory=dict)
-    """The causal 2 x 2 branches: {"from": group, "steps": [...], "short": length, "steps_each": n, "draws": n};
-    empty for none."""
+    """The causal 2 x 2 branches: {"from": group, "steps": [...], "short": length, "steps_each": n}; empty for
+    none (study/branches.py)."""
 
 
 ARMS = ("baseline", "slw", "batch-warmup", "warmup20")
@@ -95,7 +95,7 @@ def cpu() -> Study:
     20-step LR warmup} x seeds 0 and 1, paired across arms; 80 baseline steps (327,680 tokens) per run. The
     baseline arm also runs the sequence-length probe (at equal tokens per length) densely around the warmup
     peak and keeps checkpoints at steps 4 and 8, from which the causal 2 x 2 branches (length {64, 512} x
-    tokens per step {512, 4096}, 10 steps, 2 data draws) start at LR 0.3.
+    tokens per step {512, 4096}, 10 steps each) start at LR 0.3.
 
     The spike interventions and variance-aware pacing are left out of this comparison: in this regime the
     one spike comes at steps 3-10, where none of their rules can act (skip-step's z rule needs 8 earlier
@@ -112,7 +112,7 @@ def cpu() -> Study:
         2,
         "tiny GPT-2 (1.9M), context 512, batch 8, 327,680 tokens per run; peak LR 0.03-1",
         {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
-        branches={"from": "baseline-lr0.3", "steps": [4, 8], "short": 64, "steps_each": 10, "draws": 2},
+        branches={"from": "baseline-lr0.3", "steps": [4, 8], "short": 64, "steps_each": 10},
     )
 
 
@@ -128,7 +128,8 @@ checkpoints the causal branches start from. Neither changes the training (the pr
 
 
 def smoke() -> Study:
-    """Seconds: two smoke-model runs (baseline and SLW) for the end-to-end test."""
+    """Seconds: two smoke-model runs (baseline and SLW) and the 2 x 2 branches of the baseline at step 4, for the
+    end-to-end test."""
     c = {
         "optim.train_tokens": 24 * 4 * 128,
         "monitor.quantities": "full",
@@ -138,11 +139,17 @@ def smoke() -> Study:
         "optim.lr": 0.05,
         "optim.warmup_steps": 3,
     }
-    runs = _runs("base", c, [0], method="baseline", lr=0.05, batch=4) + _runs(
+    runs = _runs("base", {**c, "checkpoint.steps": [4]}, [0], method="baseline", lr=0.05, batch=4) + _runs(
         "slw", {**c, **_slw(16, 12)}, [0], method="slw", lr=0.05, batch=4
     )
     return Study(
-        "smoke", "smoke", runs, 2, "smoke GPT-2 (2 layers, width 64), context 128", {"baseline": "base", "slw": "slw"}
+        "smoke",
+        "smoke",
+        runs,
+        2,
+        "smoke GPT-2 (2 layers, width 64), context 128",
+        {"baseline": "base", "slw": "slw"},
+        branches={"from": "base", "steps": [4], "short": 64, "steps_each": 3},
     )
 
 

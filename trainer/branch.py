@@ -60,6 +60,11 @@ def arm_overrides(cfg: TrainConfig, short: int) -> dict[str, dict]:
     }
 
 
+def branch_plan(source: Path, step: int, out_root: Path) -> dict[str, Path]:
+    """The arm directories make_branches writes for (source, step), without writing them."""
+    return {arm: Path(out_root) / f"{Path(source).name}-at{step}-{arm}" for arm in ARMS}
+
+
 def make_branches(source: Path, step: int, out_root: Path, short: int, steps: int) -> dict[str, Path]:
     """Write the four arms' run directories (out_root/<source>-at<step>-<arm>), each with a copy of the
     source's checkpoint at `step`; return {arm: run directory}."""
@@ -85,7 +90,11 @@ def make_branches(source: Path, step: int, out_root: Path, short: int, steps: in
             "optim.train_tokens": tokens + 2 * steps * o.batch_size * o.seq_len,  # never the stopping rule
             "eval.every": 0,
             "checkpoint.every": 0,
+            "checkpoint.steps": [],
             "monitor.probe_loss_every": 1,
+            "monitor.quantities": "full",  # update size and attention-logit max
+            "monitor.probe_at": [],
+            "monitor.probe_every": 10**9,  # no sequence-length probe: its cost would dwarf 10 steps
         }
         arm_cfg = apply_overrides(copy.deepcopy(cfg), fixed).validate()
         (dest / "checkpoints").mkdir(parents=True, exist_ok=True)

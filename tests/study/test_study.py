@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from analysis.report.causal_section import causal_section
 from analysis.report.study_report import write_study_report
 from gradvar.cli import main
 
@@ -27,12 +28,21 @@ def test_smoke_study_writes_report_and_resumes(tmp_path, data_cache, capsys):
     assert "data:image/png;base64," in html
     manifest = json.loads((runs / "study.json").read_text())
     assert [r["name"] for r in manifest["runs"]] == ["base-s0", "slw-s0"]
+    # the causal branches: four arms from the baseline's step-4 checkpoint, trained, the source untouched
+    arms = {b["arm"]: runs / b["dir"] for b in manifest["branches"]}
+    assert sorted(arms) == sorted(["short-low", "full-low", "short-high", "full-high"])
+    assert all((d / "summary.json").exists() for d in arms.values())
+    assert (runs / "base-s0" / "checkpoints" / "step-000000004.pt").exists()  # pinned, never pruned
+    lines, claim = causal_section(runs, tmp_path)
+    assert claim["verdict"] == "inconclusive" and "1 blocks" in claim["why"]  # one block: the rule needs 4
+    assert any("### Paired effects" in line for line in lines) and (tmp_path / "causal_2x2.png").exists()
     stamp = {p: p.stat().st_mtime for p in runs.glob("*/summary.json")}
     capsys.readouterr()
     lead = tmp_path / "lead.md"
     lead.write_text("## What we found\n\nWritten after reading the report.\n")
     assert main([*args, "--lead", str(lead)]) == 0  # a finished study: only the report is rewritten
-    assert "2 already complete, 0 to run" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 already complete, 0 to run" in out and "4 already complete, 0 to run" in out
     assert {p: p.stat().st_mtime for p in runs.glob("*/summary.json")} == stamp
     md = (rep / "report.md").read_text()
     assert md.index("Written after reading the report.") < md.index("## Study findings")

@@ -227,21 +227,47 @@ def _adv_stable(f, sp, diag, rule):
     ]
 
 
+RESUME_CAUSE = (
+    "optimizer state (Adam's moments, or only its step counter: moments restored with the counter at 0 are "
+    "bias-corrected as if new, which scales the first update by (1/(1-beta1))/sqrt(1/(1-beta2)), 2.24x for "
+    "betas (0.9, 0.95)) or the data position not restored (load the optimizer and LR-scheduler state with the "
+    "weights, and skip the batches already seen)"
+)
+
+
 def _adv_resume(f, sp, diag, rule):
     """An event in the first entries after a resume points at the resume, not at the optimization."""
     out = []
     for r in f.get("resume_steps") or []:
-        hit = sp[(sp["start_step"] >= r) & (sp["start_step"] <= r + 3 * f["interval"])]
-        if len(hit):
-            ev = hit.iloc[0]
-            g = f" with grad_norm {ev['grad_norm_rel']:.0f}x its recent level" if ev["grad_norm_rel"] > 2 else ""
+        ev = _event_after(sp, r, f)
+        if ev is not None:
             out.append(
-                f"The event at step {ev['start_step']} ({ev['peak_ratio']:.2f}x{g}) comes right after the "
-                f"resume at step {r}: the likely cause is optimizer state or the data position not restored "
-                "(load the optimizer and LR-scheduler state with the weights, and skip the batches already "
-                "seen), not the learning rate."
+                f"The event at step {ev['start_step']} ({_event_words(ev)}) comes right after the resume at step "
+                f"{r}: the likely cause is {RESUME_CAUSE}, not the learning rate."
             )
+    late = f.get("late_start_step")
+    ev = _event_after(sp, late, f) if late is not None else None
+    if ev is not None:
+        n = int(ev["start_step"] - late)
+        out.append(
+            f"This log starts at step {late}, not at the run's start: it continues an earlier run, or is an "
+            f"excerpt of one. The event at step {ev['start_step']} ({_event_words(ev)}) comes {n} step"
+            f"{'' if n == 1 else 's'} after that first entry. If the run resumed at step {late}, look first at "
+            f"{RESUME_CAUSE}, then at the learning rate. Evidence: only the first logged step; the log itself "
+            "marks no resume (no step repeated)."
+        )
     return out
+
+
+def _event_after(sp: pd.DataFrame, step: int, f):
+    """The first event starting within three logging intervals after `step`, or None."""
+    hit = sp[(sp["start_step"] >= step) & (sp["start_step"] <= step + 3 * f["interval"])]
+    return hit.iloc[0] if len(hit) else None
+
+
+def _event_words(ev) -> str:
+    g = f", with grad_norm {ev['grad_norm_rel']:.0f}x its recent level" if ev["grad_norm_rel"] > 2 else ""
+    return f"{ev['peak_ratio']:.2f}x its level before{g}"
 
 
 def _worst(sp: pd.DataFrame) -> pd.Series:

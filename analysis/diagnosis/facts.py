@@ -12,6 +12,10 @@ from gradvar.spikes import SpikeRule
 from ..logs import LogData
 from .kind import run_kind
 
+LATE_START_STEP = 100
+"""A log whose first step is past this (and past two logging intervals) continues an earlier run: its first
+step may be a resume the log does not mark."""
+
 
 def collect_facts(
     log: LogData, entries: pd.DataFrame, spikes: pd.DataFrame, signals: pd.DataFrame, rule: SpikeRule
@@ -48,11 +52,18 @@ def collect_facts(
     f.update(_eval_facts(log.eval_df))
     f["run_kind"] = run_kind(df, log.fmt, log.eval_df)
     f["resume_steps"] = list(log.meta.get("resume_steps", []))
+    f["late_start_step"] = _late_start(f["first_step"], log.interval, f["resume_steps"])
     measured = signals[signals["role"] == "measured"]
     f["top_signal"] = measured.iloc[0].to_dict() if len(measured) else None
     wanted = ("grad_norm", "lr", "adam_v_max", "adam_v_l1", "grad_noise_scale", "seqlen")
     f["missing_signals"] = [c for c in wanted if c not in df or not np.isfinite(df[c].to_numpy(np.float64)).any()]
     return f
+
+
+def _late_start(first: int, interval: float, resumes: list):
+    """The first step when the log starts mid-run (a possible unmarked resume), else None."""
+    late = first > max(LATE_START_STEP, 2 * max(interval, 1.0) + 1)
+    return first if late and first not in resumes else None
 
 
 def _decimals(v: np.ndarray):

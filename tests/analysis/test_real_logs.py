@@ -34,6 +34,7 @@ EXPECTED = {
     "llmc_anthonix_issue2_nan.txt": ("fine_tune", "diverged", [(10, 20)]),
     "deeplab_issue5_checkpoint_spike.txt": ("fine_tune", "spiky", [(13000, 13000)]),
     "moddednanogpt_valueembed_00008ea0.txt": ("from_scratch", "spiky", [(918, 918), (946, 946)]),
+    "megatron_bigscience_tr8b_resume_spike.txt": ("from_scratch", "diverged", [(17062, 17068)]),
 }
 SCRATCH_ONLY = ("Sequence Length Warmup",)
 """Advice that holds for pre-training from scratch only: it contradicts a fine-tune."""
@@ -118,9 +119,63 @@ def test_resume_spike_blamed_on_the_resume(tmp_path):
     d = diagnose(f)
     assert d.facts["resume_steps"] == [510] and d.spikes["start_step"].tolist() == [510]
     resume = [a for a in d.advice if "resume at step 510" in a]
-    assert resume and "optimizer state or the data position not restored" in resume[0] and "grad_norm 26x" in resume[0]
+    assert resume and "optimizer state" in resume[0] and "data position not restored" in resume[0]
+    assert "grad_norm 26x" in resume[0] and "not the learning rate" in resume[0]
     assert d.advice[0] == resume[0] and not any("Sequence Length Warmup" in a for a in d.advice)
     assert "grad_norm at the largest event: 26" in d.summary
+
+
+def test_tr8b_resume_spike_advice_is_conditional_on_the_late_first_step(results):
+    d = results["megatron_bigscience_tr8b_resume_spike.txt"]
+    log = load_log(DATA / "megatron_bigscience_tr8b_resume_spike.txt")  # the OVERFLOW! lines are not entries
+    assert log.df["step"].tolist() == list(range(17060, 17069)) and log.df["loss"].iloc[2] == 4.374269
+    assert log.df["loss_scale"].iloc[-1] == 32768.0 and "resume_steps" not in log.meta
+    assert d.facts["late_start_step"] == 17060 and d.spikes["start_step"].tolist() == [17062]
+    late = d.advice[0]
+    assert late.startswith("This log starts at step 17060") and "If the run resumed at step 17060" in late
+    assert "step counter" in late and "comes 2 steps after" in late and "marks no resume" in late
+    assert not any(a.startswith("The event at step") and "resume at step" in a for a in d.advice)
+
+
+def test_late_start_advice_only_for_an_event_just_after_the_first_step(tmp_path):
+    # Constructed console logs: from step 5000 with a jump 3 entries in (advised) or 60 entries in (not); from
+    # step 1 with the same early jump (not: that log starts at the run's start).
+    rng = np.random.default_rng(1)
+
+    def run(first, jump_at):
+        steps = range(first, first + 100)
+        loss = [3.0 + 0.01 * rng.normal() + (1.0 if s >= jump_at else 0.0) for s in steps]
+        f = tmp_path / f"log_{first}_{jump_at}.txt"
+        f.write_text("".join(f"step {s} | loss {v:.4f}\n" for s, v in zip(steps, loss)))
+        return diagnose(f)
+
+    early, later, start = run(5000, 5003), run(5000, 5060), run(1, 4)
+    assert early.facts["late_start_step"] == 5000 and early.spikes["start_step"].iloc[0] == 5003
+    assert any("If the run resumed at step 5000" in a for a in early.advice)
+    assert later.facts["late_start_step"] == 5000 and later.spikes["start_step"].iloc[0] == 5060
+    assert not any("starts at step" in a for a in later.advice)
+    assert start.facts["late_start_step"] is None and not any("starts at step" in a for a in start.advice)
+
+
+def test_bias_correction_factor_in_the_resume_advice_matches_torch_adam():
+    # A constant gradient for 500 steps, then the step counter reset with the moments kept: torch's own update.
+    import torch
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1e-3, betas=(0.9, 0.95), eps=1e-12)
+    for _ in range(501):
+        before = p.detach().clone()
+        p.grad = torch.ones(1)
+        opt.step()
+    steady = float((p.detach() - before).abs())
+    opt.state[p]["step"].zero_()
+    before = p.detach().clone()
+    p.grad = torch.ones(1)
+    opt.step()
+    factor = float((p.detach() - before).abs()) / steady
+    from analysis.diagnosis.advice import RESUME_CAUSE
+
+    assert f"{factor:.2f}x for betas (0.9, 0.95)" in RESUME_CAUSE and factor == pytest.approx(10 / 20**0.5, rel=1e-4)
 
 
 def test_console_readers_on_the_pasted_and_committed_logs():

@@ -36,16 +36,23 @@ def _n_text(rows: pd.DataFrame) -> str:
 
 
 def fig_loss_vs_lr(rows: pd.DataFrame, m: float) -> tuple[Figure, str]:
-    """(a) Final validation loss against peak LR per arm: seeds as points, a line through seed means."""
+    """(a) Final validation loss against peak LR per arm: seeds as points, a line through seed means. Losses
+    above ln(vocab) (worse than a uniform guess: diverged) are drawn at that line, so they do not flatten the
+    rest; the tables keep their values."""
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     arms = list(dict.fromkeys(rows["arm"]))
-    means = rows.groupby(["arm", "lr"])["final_val_loss"].mean()
+    cap = float(rows["loss_cap"].max()) if "loss_cap" in rows else np.inf
+    shown = rows.assign(final_val_loss=rows["final_val_loss"].clip(upper=cap))
+    means = shown.groupby(["arm", "lr"])["final_val_loss"].mean()
     for arm, st in _arm_styles(arms).items():
-        g = rows[rows["arm"] == arm]
+        g = shown[shown["arm"] == arm]
         ax.scatter(g["lr"], g["final_val_loss"], color=st["color"], marker=st["marker"], s=18, alpha=0.6)
         mu = means.loc[arm]
         ax.plot(mu.index, mu.to_numpy(), color=st["color"], linestyle=st["linestyle"], marker=st["marker"], label=arm)
+    n_over = int((rows["final_val_loss"] > cap).sum())
+    if n_over:
+        ax.axhline(cap, color="black", linestyle=":", linewidth=0.8, label=f"ln(vocab) = {fmt(cap)}: diverged above")
     best_arm, best_lr = means.idxmin()
     best = float(means.min())
     if np.isfinite(m):
@@ -55,10 +62,11 @@ def fig_loss_vs_lr(rows: pd.DataFrame, m: float) -> tuple[Figure, str]:
     ax.set_ylabel("final validation loss")
     _outside(ax)
     top = float(rows["lr"].max())
-    at_top = means.xs(top, level="lr")
+    at_top = rows.groupby(["arm", "lr"])["final_val_loss"].mean().xs(top, level="lr")
+    over = f"; {n_over} runs above ln(vocab) are drawn on that line (their values are in the tables)" if n_over else ""
     caption = (
         f"Final validation loss vs peak LR (log scale) per arm, {_n_text(rows)}; points are seeds, lines join "
-        f"seed means; the grey band is the best seed mean plus the noise margin m = {fmt(m)}. Lowest mean: "
+        f"seed means; the grey band is the best seed mean plus the noise margin m = {fmt(m)}{over}. Lowest mean: "
         f"{best_arm} at LR {best_lr:g} ({fmt(best)}); at the largest LR ({top:g}) {at_top.idxmin()} is lowest "
         f"({fmt(at_top.min())}) and {at_top.idxmax()} highest ({fmt(at_top.max())})."
     )
@@ -96,8 +104,10 @@ def _lr_axis(ax, lrs) -> None:
 
 
 def fig_paired_effects(rows: pd.DataFrame, treat: str = "slw") -> tuple[Figure, str] | None:
-    """(b) SLW minus each other arm at each LR, seed-paired, on final loss and on excess area."""
-    d = _effects(rows, treat)
+    """(b) SLW minus each other arm at each LR, seed-paired, on final loss (capped at ln(vocab), as in (a)) and
+    on excess area (symmetric log axis: a diverged LR's areas would flatten the others)."""
+    cap = float(rows["loss_cap"].max()) if "loss_cap" in rows else np.inf
+    d = _effects(rows.assign(final_val_loss=rows["final_val_loss"].clip(upper=cap)), treat)
     if not len(d):
         return None
     arms = list(dict.fromkeys(d["b"]))
@@ -105,8 +115,9 @@ def fig_paired_effects(rows: pd.DataFrame, treat: str = "slw") -> tuple[Figure, 
     ax_loss, ax_area = fig.subplots(2, 1, sharex=True)
     _effect_panel(ax_loss, d, "d_final_val_loss", arms)
     _effect_panel(ax_area, d, "d_excess_area", arms)
-    ax_loss.set_ylabel("Δ final val loss")
-    ax_area.set_ylabel("Δ excess area (ratio x M tokens)")
+    ax_area.set_yscale("symlog", linthresh=0.01)
+    ax_loss.set_ylabel("Δ final val loss\n(capped at ln V)")
+    ax_area.set_ylabel("Δ excess area\n(symlog, ratio x M tokens)")
     ax_area.set_xlabel("peak LR")
     _outside(ax_loss)
     n = int(d.groupby(["b", "lr"]).size().min())
@@ -117,8 +128,9 @@ def fig_paired_effects(rows: pd.DataFrame, treat: str = "slw") -> tuple[Figure, 
     )
     lower = {a: (g.groupby("lr")["d_excess_area"].max() < 0).sum() for a, g in d.groupby("b", sort=False)}
     caption = (
-        f"Seed-paired effects, SLW minus each other arm at each peak LR: final validation loss (top) and excess "
-        f"area of the probe loss ratio (bottom); points are seeds, markers the mean, bars the range ({interval}); "
+        f"Seed-paired effects, SLW minus each other arm at each peak LR: final validation loss, capped at "
+        f"ln(vocab) (top), and excess area of the probe loss ratio, symmetric log axis (bottom); points are "
+        f"seeds, markers the mean, bars the range ({interval}); "
         f"{n} seed pairs per cell. SLW has less excess area in every seed pair at "
         + "; ".join(f"{c} of {d['lr'].nunique()} LRs against {a}" for a, c in lower.items())
         + "."
@@ -131,7 +143,17 @@ def _tokens_unit(tokens: float) -> tuple[float, str]:
 
 
 def _window_lr(rows: pd.DataFrame) -> tuple[float, str]:
+    """The spike to zoom on: at the largest LR where the baseline is unstable in every seed but ends below
+    ln(vocab) in every seed (a spike it trains through, not a divergence), else the largest unstable LR."""
     u = unstable_lrs(rows)
+    base = rows[rows["arm"] == "baseline"]
+    cap = rows["loss_cap"].max() if "loss_cap" in rows else np.inf
+    alive = [lr for lr in u if (base.loc[base["lr"] == lr, "final_val_loss"] < cap).all()]
+    if alive:
+        return max(alive), (
+            f"the largest LR at which the baseline is unstable in every seed and still ends below ln(vocab) "
+            f"({max(alive):g})"
+        )
     if u:
         return max(u), f"the largest LR at which the baseline is unstable in every seed ({max(u):g})"
     top = float(rows["lr"].max())

@@ -77,9 +77,9 @@ def make_branches(source: Path, step: int, out_root: Path, short: int, steps: in
     tokens = int(torch.load(ckpt, map_location="cpu", weights_only=True)["tokens"])
     o = cfg.optim
     lr = lr_at(step + 1, tokens, o.lr, o.min_lr, 0, o.train_tokens)  # the decayed value, without warmup
-    out = {}
+    out, plan = {}, branch_plan(source, step, out_root)
     for arm, over in arm_overrides(cfg, short).items():
-        dest = out_root / f"{source.name}-at{step}-{arm}"
+        dest = plan[arm]
         fixed = {
             **over,
             "name": dest.name,

@@ -28,6 +28,11 @@ def _outside(ax) -> None:
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
+def _loss_cap(rows: pd.DataFrame) -> float:
+    """ln(vocab): a final loss above it is worse than a uniform guess (diverged)."""
+    return float(rows["loss_cap"].max()) if "loss_cap" in rows else np.inf
+
+
 def _n_text(rows: pd.DataFrame) -> str:
     return (
         f"n = {len(rows)} runs ({rows['arm'].nunique()} arms x {rows['lr'].nunique()} LRs x "
@@ -42,7 +47,7 @@ def fig_loss_vs_lr(rows: pd.DataFrame, m: float) -> tuple[Figure, str]:
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     arms = list(dict.fromkeys(rows["arm"]))
-    cap = float(rows["loss_cap"].max()) if "loss_cap" in rows else np.inf
+    cap = _loss_cap(rows)
     shown = rows.assign(final_val_loss=rows["final_val_loss"].clip(upper=cap))
     means = shown.groupby(["arm", "lr"])["final_val_loss"].mean()
     for arm, st in _arm_styles(arms).items():
@@ -106,7 +111,7 @@ def _lr_axis(ax, lrs) -> None:
 def fig_paired_effects(rows: pd.DataFrame, treat: str = "slw") -> tuple[Figure, str] | None:
     """(b) SLW minus each other arm at each LR, seed-paired, on final loss (capped at ln(vocab), as in (a)) and
     on excess area (symmetric log axis: a diverged LR's areas would flatten the others)."""
-    cap = float(rows["loss_cap"].max()) if "loss_cap" in rows else np.inf
+    cap = _loss_cap(rows)
     d = _effects(rows.assign(final_val_loss=rows["final_val_loss"].clip(upper=cap)), treat)
     if not len(d):
         return None
@@ -147,7 +152,7 @@ def _window_lr(rows: pd.DataFrame) -> tuple[float, str]:
     ln(vocab) in every seed (a spike it trains through, not a divergence), else the largest unstable LR."""
     u = unstable_lrs(rows)
     base = rows[rows["arm"] == "baseline"]
-    cap = rows["loss_cap"].max() if "loss_cap" in rows else np.inf
+    cap = _loss_cap(rows)
     alive = [lr for lr in u if (base.loc[base["lr"] == lr, "final_val_loss"] < cap).all()]
     if alive:
         return max(alive), (

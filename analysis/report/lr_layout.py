@@ -191,8 +191,8 @@ def write_lr_report(runs_root, out_dir, manifest: dict, runs, rows: pd.DataFrame
     outcomes = arm_outcomes(rows)
     claims, corr = evaluate(rows, outcomes, m, kw.get("n_boot", 2000))
     causal_lines, causal_claims = _causal(Path(runs_root), out_dir, manifest)
-    claims = [*claims, *causal_claims, *(kw.get("extra_claims") or [])]
-    extra = claims[6:]
+    extra = [*causal_claims, *(kw.get("extra_claims") or [])]  # claims whose rules RULES does not hold
+    claims = [*claims, *extra]
     title = f"gradvar study '{manifest['study']}': LR sensitivity of the baseline, SLW and their controls"
     md = [
         f"# {title}",

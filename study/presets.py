@@ -76,55 +76,86 @@ def lr_grid(common: dict, lrs, arms, seeds, slw_steps: int, batch: int = 8) -> l
 
 
 def quick() -> Study:
-    """The README's main job (< 10 min on 2 cores with the install): baseline, SLW and the token-matched
-    control at peak LR 0.03, 0.1 and 0.3, one seed, 40 baseline steps (163,840 tokens) each; 'paper'
-    quantities (probe loss included, no sequence-length probe)."""
-    c = _common(40, quantities="paper")
+    """The README's main job, a demonstration and not a verdict (under 7 min on 2 cores with the install): one
+    seed of the baseline, SLW (128 -> 512), its token-matched control and a 20-step LR warmup at peak LR 0.1,
+    batch 8 x 512 in 2 micro-batches (so the gradient-noise columns are recorded), 40 baseline steps each."""
+    c = {**_common(40, quantities="paper"), "optim.micro_batch_size": 4, "monitor.probe_loss_every": 1}
+    runs = lr_grid(c, (0.1,), ARMS, [0], slw_steps=24)
+    for spec in runs:  # a 4-sequence micro-batch of the control holds whole sequences at multiples of 128
+        if spec.overrides.get("slw.enabled"):
+            spec.overrides.update({"slw.min_seqlen": 128, "slw.difficulty_step": 128})
     return Study(
         "quick",
         "tiny",
-        lr_grid(c, (0.03, 0.1, 0.3), ARMS[:3], [0], slw_steps=24),
+        runs,
         2,
-        "tiny GPT-2 (1.9M), context 512, batch 8, 163,840 tokens per run; peak LR 0.03-0.3",
-        {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
+        "tiny GPT-2 (1.9M), context 512, batch 8 (2 micro-batches), 163,840 tokens per run; peak LR 0.1; one seed",
+        {"baseline": "baseline-lr0.1", "slw": "slw-lr0.1"},
     )
 
 
-def cpu() -> Study:
-    """The CPU study (< 90 min on 2 cores): peak LR 0.03 ... 1 (33x) x {baseline, SLW, token-matched control,
-    20-step LR warmup} x seeds 0 and 1, paired across arms; 80 baseline steps (327,680 tokens) per run. The
-    baseline arm also runs the sequence-length probe (at equal tokens per length) densely around the warmup
-    peak and keeps checkpoints at steps 4 and 8, from which the causal 2 x 2 branches (length {64, 512} x
-    tokens per step {512, 4096}, 10 steps each) start at LR 0.3.
+CPU_TOKENS = 819_200
+"""Every run of the CPU study: 200 x 8 x 512 = 50 x 32 x 512 tokens, 0.35 epoch of the corpus (no data reused)."""
+CPU_SEEDS = (0, 1)
+CPU_PROBE_AT = [2, 4, 6, 8, 10, 15, 20]
+"""Early steps at which the large-batch baseline runs the equal-token sequence-length probe."""
 
-    The spike interventions and variance-aware pacing are left out of this comparison: in this regime the
-    one spike comes at steps 3-10, where none of their rules can act (skip-step's z rule needs 8 earlier
-    losses, rewind waits for the LR warmup to end and for a first checkpoint, the pacer's bound is learned
-    over the first 10 steps), so their runs would repeat the baseline and SLW and only inflate n."""
-    runs = lr_grid(_common(80, quantities="paper"), CPU_LRS, ARMS, [0, 1], slw_steps=48)
-    for spec in runs:
-        if spec.labels["method"] == "baseline":
-            spec.overrides.update(BASELINE_PROBES)
+
+def _batch_run(method: str, lr: float, batch: int, micro: int, seeds, role="grid", warmup=5, **extra) -> list:
+    """One arm at one batch size and peak LR (cosine to LR / 10), every run CPU_TOKENS long."""
+    over = {
+        "optim.train_tokens": CPU_TOKENS,
+        "optim.batch_size": batch,
+        "optim.micro_batch_size": micro,
+        "optim.lr": lr,
+        "optim.min_lr": lr / 10,
+        "optim.warmup_steps": warmup,
+        "monitor.quantities": "paper",
+        "monitor.probe_loss_every": 1,
+        "monitor.probe_every": 1000,
+        "eval.every": 10,
+        "checkpoint.every": 25,
+        "log_every": 10,
+        **extra,
+    }
+    group = f"{method}-b{batch}-lr{lr:g}"
+    return _runs(group, over, seeds, role, method=method, lr=lr, batch=batch)
+
+
+def cpu() -> Study:
+    """The CPU study on the batch axis, where the paper's dilemma lives: a 4x batch takes 4x fewer serial steps
+    at a fixed token budget only if it can take a larger LR. Every run is 819,200 tokens; seeds 0 and 1 are
+    paired (same initialisation and data order in every arm).
+
+    - reference: batch 8 x 512 (2 micro-batches), 200 steps, the baseline at LR 0.03;
+    - large batch 32 x 512 (4 micro-batches), 50 baseline steps: the baseline (5-step LR warmup) at LR 0.03,
+      0.06, 0.12; a 12-step LR warmup (the positive control: a known stabiliser) at 0.06, 0.12, 0.24; SLW
+      64 -> 512 over 30 steps at 0.06, 0.12; its token-matched batch warmup at 0.06, 0.12.
+
+    22 runs. The large-batch baseline also runs the equal-token sequence-length probe at early steps. LR 1 and
+    the causal branches are left out: the first measures how divergence grows, the second (branches from one
+    mid-spike checkpoint, clipped outcomes) could not show a length effect at this scale.
+
+    The spike interventions and variance-aware pacing are left out too: the spike comes in the first 10-20
+    steps, where none of their rules can act (skip-step's z rule needs 8 earlier losses, rewind waits for the
+    LR warmup to end and for a first checkpoint, the pacer learns its bound over the first 10 steps)."""
+    runs = _batch_run("baseline", 0.03, 8, 4, CPU_SEEDS, role="reference")
+    for lr in (0.03, 0.06, 0.12):
+        probe = {"monitor.quantities": "full", "monitor.probe_at": CPU_PROBE_AT}
+        runs += _batch_run("baseline", lr, 32, 8, CPU_SEEDS, **probe)
+    for lr in (0.06, 0.12, 0.24):
+        runs += _batch_run("warmup12", lr, 32, 8, CPU_SEEDS, warmup=12)
+    for lr in (0.06, 0.12):
+        runs += _batch_run("slw", lr, 32, 8, CPU_SEEDS, **_slw(64, 30, 64))
+        runs += _batch_run("batch-warmup", lr, 32, 8, CPU_SEEDS, **_slw(64, 30, 64), **{"slw.control": "batch"})
     return Study(
         "cpu",
         "tiny",
         runs,
         2,
-        "tiny GPT-2 (1.9M), context 512, batch 8, 327,680 tokens per run; peak LR 0.03-1",
-        {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
-        branches={"from": "baseline-lr0.3", "steps": [4, 8], "short": 64, "steps_each": 10},
+        "tiny GPT-2 (1.9M), context 512, 819,200 tokens per run; batch 8 (reference) and 32; peak LR 0.03-0.24",
+        {"baseline": "baseline-b32-lr0.12", "slw": "slw-b32-lr0.12"},
     )
-
-
-CPU_LRS = (0.03, 0.1, 0.3, 1.0)
-BASELINE_PROBES = {
-    "monitor.quantities": "full",
-    "monitor.probe_at": [2, 3, 4, 5, 6, 8, 10, 12, 15],
-    "monitor.probe_every": 50,
-    "checkpoint.steps": [4, 8],
-}
-"""The baseline arm's extra measurements: the sequence-length probe around the warmup peak (step 5) and the
-checkpoints the causal branches start from. Neither changes the training (the probe restores RNG state)."""
 
 
 def smoke() -> Study:

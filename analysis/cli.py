@@ -14,6 +14,7 @@ from gradvar.cli import lazy
 from gradvar.spikes import MIN_RISE, RATIO_THRESHOLD
 
 from .defaults import HORIZON
+from .log_formats import CSV_HINT, FORMATS_READ
 
 
 def register_report(sub) -> None:
@@ -71,11 +72,18 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the diagnose arguments to `parser` (a subparser of `gradvar`, or a standalone parser)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "formats read:\n" + "\n".join(f"  - {f}" for f in FORMATS_READ) + f"\n{CSV_HINT}"
     parser.add_argument(
-        "path",
-        help="a training log: gradvar run dir, HF trainer_state.json or runs/ folder, "
-        "TensorBoard events, LLaMA-Factory trainer_log.jsonl, Lightning metrics.csv, W&B CSV export, "
-        "CSV/JSONL, build-nanogpt log.txt, or nanoGPT/llm.c/Megatron console output",
+        "path", help="a training log, as written or as pasted (formats below; a 'step,loss' CSV always works)"
+    )
+    parser.add_argument(
+        "--logging-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the trainer's logging interval, for logs whose lines carry no step (HF Trainer console dicts): "
+        "entry k is step k*N (default: the tqdm bar's count where the paste has one, else 1, 2, ...)",
     )
     parser.add_argument("-o", "--out-dir", default=None, help="write report.md, report.html and figures here")
     parser.add_argument(

@@ -3,6 +3,7 @@
     gradvar diagnose runs/my_run                      # a gradvar run directory
     gradvar diagnose out/checkpoint-500/trainer_state.json -o diag/
     gradvar diagnose metrics.csv --ratio-threshold 1.5 --json
+    gradvar diagnose pasted_trainer_output.txt --logging-steps 10
 
 Bad input prints one line, `gradvar diagnose: error: <message>`, to stderr and returns 2; never a traceback.
 """
@@ -32,7 +33,7 @@ def main_diagnose(args) -> int:
         rule = SpikeRule(ratio_threshold=float(args.ratio_threshold), min_rise=float(args.min_rise))
         if int(args.horizon) < 1:
             raise ValueError(f"--horizon must be >= 1, got {args.horizon}")
-        log = load_log(args.path)
+        log = load_log(args.path, logging_steps=getattr(args, "logging_steps", None))
         diag = diagnose(log, rule=rule, horizon=int(args.horizon))
         report = None
         if args.out_dir:

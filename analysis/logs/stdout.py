@@ -29,7 +29,10 @@ from ..errors import LogError
 from .llamafactory import merge_ranks
 from .table import LogData, _numeric_frame, finalize
 
-_STAMPS = r"\s*(?:>\s*)?(?:\[[^\]]*\]\s*)*(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+)?(?:\d+:\s+)?"
+_STAMPS = (
+    r"\s*(?:>\s*)?(?:\[[^\]]*\]\s*)*(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+)?(?:\d+:\s+)?"
+    r"(?:iter_dt\s+[\d.]+m?s;\s*)?"  # minGPT: 'iter_dt 30.56ms; iter 100: train loss 2.41'
+)
 _STEP_LINE = re.compile(
     rf"^{_STAMPS}(?:iteration|iter|step)(?:\s+|:)(\d+)(?:\s*/\s*\d+)?(?:\s+step\s+\d+)?\s*[:|,]?(.*)$", re.IGNORECASE
 )
@@ -75,10 +78,20 @@ def load_stdout(p: Path, text: str) -> LogData:
             continue
         step, pairs = parsed
         if any(_EVAL_KEY.match(k) for k in pairs):
-            evals.append({"step": step, **{_eval_name(k): v for k, v in pairs.items() if _EVAL_KEY.match(k)}})
+            ev = {_eval_name(k): v for k, v in pairs.items() if _EVAL_KEY.match(k)}
+            train = next((v for k, v in pairs.items() if _eval_name(k) == "train_loss"), None)
+            evals.append({"step": step, **ev, **({"train_loss": train} if train is not None else {})})
             continue
         rows.append({"step": step, **pairs})
         labels.append(f"line {no}")
+    if not rows and any("train_loss" in e for e in evals):
+        # Char-level trainers (nanoGPT's shakespeare_char, minGPT ports) may print only the eval-interval
+        # line 'step 500: train loss 2.54, val loss 2.55': its train loss is the log's loss.
+        rows = [{"step": e["step"], "loss": e.pop("train_loss")} for e in evals if "train_loss" in e]
+        labels = [f"step {r['step']}" for r in rows]
+    for e in evals:
+        e.pop("train_loss", None)  # kept only for the char-level case above; the eval table holds eval values
+    evals = [e for e in evals if len(e) > 1]
     if not rows:
         raise LogError(f"{p}: no training step lines with a loss (console log)")
     rows, labels, notes, resumes = merge_ranks(rows, labels, key="step")

@@ -59,6 +59,8 @@ FORMATS = (
     "wandb",
     "nanogpt_logtxt",
     "stdout",
+    "hf_console",
+    "console",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,15 @@ def _load_csv_text(p: Path, text: str) -> LogData:
         names = ["step", "loss"] if len(header) > 1 else ["loss"]
         header = names + [f"col{i + 1}" for i in range(2, len(header))]
         notes.append("no header line: columns read as " + ", ".join(header))
+    elif not {"step", "loss"} & set(canonical_names(header)) or (
+        delim is None and (any(len(f) != len(header) for _, f in body[:-1]) or not all(map(_is_name, header)))
+    ):
+        # A first line naming neither a step nor a loss (a table of other numbers, unreadable lines), or
+        # space-separated lines of changing length (prose): not a table.
+        raise LogError(
+            f"{p}: unknown format (neither a table with step and loss columns nor console lines with a "
+            "step-like counter and a loss-like value)"
+        )
     rows, labels = [], []
     for no, fields in body:
         if len(fields) > len(header):
@@ -94,6 +104,11 @@ def _split_rows(lines: list, first: int, delim) -> list:
         if any(f.strip() for f in fields):
             out.append((first + reader.line_num, [f.strip() for f in fields]))
     return out
+
+
+def _is_name(s: str) -> bool:
+    """A column name of a space-separated table: no sentence punctuation at its end, not a bare number."""
+    return bool(re.fullmatch(r"[\w/()%.-]*[\w)%]", s)) and not _is_number(s)
 
 
 def _is_number(s) -> bool:

@@ -120,6 +120,74 @@ def test_console_output_nanogpt_and_llmc_cuda_lines(tmp_path):
     assert log.df["lr"].tolist() == [8.57e-07, 1.71e-06]
 
 
+# Pasted console output read as found (tqdm bars, warnings, blank lines, the pasters' notes left in): reader,
+# entries, first and last step, first loss, columns, and where the steps came from.
+PASTED = [
+    ("hf_console_llava_issue918_tqdm.txt", "hf_console", 6, 2564, 2569, 0.6623, {"lr", "epoch"}, "tqdm bar"),
+    ("hf_console_timemoe_issue71_tqdm.txt", "hf_console", 9, 1, 9, 0.1474, {"grad_norm", "lr", "epoch"}, "order"),
+    ("hf_console_timemoe_issue37_warnings.txt", "hf_console", 7, 1, 7, 0.5356, {"grad_norm", "lr"}, "order"),
+    ("hf_console_unsloth_issue5207_gradspike.txt", "hf_console", 9, 1, 9, 1.46, {"grad_norm"}, "order"),
+    ("pytorch_example_mos_issue12.txt", "console", 9, 24 * 1106 + 800, 26 * 1106 + 400, 4.02, {"lr", "ppl"}, "epoch"),
+    ("fairseq_issue41_exploding.txt", "console", 7, 1000, 7000, 9.57, {"grad_norm", "lr", "wps"}, "batches"),
+    ("fairseq_issue940_train_inner.txt", "console", 5, 445, 645, 11.521, {"nll_loss", "grad_norm"}, "num_updates"),
+    ("fairseq_apollo_issue4_train_inner.txt", "console", 5, 100, 500, 12.834, {"grad_norm", "lr"}, "num_updates"),
+    ("deepspeed_gptneox_issue947_bf16.txt", "console", 2, 1, 2, 2.276005, {"lr", "loss_scale"}, "iteration"),
+    ("keyvalue_gradnorm_tf_issue17_nan.txt", "console", 17, 3442, 3458, 0.2105546216666698, {"epoch"}, "epoch"),
+    ("keyvalue_wav2letter_issue220_inf.txt", "console", 3, 82, 84, 0.78993, {"lr", "train_ter"}, "epoch"),
+    ("charlevel_storch_issue51.txt", "stdout", 9, 0, 4000, 4.335848, set(), None),
+]
+
+
+@pytest.mark.parametrize("name, fmt, n, first_step, last_step, first, cols, how", PASTED, ids=[p[0] for p in PASTED])
+def test_pasted_console_formats(name, fmt, n, first_step, last_step, first, cols, how):
+    log = load_log(DATA / name)
+    assert (log.fmt, len(log.df), log.df["step"].iloc[0], log.df["step"].iloc[-1]) == (fmt, n, first_step, last_step)
+    assert log.df["loss"].iloc[0] == pytest.approx(first) and cols <= set(log.df.columns)
+    if how:
+        assert how in log.meta["steps_from"] and any(how in n for n in log.notes)
+
+
+def test_hf_console_values_noise_and_eval_dicts(tmp_path):
+    llava = load_log(DATA / "hf_console_llava_issue918_tqdm.txt")  # the first dict has no bar: one interval back
+    assert llava.df["loss"].tolist() == [0.6623, 0.8022, 4.2653, 0.77, 0.556, 0.8223]
+    nan = load_log(DATA / "hf_console_timemoe_issue31_nan.txt")  # 'nan' is no Python literal: read as NaN
+    assert (nan.df["loss"] == 0.0).all() and nan.df["grad_norm"].isna().all() and nan.df["epoch"].iloc[-1] == 0.67
+    warn = load_log(DATA / "hf_console_timemoe_issue71_tqdm.txt")
+    assert np.isnan(warn.df["grad_norm"].iloc[0]) and warn.df["grad_norm"].iloc[1] == pytest.approx(0.18996971845)
+    # A bar and a dict glued by '\r', a dict cut by the terminal, newer versions' quoted values, an eval dict
+    # and the final summary (not a step); --logging-steps gives the trainer's steps where no bar does.
+    f = tmp_path / "paste.txt"
+    f.write_text(
+        "  5%|▌   | 10/200 [00:09<02:50,  1.1it/s]\r{'loss': '2.31', 'grad_norm': '0.8', 'epoch': '0.05'}\n"
+        "{'loss': 2.1, 'learning_rate': 2e-05, 'epoch': 0.1}\n"
+        "{'loss': 2.05, 'learning_rate': 2e-05, 'epo 15%|█▌  | 30/200 [00:27<02:33,  1.1it/s]\n"
+        "{'eval_loss': 1.9, 'eval_runtime': 3.1, 'epoch': 0.1}\n"
+        "{'loss': 1.98, 'learning_rate': 1e-05, 'epoch': 0.2}\n"
+        "{'train_runtime': 200.5, 'train_loss': 2.1, 'epoch': 1.0}\n"
+    )
+    log = load_log(f)
+    assert log.df["loss"].tolist() == [2.31, 2.1, 1.98] and log.df["step"].tolist() == [1, 2, 3]
+    assert any("1 dict(s) cut off" in n for n in log.notes) and log.eval_df["eval_loss"].tolist() == [1.9]
+    assert load_log(f, logging_steps=10).df["step"].tolist() == [10, 20, 30]
+    assert load_log(f, logging_steps=10).eval_df["step"].tolist() == [20]
+
+
+def test_pytorch_example_and_fairseq_eval_lines_and_epochs():
+    wlm = load_log(DATA / "pytorch_example_mos_issue12.txt")  # '| end of epoch 25 | ... | valid loss 4.35 |'
+    assert wlm.df["loss"].tolist()[:3] == [4.02, 4.05, 4.09] and wlm.eval_df["val_loss"].tolist() == [4.35, 4.35]
+    assert wlm.eval_df["step"].tolist() == [24 * 1106 + 1000, 25 * 1106 + 1000]
+    fs = load_log(DATA / "fairseq_issue940_train_inner.txt")  # the running average in '(...)' is not a value
+    assert fs.eval_df["val_loss"].tolist() == [8.11425] and fs.eval_df["step"].tolist() == [595]
+    boom = load_log(DATA / "fairseq_issue41_exploding.txt")
+    assert boom.df["loss"].iloc[-1] == pytest.approx(7746569234820.15) and np.isinf(boom.df["grad_norm"].iloc[-1])
+
+
+def test_deepspeed_rank_lines_without_a_loss_are_not_entries():
+    log = load_log(DATA / "deepspeed_gptneox_issue947_bf16.txt")  # '[Rank 0] step=2, skipped=0, lr=[...]'
+    assert log.df["step"].tolist() == [1, 2] and log.df["loss"].tolist() == [2.276005, 2.175701]
+    assert log.meta["loss_from"] == "lm_loss" and "skipped" not in log.df
+
+
 def test_lightning_metrics_csv():
     log = load_log(DATA / "lightning_slm_metrics.csv")
     assert log.fmt == "lightning" and len(log.df) == 2814 and log.df["loss"].iloc[0] == pytest.approx(7.62858057)

@@ -33,6 +33,8 @@ def main_diagnose(args) -> int:
         rule = SpikeRule(ratio_threshold=float(args.ratio_threshold), min_rise=float(args.min_rise))
         if int(args.horizon) < 1:
             raise ValueError(f"--horizon must be >= 1, got {args.horizon}")
+        if getattr(args, "logging_steps", None) is not None and args.logging_steps < 1:
+            raise ValueError(f"--logging-steps must be >= 1, got {args.logging_steps}")
         log = load_log(args.path, logging_steps=getattr(args, "logging_steps", None))
         diag = diagnose(log, rule=rule, horizon=int(args.horizon))
         report = None

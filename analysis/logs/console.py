@@ -85,7 +85,7 @@ def read_console(p: Path, text: str) -> LogData | None:
             f"{p}: only {len(entries)} console line holds a step-like counter and a loss-like value ('{key}'); "
             f"the generic reader needs at least {MIN_ENTRIES} to read a log"
         )
-    steps, how = _steps(entries)
+    steps, how = _steps(p, entries)
     # A name on fewer than half the entries is a cut line's fragment or a one-off print, not a column.
     shared = Counter(k for e in entries for k in e["columns"])
     keep = {k for k, n in shared.items() if 2 * n >= len(entries)}
@@ -179,7 +179,12 @@ def _entries(lines: list) -> tuple[list, list]:
         epoch = _int(pairs.get("epoch"))
         loss_key = _loss_key(pairs)
         counters = {"explicit": next((_int(pairs[k]) for k in _STEP_NAMES if _int(pairs.get(k)) is not None), None)}
-        counters.update(epoch=epoch if epoch is not None else carried, fraction=frac, batch=_int(pairs.get("batch")))
+        counters.update(
+            epoch=epoch if epoch is not None else carried,
+            own_epoch=epoch,
+            fraction=frac,
+            batch=_int(pairs.get("batch")),
+        )
         if loss_key is None:
             ev = {k: v for k, v in pairs.items() if _EVAL.match(k) and k.endswith("loss")}
             if ev:
@@ -200,7 +205,7 @@ def _entries(lines: list) -> tuple[list, list]:
     return entries, evals
 
 
-def _steps(entries: list) -> tuple[list, str]:
+def _steps(p: Path, entries: list) -> tuple[list, str]:
     """One step per entry and the words saying where it came from."""
     cs = [e["counters"] for e in entries]
     if all(c["explicit"] is not None for c in cs):
@@ -215,19 +220,29 @@ def _steps(entries: list) -> tuple[list, str]:
             base = cs[0]["base"]
             return [(e - base) * n + k for e, (k, n) in zip(epochs, fracs)], f"(epoch - {base}) x batches + batch"
         return [k for k, _ in fracs], "the k of the 'k/N' progress counter"
-    if all(c["epoch"] is not None for c in cs):
-        return [c["epoch"] for c in cs], "the epoch"
+    if all(c["own_epoch"] is not None for c in cs):  # an epoch carried from an 'Epoch E/M' line is no step
+        return [c["own_epoch"] for c in cs], "the epoch"
     if all(c["batch"] is not None for c in cs):
         return [c["batch"] for c in cs], "the batch number"
-    missing = next(e for e in entries if not _has_counter(e["counters"]))
+    missing = next((e for e in entries if not _has_counter(e["counters"])), None)
+    if missing is not None:
+        raise LogError(
+            f"{p}: line {missing['no']} has a loss but no step-like counter (step, iteration, num_updates, "
+            "epoch, 'k/N', batch); the generic reader reads a log whose loss lines all carry one"
+        )
     raise LogError(
-        f"line {missing['no']} has a loss but no step-like counter (step, iteration, num_updates, epoch, "
-        "'k/N', batch) that the other lines share"
+        f"{p}: the loss lines carry different step-like counters (line {entries[0]['no']}: "
+        f"{_counter_names(cs[0])}; line {entries[-1]['no']}: {_counter_names(cs[-1])}): no one step axis"
     )
 
 
+def _counter_names(c: dict) -> str:
+    names = {"explicit": "step", "fraction": "k/N", "own_epoch": "epoch", "batch": "batch"}
+    return ", ".join(w for k, w in names.items() if c[k] is not None) or "none"
+
+
 def _has_counter(c: dict) -> bool:
-    return any(c[k] is not None for k in ("explicit", "fraction", "epoch", "batch"))
+    return any(c[k] is not None for k in ("explicit", "fraction", "own_epoch", "batch"))
 
 
 def _eval_rows(evals: list, step_of_line: dict):

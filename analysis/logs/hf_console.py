@@ -90,8 +90,6 @@ def _steps(bars: list, n: int, logging_steps: int | None) -> tuple[list, str]:
     if counted is not None:
         return counted, f"the tqdm bar before each dict (every {counted[1] - counted[0] if n > 1 else 1} steps)"
     if logging_steps:
-        if logging_steps < 1:
-            raise LogError(f"--logging-steps must be >= 1, got {logging_steps}")
         return [logging_steps * (k + 1) for k in range(n)], f"logging_steps={logging_steps} (entry k is step k x N)"
     return list(range(1, n + 1)), (
         "the order of the entries (1, 2, ...): the dicts carry no step; pass --logging-steps N for the trainer's steps"

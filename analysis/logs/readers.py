@@ -41,6 +41,10 @@ def load_log(path, logging_steps: int | None = None) -> LogData:
     `logging_steps`: the trainer's logging interval, for console logs whose lines carry no step (the HF
     Trainer's dicts); without it their entries are numbered 1, 2, ... and the notes say so.
     """
+    if logging_steps is not None and (
+        isinstance(logging_steps, bool) or int(logging_steps) != logging_steps or logging_steps < 1
+    ):
+        raise LogError(f"{path}: logging_steps must be a whole number >= 1, got {logging_steps!r}")
     try:
         return _load(Path(path), logging_steps)
     except LogError as exc:

@@ -120,3 +120,32 @@ def test_diagnose_help_lists_every_format_read():
     flat = " ".join(text.split())
     assert all(" ".join(fmt.split()) in flat for fmt in FORMATS_READ) and "step,loss" in flat
     assert "--logging-steps" in flat
+
+
+def test_mingpt_lines_and_lines_whose_counters_differ(tmp_path):
+    # minGPT's trainer prints 'iter_dt 31.53ms; iter 100: train loss 2.41012' (chargpt.py's callback).
+    f = tmp_path / "mingpt.txt"
+    f.write_text(
+        "number of parameters: 2.71M\nrunning on device cuda\niter_dt 0.00ms; iter 0: train loss 4.17420\n"
+        "iter_dt 31.53ms; iter 10: train loss 3.41012\niter_dt 30.90ms; iter 20: train loss 3.05511\n"
+    )
+    log = load_log(f)
+    assert log.fmt == "stdout" and log.df["step"].tolist() == [0, 10, 20] and log.df["loss"].iloc[0] == 4.17420
+    g = tmp_path / "mixed.txt"  # one line counts epochs, the other steps: no one axis, said so
+    g.write_text("epoch: 1 loss: 2.5\nstep=300 loss=2.1\n")
+    with pytest.raises(LogError, match="different step-like counters"):
+        load_log(g)
+    with pytest.raises(LogError, match="logging_steps must be a whole number >= 1"):
+        load_log(DATA / "hf_console_timemoe_issue71_tqdm.txt", logging_steps=0)
+
+
+def test_diagnose_command_takes_logging_steps_and_says_where_steps_came_from(capsys):
+    from analysis.diagnosis.cli import main
+
+    assert main([str(DATA / "hf_console_timemoe_issue37_warnings.txt"), "--logging-steps", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "logging_steps=10" in out and "7 log entries, steps 10-70" in out
+    assert main([str(DATA / "hf_console_timemoe_issue37_warnings.txt")]) == 0
+    assert "pass --logging-steps N" in " ".join(capsys.readouterr().out.split())
+    assert main([str(DATA / "hf_console_timemoe_issue37_warnings.txt"), "--logging-steps", "0"]) == 2
+    assert "--logging-steps must be >= 1" in capsys.readouterr().err

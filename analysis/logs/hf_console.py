@@ -10,8 +10,10 @@ The dicts carry no step. It comes, in this order, from:
      every dict but the first has a bar of the same total before it, the counts go up, and a first dict
      without a bar sits one logging interval before the second;
   2. a `logging_steps` the user passes (`gradvar diagnose --logging-steps N`): entry k is step k * N;
-  3. the order: entry k is step k, and the log's notes say so (`epoch` stays a column: logged to two
-     decimals, it cannot give exact steps).
+  3. the `epoch` fractions, when the paste holds the Trainer's banner (`Num Epochs = E`, `Total optimization
+     steps = T`): step = epoch * T / E, used only when every such product is a whole number to within 0.01
+     (older versions log the epoch in full; rounded to two decimals, as newer ones do, it gives no exact step);
+  4. the order: entry k is step k, and the log's notes say so.
 Dicts cut by the terminal (no closing brace) are skipped and counted; eval dicts become the eval table at the
 step of the training entry before them; the final summary (train_runtime, train_loss) is not a step.
 """
@@ -31,6 +33,8 @@ _DICT = re.compile(r"\{\s*'[^{}]*\}")
 _OPEN = re.compile(r"\{\s*'(?:loss|eval_loss)'")
 _ITEM = re.compile(r"'([^']+)'\s*:\s*('[^']*'|[^,}]+)")
 _BAR = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
+_EPOCHS = re.compile(r"Num Epochs\s*=\s*([\d,]+)")
+_TOTAL = re.compile(r"Total optimization steps\s*=\s*([\d,]+)")
 
 
 def looks_like_hf_console(text: str, sample: int = 400) -> bool:
@@ -59,7 +63,9 @@ def load_hf_console(p: Path, text: str, logging_steps: int | None = None) -> Log
         bar = _last_bar(rest) or bar
     if not train:
         raise LogError(f"{p}: no {{'loss': ...}} lines (Hugging Face Trainer console output)")
-    steps, how = _steps(bars_before, len(train), logging_steps)
+    per_epoch = _steps_per_epoch(text)
+    epochs = [d.get("epoch") for _, d in train]
+    steps, how = _steps(bars_before, len(train), logging_steps, epochs, per_epoch)
     rows = [{"step": s, **d} for s, (_, d) in zip(steps, train)]
     log = _records_to_log(p, rows, [f"line {no}" for no, _ in train], "hf_console")
     log.notes.insert(0, f"steps from {how}")
@@ -85,15 +91,40 @@ def _last_bar(text: str):
     return (int(found[-1][0]), int(found[-1][1])) if found else None
 
 
-def _steps(bars: list, n: int, logging_steps: int | None) -> tuple[list, str]:
+def _steps(bars: list, n: int, logging_steps, epochs: list, per_epoch) -> tuple[list, str]:
     counted = _steps_from_bars(bars)
     if counted is not None:
         return counted, f"the tqdm bar before each dict (every {counted[1] - counted[0] if n > 1 else 1} steps)"
     if logging_steps:
         return [logging_steps * (k + 1) for k in range(n)], f"logging_steps={logging_steps} (entry k is step k x N)"
+    from_epochs = _steps_from_epochs(epochs, per_epoch)
+    if from_epochs is not None:
+        return from_epochs, f"epoch x {per_epoch:g} steps per epoch (the Trainer's banner)"
     return list(range(1, n + 1)), (
         "the order of the entries (1, 2, ...): the dicts carry no step; pass --logging-steps N for the trainer's steps"
     )
+
+
+def _steps_per_epoch(text: str):
+    """Total optimization steps / Num Epochs from the Trainer's '***** Running training *****' banner."""
+    e, s = _EPOCHS.search(text), _TOTAL.search(text)
+    if not (e and s):
+        return None
+    epochs, total = int(e.group(1).replace(",", "")), int(s.group(1).replace(",", ""))
+    return total / epochs if epochs > 0 and total > 0 else None
+
+
+def _steps_from_epochs(epochs: list, per_epoch):
+    """Exact steps from full-precision epoch fractions, or None."""
+    if not per_epoch or any(e is None for e in epochs):
+        return None
+    try:
+        prod = [float(e) * per_epoch for e in epochs]
+    except ValueError:
+        return None
+    steps = [round(x) for x in prod]
+    exact = all(abs(x - s) < 0.01 for x, s in zip(prod, steps))
+    return steps if exact and steps[0] > 0 and all(b > a for a, b in zip(steps, steps[1:])) else None
 
 
 def _steps_from_bars(bars: list):

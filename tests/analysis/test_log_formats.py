@@ -172,6 +172,23 @@ def test_hf_console_values_noise_and_eval_dicts(tmp_path):
     assert load_log(f, logging_steps=10).eval_df["step"].tolist() == [20]
 
 
+def test_hf_console_steps_from_full_epochs_and_the_trainers_banner(tmp_path):
+    # The banner and dict layout of the Trainer (transformers 4.x); 159 steps per epoch, logging every 50.
+    banner = (
+        "***** Running training *****\n  Num examples = 5,088\n  Num Epochs = 3\n"
+        "  Instantaneous batch size per device = 32\n  Total optimization steps = 477\n"
+    )
+    full = "".join(f"{{'loss': {2 - s / 500}, 'learning_rate': 5e-05, 'epoch': {s / 159!r}}}\n" for s in (50, 100, 150))
+    f = tmp_path / "full.txt"
+    f.write_text(banner + full)
+    log = load_log(f)
+    assert log.df["step"].tolist() == [50, 100, 150] and "159 steps per epoch" in log.meta["steps_from"]
+    rounded = "".join(f"{{'loss': {2 - s / 500}, 'epoch': {round(s / 159, 2)}}}\n" for s in (50, 100, 150))
+    g = tmp_path / "rounded.txt"  # two decimals: 0.31 x 159 = 49.3, no exact step
+    g.write_text(banner + rounded)
+    assert load_log(g).df["step"].tolist() == [1, 2, 3]
+
+
 def test_pytorch_example_and_fairseq_eval_lines_and_epochs():
     wlm = load_log(DATA / "pytorch_example_mos_issue12.txt")  # '| end of epoch 25 | ... | valid loss 4.35 |'
     assert wlm.df["loss"].tolist()[:3] == [4.02, 4.05, 4.09] and wlm.eval_df["val_loss"].tolist() == [4.35, 4.35]

@@ -33,6 +33,7 @@ Confidence rule (a log that fails it is refused with a line saying why, never gu
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from pathlib import Path
@@ -91,7 +92,8 @@ def read_console(p: Path, text: str) -> LogData | None:
     keep = {k for k, n in shared.items() if 2 * n >= len(entries)}
     rows, labels = [], []
     for e, step in zip(entries, steps):
-        rows.append({"step": step, "loss": e["pairs"][key], **{k: v for k, v in e["columns"].items() if k in keep}})
+        values = {k: _float(v) for k, v in e["columns"].items() if k in keep}
+        rows.append({"step": step, "loss": _float(e["pairs"][key]), **values})  # floats: rank copies are averaged
         labels.append(f"line {e['no']}")
     negative = [r for r in rows if _is_negative(r["loss"])]
     if negative:
@@ -118,7 +120,7 @@ def read_console(p: Path, text: str) -> LogData | None:
 
 
 def _parsed_lines(text: str) -> list:
-    """[(line number, {name: value string}, fraction or None, epoch or None)] for every line with a number."""
+    """[(line number, {name: value string}, (k, N) fraction or None)] for every line with a digit in it."""
     out = []
     for no, physical in enumerate(text.splitlines(), start=1):
         for seg in re.split(r"[\r\x08]+", physical):
@@ -252,10 +254,9 @@ def _eval_rows(evals: list, step_of_line: dict):
     nos = sorted(step_of_line)
     rows = []
     for ev in evals:
-        before = [n for n in nos if n <= ev["no"]]
-        if not before:
-            continue
-        rows.append({"step": step_of_line[before[-1]], **{_eval_name(k): v for k, v in ev["values"].items()}})
+        i = bisect.bisect_right(nos, ev["no"])
+        if i:
+            rows.append({"step": step_of_line[nos[i - 1]], **{_eval_name(k): v for k, v in ev["values"].items()}})
     return _numeric_frame(pd.DataFrame(rows), keep_step=True) if rows else None
 
 
@@ -274,8 +275,13 @@ def _int(v):
     return int(f) if f == f and f >= 0 and f == int(f) and abs(f) < 2**53 else None
 
 
-def _is_negative(v) -> bool:
+def _float(v: str):
+    """'2.5' -> 2.5, 'nan' -> nan; anything else stays text (finalize names a non-numeric loss)."""
     try:
-        return float(v) < 0
-    except (TypeError, ValueError):
-        return False
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _is_negative(v) -> bool:
+    return isinstance(v, float) and v < 0

@@ -49,8 +49,12 @@ MIN_ENTRIES = 2
 """Entries a log needs before the reader trusts its reading: two points are the least a step axis has."""
 
 _NUM = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?nan|[+-]?inf"
-_WORD = r"[A-Za-z(][\w.()/%'-]*"
-_PAIR = re.compile(rf"(?<![\w.])({_WORD}(?: {_WORD})*)\s*[:=]?\s*({_NUM})(?:ms|s|%)?(?![\w.(]|:\d)", re.IGNORECASE)
+# A name is up to 8 words; the possessive '*+' keeps a word from giving characters back: without both, a long
+# line of words and no number costs quadratic (or worse) backtracking.
+_WORD = r"[A-Za-z(][\w.()/%'-]*+"
+_PAIR = re.compile(
+    rf"(?<![\w.])({_WORD}(?: {_WORD}){{0,7}})\s*[:=]?\s*({_NUM})(?:ms|s|%)?(?![\w.(]|:\d)", re.IGNORECASE
+)
 _FRACTION = re.compile(r"(?<![\w.])(\d+)\s*/\s*(\d+)(?![\w.])")
 _BRACKET_EPOCH = re.compile(r"epoch\s*(?:\(\w+\))?\s*:?\s*\[(\d+)\]", re.IGNORECASE)
 _AVERAGE = re.compile(rf"\(\s*(?:{_NUM})\s*\)")  # 'Loss 2.5681 (10.9521)': the running average

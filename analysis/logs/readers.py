@@ -29,7 +29,7 @@ from .hf_console import load_hf_console, looks_like_hf_console
 from .json_logs import _load_json_text
 from .nanogpt_logtxt import load_logtxt, looks_like_logtxt
 from .stdout import load_stdout, looks_like_stdout
-from .table import LogData, canonical_names, finalize
+from .table import LogData, finalize, names_step_or_loss
 from .tensorboard import _load_tensorboard
 from .text_table import _load_csv_text
 from .tfevents import _valid_tfrecord_header, find_event_files
@@ -131,8 +131,7 @@ def _looks_like_table(text: str) -> bool:
     fields = [f.strip().strip('"') for f in re.split(r"[,\t;|]|\s+", first) if f.strip()]
     if fields and all(re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|nan|inf", f, re.I) for f in fields):
         return True
-    names = set(canonical_names(fields))
-    return bool(names & {"step", "loss"}) and len(fields) > 1 and not re.search(r"\d", first)
+    return len(fields) > 1 and not re.search(r"\d", first) and names_step_or_loss(fields)
 
 
 def _trailing_int(name: str) -> int:

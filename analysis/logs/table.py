@@ -96,6 +96,12 @@ def snake(name) -> str:
 _ALIAS_KEYS = {canon: [snake(a) for a in names] for canon, names in ALIASES.items()}
 
 
+def names_step_or_loss(columns) -> bool:
+    """Whether any column name is a step or loss alias (linear: canonical_names is not, on 20,000 words)."""
+    wanted = set(_ALIAS_KEYS["step"]) | set(_ALIAS_KEYS["loss"])
+    return any(snake(c) in wanted for c in columns)
+
+
 def canonical_names(columns) -> list[str]:
     """Canonical name for each column, in order; the first alias in priority order wins, names stay unique."""
     keys = [snake(c) for c in columns]

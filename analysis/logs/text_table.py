@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import LogError
 from .lightning import is_lightning, merge_step_rows
-from .table import LogData, _short_list, canonical_names, finalize
+from .table import LogData, _short_list, finalize, names_step_or_loss
 from .wandb_csv import from_wandb, is_wandb_export
 
 
@@ -41,7 +41,7 @@ def _load_csv_text(p: Path, text: str) -> LogData:
         names = ["step", "loss"] if len(header) > 1 else ["loss"]
         header = names + [f"col{i + 1}" for i in range(2, len(header))]
         notes.append("no header line: columns read as " + ", ".join(header))
-    elif not {"step", "loss"} & set(canonical_names(header)) or (
+    elif not names_step_or_loss(header) or (
         delim is None and (any(len(f) != len(header) for _, f in body[:-1]) or not all(map(_is_name, header)))
     ):
         # A first line naming neither a step nor a loss (a table of other numbers, unreadable lines), or
@@ -53,7 +53,7 @@ def _load_csv_text(p: Path, text: str) -> LogData:
     rows, labels = [], []
     for no, fields in body:
         if len(fields) > len(header):
-            if not {"step", "loss"} & set(canonical_names(header)):  # prose, markdown, ...: not a table at all
+            if not names_step_or_loss(header):  # prose, markdown, ...: not a table at all
                 raise LogError(f"{p}: unknown format (not a table with step and loss columns)")
             raise LogError(f"{p}: line {no} has {len(fields)} fields but the header has {len(header)}")
         rows.append(fields + [None] * (len(header) - len(fields)))  # a cut-off last line is padded

@@ -149,3 +149,16 @@ def test_diagnose_command_takes_logging_steps_and_says_where_steps_came_from(cap
     assert "pass --logging-steps N" in " ".join(capsys.readouterr().out.split())
     assert main([str(DATA / "hf_console_timemoe_issue37_warnings.txt"), "--logging-steps", "0"]) == 2
     assert "--logging-steps must be >= 1" in capsys.readouterr().err
+
+
+def test_a_long_line_of_words_reads_in_linear_time(tmp_path):
+    # A pasted paragraph with no number after its words once cost the pair pattern quadratic backtracking
+    # (5,000 words: minutes); bounded names and possessive words keep it linear (20,000 words: about a second).
+    import time
+
+    f = tmp_path / "paragraph.txt"
+    f.write_text(" ".join(["the loss went down slowly."] * 4000) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(LogError, match="unknown format"):
+        load_log(f)
+    assert time.perf_counter() - t0 < 30

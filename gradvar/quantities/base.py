@@ -133,9 +133,27 @@ def group_min(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch
 
 
 class Quantity:
-    """One measured quantity. Override only the events you need; each returns {name: Stat}."""
+    """One measured quantity. Override only the events you need; each returns {name: Stat}.
+
+    A quantity declares what it writes and what it requires, and the monitor checks them when it is built
+    (gradvar.quantities.complete): one writer per name, a missing writer added, a quantity that cannot run on a
+    rank's shard kept out of FSDP2 and ZeRO runs with a note.
+    """
 
     name = "quantity"
+    writes: frozenset[str] = frozenset()
+    """The raw statistics its events return: combined across ranks at flush, handed to every finalize."""
+    columns: frozenset[str] = frozenset()
+    """The steps columns and the layers stats its finalize writes."""
+    requires: frozenset[str] = frozenset()
+    """Raw statistics of other quantities its finalize reads: the monitor adds their writer when none is given."""
+    needs_full_params: bool = False
+    """True: needs whole parameters or gradients, which no rank holds under FSDP2 or DeepSpeed ZeRO: it does not
+    run there, and a note says so."""
+    reads_state: bool = True
+    """True: reads the parameters, `.grad` or the optimizer state through the context. DeepSpeed ZeRO keeps those
+    in its own flat partitions, so such a quantity needs a ZeRO form (gradvar.integrations.deepspeed) and is
+    refused there without one. False: it reads only the capture, the losses or the model's forwards."""
     needs_elementwise = False
     needs_snapshot = False
     needs_micro_batches = False

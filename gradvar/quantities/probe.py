@@ -62,6 +62,8 @@ class ProbeLoss(Quantity):
     """Loss of a fixed full-length held-out batch; comparable between baseline and SLW runs."""
 
     name = "probe_loss"
+    writes = columns = frozenset({"probe_loss", "max_attn_logit"})
+    reads_state = False  # forwards only
 
     def __init__(self, batch: torch.Tensor, schedule=None, loss_fn=causal_lm_loss, attention_logits: bool = False):
         super().__init__(schedule or dense_then_every(5, 30))
@@ -112,6 +114,8 @@ class SeqlenProbe(Quantity):
     """Variance by length at equal tokens on a fixed probe set; writes rows to the `probes` table."""
 
     name = "seqlen_probe"
+    needs_full_params = True  # gradients of whole parameters, by torch.autograd.grad
+    reads_state = False
 
     def __init__(self, batch: torch.Tensor, lengths=None, micro_batch: int = 1, schedule=None, loss_fn=causal_lm_loss):
         super().__init__(schedule)
@@ -127,9 +131,7 @@ class SeqlenProbe(Quantity):
         by it, and it is subtracted from the length in the records."""
 
     def on_step(self, ctx):
-        # Under FSDP2 its torch.autograd.grad would fire FSDP's post-backward (a reduce-scatter into .grad):
-        # not run there; the monitor notes it.
-        if ctx.extras.get("rank", 0) != 0 or ctx.sharded:
+        if ctx.extras.get("rank", 0) != 0:
             return {}
         model = ctx.extras["module"]
         self.batch = self.batch.to(ctx.params[0].device)  # once: a host-to-device copy synchronises on CUDA

@@ -139,16 +139,13 @@ class Trainer:
             self.opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **kw)
         self.ddp = self.par.wrap(self.model)
         self.train_loss = compiled(next_token_loss, cfg.model.compile)  # the training forward only
-        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
         self.autocast = (
             (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
         )
 
     def _setup_monitor(self, resume_step):
         m = self.cfg.monitor
-        ladder = [int(n) for n in m.probe_seqlens] or [
-            n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len
-        ] + [self.cfg.optim.seq_len]
+        ladder = [int(n) for n in m.probe_seqlens] or gradvar.quantities.seqlen_ladder(self.cfg.optim.seq_len)
         qs = gradvar.quantities.build(
             m.quantities,
             self.probe,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .adam_state import AdamState
-from .base import FlushMeta, Quantity, Stat, StepContext, any_of, at_steps, dense_then_every, every, log_spaced
+from .base import FlushMeta, Quantity, Stat, StepContext, any_of, at_steps, dense_then_every, every
 from .grad_norm import GradNorm
 from .grad_variance import GradVariance, noise_estimates
 from .logits import OutputLogit
 from .loss import Loss
-from .probe import ProbeLoss, SeqlenProbe, causal_lm_loss
+from .probe import ProbeLoss, SeqlenProbe, causal_lm_loss, seqlen_ladder
 from .update_size import UpdateSize
 
 PRESETS = ("paper", "full", "minimal")
@@ -140,10 +140,10 @@ __all__ = [
     "build",
     "complete",
     "resolve",
+    "seqlen_ladder",
     "shard_local",
     "causal_lm_loss",
     "dense_then_every",
     "every",
-    "log_spaced",
     "noise_estimates",
 ]

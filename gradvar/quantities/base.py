@@ -39,11 +39,6 @@ def dense_then_every(n: int, dense_until: int = 30) -> Schedule:
     return lambda step: step <= dense_until or step % n == 0
 
 
-def log_spaced(base: float = 1.25) -> Schedule:
-    marks = {int(round(base**i)) for i in range(200)}
-    return lambda step: step in marks
-
-
 def at_steps(steps) -> Schedule:
     chosen = {int(s) for s in steps}
     return lambda step: step in chosen

@@ -33,7 +33,12 @@ def fsdp_modules(module: torch.nn.Module) -> list:
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
-    return bool(fsdp_modules(module))
+    if not fsdp_modules(module):
+        return False
+    from ._torch_compat import check_dtensor
+
+    check_dtensor()  # `local` reads the shards through a private attribute
+    return True
 
 
 @contextlib.contextmanager

@@ -88,6 +88,36 @@ def test_the_import_reader_sees_every_form(tmp_path):
     assert {"study.a", "study.b", "study.c.d", "analysis.study", "study.g", "study.h"} <= got
 
 
+def private_torch(path: Path) -> set[str]:
+    """The `torch.…._name` attribute chains `path` reads (private by their leading underscore)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        chain = []
+        while isinstance(node, ast.Attribute):
+            chain.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id == "torch" and any(_private(a) for a in chain):
+            out.add(".".join(["torch", *reversed(chain)]))
+    return out
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_private_torch_apis_go_through_the_checked_module():
+    """gradvar/_torch_compat.py checks at import every private torch API it wraps; a private API read anywhere
+    else would fail inside a hook, or silently, on the torch release that drops it."""
+    found = {
+        f"{p.relative_to(ROOT).as_posix()}: {name}"
+        for pkg in PACKAGES
+        for p in sources(pkg)
+        if p.name != "_torch_compat.py"
+        for name in private_torch(p)
+    }
+    assert not found, sorted(found)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff is not installed (pip install -e .[test])")
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff_passes(args):

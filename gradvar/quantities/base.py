@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
 
 from .. import _torch_compat as tc
+from ..pre_clip import PreClip
 from ..sharded import local
 
 SUM, MAX, MIN, SAME, RANK = "sum", "max", "min", "same", "rank"
@@ -49,6 +51,37 @@ def any_of(*schedules: Schedule) -> Schedule:
     return lambda step: any(s(step) for s in schedules)
 
 
+class StepExtras(TypedDict, total=False):
+    """The per-step inputs the monitor collects for the quantities (`StepContext.extras`), each key typed once
+    here; a key is absent until the monitor has it (the gradient read, the optimizer step, `Monitor.step`)."""
+
+    k_local: int
+    """Backward passes this rank ran this step (micro-batches)."""
+    pre_clip: PreClip
+    """The step's gradient before clipping and unscaling (gradvar.pre_clip): read once, shared."""
+    grad_scale: torch.Tensor
+    """A GradScaler's scale of this step's backward passes (the captured moments are S times the true ones)."""
+    lr_applied: float
+    """The LR of the update, read in the optimizer's pre-step hook."""
+    snapshot: list[torch.Tensor]
+    """The parameters (this rank's shards) before the update, on steps where a quantity needs them."""
+    clip_coef: torch.Tensor
+    """What Monitor.clip_grad_norm_ multiplied the gradient by, when nothing else changed it after the read."""
+    grad_norm_user: torch.Tensor
+    """The pre-clip norm the loop passed to Monitor.step (the statistics are rescaled to it)."""
+    losses: torch.Tensor | None
+    """The step's micro-batch losses as given, or as the forwards returned them; None when neither."""
+    loss_given: bool
+    """Whether Monitor.step was passed a loss."""
+    forward_losses: torch.Tensor | None
+    """The losses the model's forwards returned this step."""
+    rank: int
+    module: torch.nn.Module
+    """The model the probes run (DDP's inner module)."""
+    side_rows: list
+    """(table, row) rows for other tables (the sequence-length probe's), flushed with the steps."""
+
+
 @dataclass(frozen=True)
 class StepContext:
     """What a quantity may look at. Built by the monitor; quantities never keep references to it."""
@@ -65,8 +98,8 @@ class StepContext:
     subsets: Callable
     """gradvar.groups.Subsets: device index, groups and sizes of a subset of `params`, made once per subset."""
     world_size: int = 1
-    extras: dict = field(default_factory=dict)
-    """Per-step inputs the monitor collected (losses, snapshots, clip coefficient)."""
+    extras: StepExtras = field(default_factory=dict)
+    """Per-step inputs the monitor collected (losses, snapshots, clip coefficient): the keys of StepExtras."""
     sharded: bool = False
     """FSDP2: params, gradients and optimizer state are DTensor shards; read them through `local`, and
     combine what is computed from them with `shard_op`."""

@@ -1,12 +1,16 @@
-"""The private torch APIs gradvar relies on, in one place, checked once at import.
+"""The private torch APIs gradvar relies on, in one place, checked once at import (the DTensor shard, only
+imported under FSDP2, when the monitor meets a sharded model).
 
 Public hooks do most of the work (tensor hooks, `register_step_pre_hook`, module forward hooks). What no
 public API offers:
 - the end of a backward pass (all of its gradients accumulated): the autograd engine's final callbacks;
-- which backward task a gradient hook runs in (one backward call = one micro-batch, nested ones included);
+- which backward task a gradient hook runs in (one backward call = one micro-batch, nested ones included),
+  and which autograd node made a gradient;
 - whether a backward accumulates into `.grad` at all (`torch.autograd.grad` does not);
 - a GradScaler's scale as a device tensor (its public `get_scale()` waits for the device), whether it has
-  unscaled the gradients already, and which scaler is stepping the optimizer (a look at the caller's frames);
+  unscaled the gradients already (its per-optimizer stage), and which scaler is stepping the optimizer (a
+  look at the caller's frames);
+- a DTensor's local shard as the same tensor object at every call (`_local_tensor`);
 - multi-tensor kernels (`torch._foreach_*`): a handful of launches for all parameters instead of one each.
 If a torch release drops one of them, importing gradvar says which, instead of failing inside a hook.
 """
@@ -21,16 +25,39 @@ MIN_TORCH = (2, 6)
 
 _NEEDED = {
     "torch._C._current_graph_task_id": lambda: torch._C._current_graph_task_id,
+    "torch._C._current_autograd_node": lambda: torch._C._current_autograd_node,
     "torch._C._will_engine_execute_node": lambda: torch._C._will_engine_execute_node,
     "torch.autograd.Variable._execution_engine.queue_callback": lambda: (
         torch.autograd.Variable._execution_engine.queue_callback
     ),
     "torch.amp.GradScaler._get_scale_async": lambda: torch.amp.GradScaler._get_scale_async,
+    "torch.amp.GradScaler._per_optimizer_states": lambda: _sets(torch.amp.GradScaler, "_per_optimizer_states"),
+    "torch.amp.grad_scaler.OptState.UNSCALED/STEPPED": lambda: (
+        torch.amp.grad_scaler.OptState.UNSCALED,
+        torch.amp.grad_scaler.OptState.STEPPED,
+    ),
     **{
         f"torch._foreach_{op}": (lambda op=op: getattr(torch, f"_foreach_{op}"))
         for op in ("norm", "max", "mul", "mul_", "addcmul_", "copy_", "sub", "add_", "div_")
     },
 }
+
+
+def _sets(cls, attr: str) -> None:
+    """AttributeError unless `cls.__init__` sets `self.<attr>` (an instance attribute; no instance made)."""
+    if attr not in cls.__init__.__code__.co_names:
+        raise AttributeError(attr)
+
+
+def check_dtensor() -> None:
+    """Under FSDP2, once: gradvar.sharded.local reads a DTensor's shard through `_local_tensor`."""
+    from torch.distributed.tensor import DTensor
+
+    if "_local_tensor" not in getattr(DTensor, "__slots__", ()):
+        raise ImportError(
+            "gradvar needs torch.distributed.tensor.DTensor._local_tensor under FSDP2; this is torch "
+            f"{torch.__version__}"
+        )
 
 
 def _check() -> None:

@@ -2,6 +2,7 @@
 summary and checkpoints):
 
     gradvar.io.atomic_write_text(run_dir / "summary.json", text)   # temp name, fsync, rename, fsync the folder
+    gradvar.io.fsync_dir(folder)                                   # after renaming files into it
     gradvar.io.fault_point("checkpoint_write")                     # a kill point for crash tests, else a no-op
 
 `fault_point(name)` does nothing unless the environment variable GRADVAR_FAULT is "<name>@<n>": then the n-th
@@ -9,6 +10,6 @@ time the process reaches that point it prints "GRADVAR_FAULT <name> reached" to 
 GRADVAR_FAULT_SLEEP seconds (default 60), so a test can SIGKILL it exactly there (see docs/fault-tolerance.md).
 """
 
-from .records import atomic_write_text, fault_point
+from .records import atomic_write_text, fault_point, fsync_dir
 
-__all__ = ["atomic_write_text", "fault_point"]
+__all__ = ["atomic_write_text", "fault_point", "fsync_dir"]

@@ -78,6 +78,9 @@ class Monitor(LoopHooks):
         self.rank = dist.get_rank() if self.world_size > 1 else 0
         probe = (probe_batch, probe_every, probe_loss_every, probe_micro_batch, probe_seqlens, loss_fn)
         self.quantities = Q.resolve(quantities, dict(zip(PROBE_OPTIONS, probe)))
+        self._whole_only: list[str] = []  # FSDP2: the quantities that need whole parameters, not run (a note)
+        if sharded.is_sharded(self.module):
+            self.quantities, self._whole_only = Q.shard_local(self.quantities)
         self._has = {cls: any(isinstance(q, cls) for q in self.quantities) for cls in (Q.GradVariance, Q.Loss)}
         self._hook_loop(infer_inputs)
         self.flush_every, self.layers_every = flush_every, layers_every
@@ -161,7 +164,7 @@ class Monitor(LoopHooks):
         k, n = self._extras.get("k_local", 0), self.step_num
         if k * self.world_size == 1 and self._has[Q.GradVariance]:
             self._note_once(*notes.single_micro_batch(n))
-        for reason, msg in sharded.notes(self.quantities, n) if self.sharded else ():
+        for reason, msg in sharded.notes(self.quantities, self._whole_only, n) if self.sharded else ():
             self._note_once(reason, msg)
         if k and self._extras.get("losses") is None and self._has[Q.Loss]:
             self._note_once(*notes.no_loss(n))

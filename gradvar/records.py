@@ -70,10 +70,12 @@ def _atomic_write_bytes(path: Path, write) -> None:
             why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
             raise RecordsWriteError(f"could not write {path}: {why}") from exc
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make the renames into `folder` durable. Best effort: some filesystems and platforms refuse to open or
+    fsync a folder, and the file written is then as durable as they make a rename."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -33,7 +33,12 @@ def fsdp_modules(module: torch.nn.Module) -> list:
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
-    return bool(fsdp_modules(module))
+    if not fsdp_modules(module):
+        return False
+    from ._torch_compat import check_dtensor
+
+    check_dtensor()  # `local` reads the shards through a private attribute
+    return True
 
 
 @contextlib.contextmanager
@@ -89,8 +94,9 @@ def global_sq_sum(local_sq: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def notes(quantities, step: int) -> list[tuple[str, str]]:
-    """(reason, message) for each column that stays empty under FSDP2 and why."""
+def notes(quantities, not_run: list[str], step: int) -> list[tuple[str, str]]:
+    """(reason, message) for each column that stays empty under FSDP2 and why; `not_run`: the names of the
+    quantities that need whole parameters (gradvar.quantities.shard_local)."""
     out = []
     if any(q.needs_elementwise for q in quantities):
         out.append(
@@ -102,13 +108,13 @@ def notes(quantities, step: int) -> list[tuple[str, str]]:
                 "grad_var_sum, grad_trace_sigma and grad_true_sq are exact",
             )
         )
-    if any(q.name == "seqlen_probe" for q in quantities):
+    for name in not_run:
         out.append(
             (
-                "fsdp_seqlen_probe",
-                f"step {step}: the sequence-length probe does not run under FSDP2 (its "
-                "gradients would pass through FSDP's reduce-scatter into .grad); the probes table stays empty. "
-                "The probe loss runs, on every rank together",
+                f"fsdp_{name}",
+                f"step {step}: the {name} quantity does not run under FSDP2: it needs whole parameters or "
+                "gradients, and each rank holds a shard of them (a gradient it took would pass through FSDP's "
+                "reduce-scatter into .grad); what it writes stays empty",
             )
         )
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gradvar.io import fault_point
+from gradvar.io import fault_point, fsync_dir
 
 _NAME = re.compile(r"^step-(\d{9})\.(pt|dcp)$")  # .dcp: a sharded (FSDP2) checkpoint folder, see sharded_checkpoint
 
@@ -99,11 +99,7 @@ def save(run_dir, step: int, state: dict, keep: int = 2, pinned=()) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(folder)
     prunable = [(s, p) for s, p in list_checkpoints(run_dir) if s not in set(pinned)]
     for _, old in prunable[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)

@@ -259,8 +259,6 @@ class TrainConfig:
         if o.seq_len > self.model.n_positions:
             raise ConfigError(f"optim.seq_len {o.seq_len} exceeds model.n_positions {self.model.n_positions}")
         if s.enabled:
-            from gradvar.slw import SLWSchedule
-
             try:
                 sched = slw_schedule(self)
                 end = sched.end_seqlen()
@@ -268,7 +266,6 @@ class TrainConfig:
                 raise ConfigError(f"slw: {exc}") from None
             if end > o.seq_len:
                 raise ConfigError(f"slw end length {end} exceeds the model's context (optim.seq_len {o.seq_len})")
-            assert isinstance(sched, SLWSchedule)
         if s.schedule not in ("fixed", "variance"):
             raise ConfigError(f"slw.schedule must be fixed or variance, got {s.schedule!r}")
         self._check_control()

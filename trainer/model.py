@@ -41,10 +41,10 @@ def build_model(cfg: ModelConfig, vocab_size: int) -> GPT2LMHeadModel:
         bos_token_id=None,
         eos_token_id=None,
         use_cache=False,
+        # "sdpa": torch's scaled_dot_product_attention picks the flash / memory-efficient kernels on a GPU;
+        # "eager": transformers' explicit softmax(q k^T) v, the reference the sdpa path is tested against
+        attn_implementation=cfg.attn,
     )
-    # "sdpa": torch's scaled_dot_product_attention picks the flash / memory-efficient kernels on a GPU;
-    # "eager": transformers' explicit softmax(q k^T) v, the reference the sdpa path is tested against
-    config._attn_implementation = cfg.attn
     return GPT2LMHeadModel(config)
 
 
@@ -58,10 +58,10 @@ def compiled(fn, backend: str):
     """
     if backend in ("off", "", "none"):
         return fn
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+    if backend not in torch.compiler.list_backends(exclude_tags=()):
         raise ConfigError(
             f"model.compile must be 'off' or a torch.compile backend "
-            f"({', '.join(torch._dynamo.list_backends())}, ...), got {backend!r}"
+            f"({', '.join(torch.compiler.list_backends())}, ...), got {backend!r}"
         )
     return torch.compile(fn, backend=backend)
 

@@ -20,10 +20,15 @@ APPLIED, SKIPPED, STOP = "applied", "skipped", "stop"
 
 def reads_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     """True for optimizers that honour `found_inf`: torch Adam/AdamW with the fused kernel in every group,
-    and the skip-step AdamW."""
+    and the skip-step AdamW. torch's fused Adam says so by `_step_supports_amp_scaling` (what GradScaler reads
+    before handing it `found_inf`, a private protocol): without the flag the guard decides on the host."""
     if isinstance(optimizer, SkipStepAdamW):
         return True
-    return isinstance(optimizer, torch.optim.Adam) and all(g.get("fused") for g in optimizer.param_groups)
+    return (
+        isinstance(optimizer, torch.optim.Adam)
+        and all(g.get("fused") for g in optimizer.param_groups)
+        and getattr(optimizer, "_step_supports_amp_scaling", False)
+    )
 
 
 def message(step: int, policy: str) -> str:

@@ -84,12 +84,13 @@ class VariancePacer:
 
 
 def adam_v_max(optimizer) -> float:
+    from gradvar import _torch_compat as tc
     from gradvar.sharded import local, nonempty
 
     vs = [local(s["exp_avg_sq"]) for s in optimizer.state.values() if "exp_avg_sq" in s]
     if not vs:
         return math.nan
-    top = torch.stack(torch._foreach_max(nonempty(vs, -math.inf))).max()
+    top = torch.stack(tc.foreach_max(nonempty(vs, -math.inf))).max()
     if any(hasattr(s["exp_avg_sq"], "to_local") for s in optimizer.state.values() if "exp_avg_sq" in s):
         import torch.distributed as dist
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from gradvar.records import fault_point
+from gradvar.io import fault_point, fsync_dir
 
 from .checkpoint import CheckpointError, checkpoint_dir, list_checkpoints
 
@@ -31,14 +31,6 @@ def _sha(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 24), b""):
             sha.update(chunk)
     return sha.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save(run_dir, step: int, model, optimizer, extra: dict, keep: int = 2) -> Path:
@@ -67,12 +59,12 @@ def save(run_dir, step: int, model, optimizer, extra: dict, keep: int = 2) -> Pa
             os.fsync(f.fileno())
         lines = [f"{_sha(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.is_file()]
         (tmp / MANIFEST).write_text("".join(lines))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = folder / f".{path.name}.old.tmp"  # the same step saved again (the final save): replace it
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         shutil.rmtree(old, ignore_errors=True)
         for _, old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)

@@ -137,18 +137,16 @@ class Trainer:
             self.gates = (DeviceZGate(rule, d.device), DeviceZGate(rule, d.device))
         else:
             self.opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **kw)
-        self.ddp = self.par.wrap(self.model)
+        # what the training forwards go through: DDP's wrapper, else the model itself (FSDP2-sharded or plain)
+        self.train_model = self.par.wrap(self.model)
         self.train_loss = compiled(next_token_loss, cfg.model.compile)  # the training forward only
-        bf16 = cfg.dtype == "bf16" or (cfg.dtype == "auto" and d.device.type == "cuda")
         self.autocast = (
             (lambda: torch.autocast(d.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
         )
 
     def _setup_monitor(self, resume_step):
         m = self.cfg.monitor
-        ladder = [int(n) for n in m.probe_seqlens] or [
-            n for n in (16, 32, 64, 128, 256, 512, 1024, 2048) if n < self.cfg.optim.seq_len
-        ] + [self.cfg.optim.seq_len]
+        ladder = [int(n) for n in m.probe_seqlens] or gradvar.quantities.seqlen_ladder(self.cfg.optim.seq_len)
         qs = gradvar.quantities.build(
             m.quantities,
             self.probe,
@@ -163,7 +161,7 @@ class Trainer:
             if isinstance(q, gradvar.quantities.SeqlenProbe):
                 q.report_offset = 1  # windows of L + 1 tokens train L predictions: pieces overlap by 1, report L
         self.monitor = gradvar.Monitor(
-            self.ddp,
+            self.train_model,
             self.opt,
             self.run_dir,
             qs,
@@ -293,8 +291,8 @@ class Trainer:
         micro = local.to(d.device, non_blocking=True).split(micro_size)
         losses = []
         for i, mb in enumerate(micro):
-            with self.par.sync(self.ddp, i == len(micro) - 1), self.autocast():
-                loss = self.train_loss(self.ddp, mb)
+            with self.par.sync(self.train_model, i == len(micro) - 1), self.autocast():
+                loss = self.train_loss(self.train_model, mb)
             (loss / len(micro)).backward()
             losses.append(loss.detach())
         norm = self.monitor.clip_grad_norm_(o.clip if o.clip > 0 else math.inf)

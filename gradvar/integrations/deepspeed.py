@@ -35,6 +35,8 @@ class ZeroGradNorm(Q.GradNorm):
     """The reduced gradient's partitions, read before each partition's update: DeepSpeed has clipped them by
     then, by one factor that is known exactly (`ZeroSteps._clip_coef`), so the pre-clip squares are exact."""
 
+    reads_state = False  # ZeroSteps' partition statistics
+
     def on_grads(self, ctx):
         s = ctx.optimizer.stats
         if not s:
@@ -47,6 +49,8 @@ class ZeroGradNorm(Q.GradNorm):
 
 
 class ZeroAdamState(Q.AdamState):
+    reads_state = False
+
     def on_after_step(self, ctx):
         s = ctx.optimizer.stats
         if not s or not ctx.optimizer.has_state:
@@ -62,6 +66,7 @@ class ZeroAdamState(Q.AdamState):
 
 class ZeroUpdateSize(Q.UpdateSize):
     needs_snapshot = False  # ZeroSteps copies each partition before its update instead of the model
+    reads_state = False
 
     def on_after_step(self, ctx):
         s = ctx.optimizer.stats
@@ -81,12 +86,12 @@ class ZeroProbeLoss(Q.ProbeLoss):
 
 def for_zero(quantities: list, stage: int) -> tuple[list, list[str]]:
     """The ZeRO forms of the quantities that read gradients, optimizer state or parameters, and the names of
-    those dropped (the sequence-length probe: its torch.autograd.grad would run DeepSpeed's reduce hooks)."""
-    out, dropped = [], []
+    those dropped (those that need whole parameters: the sequence-length probe's torch.autograd.grad would run
+    DeepSpeed's reduce hooks). A quantity that reads them and has no ZeRO form is refused: it would read the
+    model's empty or stale tensors, not the partitions."""
+    quantities, dropped = Q.shard_local(quantities)
+    out = []
     for q in quantities:
-        if isinstance(q, Q.SeqlenProbe):
-            dropped.append(q.name)
-            continue
         swap = {Q.GradNorm: ZeroGradNorm, Q.AdamState: ZeroAdamState, Q.UpdateSize: ZeroUpdateSize}.get(type(q))
         if type(q) is Q.ProbeLoss:
             swap = ZeroProbeLoss
@@ -97,6 +102,12 @@ def for_zero(quantities: list, stage: int) -> tuple[list, list[str]]:
             q = z
         elif type(q) is Q.GradVariance:
             q.needs_elementwise = False
+        elif q.reads_state:
+            raise ValueError(
+                f"gradvar.DeepSpeedMonitor: the {q.name} quantity reads parameters, gradients or optimizer state, "
+                "which ZeRO keeps in its own flat partitions, and has no ZeRO form (reads_state = False when it "
+                "reads none of them)"
+            )
         out.append(q)
     return out, dropped
 

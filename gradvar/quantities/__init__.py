@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .adam_state import AdamState
-from .base import FlushMeta, Quantity, Stat, StepContext, any_of, at_steps, dense_then_every, every, log_spaced
+from .base import FlushMeta, Quantity, Stat, StepContext, any_of, at_steps, dense_then_every, every
 from .grad_norm import GradNorm
 from .grad_variance import GradVariance, noise_estimates
 from .logits import OutputLogit
 from .loss import Loss
-from .probe import ProbeLoss, SeqlenProbe, causal_lm_loss
+from .probe import ProbeLoss, SeqlenProbe, causal_lm_loss, seqlen_ladder
 from .update_size import UpdateSize
 
 PRESETS = ("paper", "full", "minimal")
@@ -55,7 +55,7 @@ def resolve(quantities, probe: dict) -> list:
                 "quantities, configure them there: ProbeLoss(batch, schedule, loss_fn), "
                 "SeqlenProbe(batch, lengths, micro_batch, schedule, loss_fn)"
             )
-        return list(quantities)
+        return complete(quantities)
     if probe["probe_batch"] is None and given:
         raise TypeError(f"Monitor({', '.join(given)}=...) needs probe_batch= (the held-out batch the probes run on)")
     seqlen_only = [k for k in ("probe_every", "probe_micro_batch", "probe_seqlens") if k in given]
@@ -66,15 +66,60 @@ def resolve(quantities, probe: dict) -> list:
         )
     defaults = {"probe_every": 100, "probe_loss_every": 10, "probe_micro_batch": 1, "loss_fn": causal_lm_loss}
     opts = {**defaults, **given}
-    return build(
-        quantities,
-        probe["probe_batch"],
-        opts["probe_every"],
-        opts["probe_loss_every"],
-        opts["probe_micro_batch"],
-        probe["probe_seqlens"],
-        opts["loss_fn"],
+    return complete(
+        build(
+            quantities,
+            probe["probe_batch"],
+            opts["probe_every"],
+            opts["probe_loss_every"],
+            opts["probe_micro_batch"],
+            probe["probe_seqlens"],
+            opts["loss_fn"],
+        )
     )
+
+
+PROVIDERS = (Loss, GradNorm, GradVariance, AdamState, UpdateSize, OutputLogit)
+"""The quantities `complete` may add, with their defaults, when another requires what they write."""
+
+
+def complete(quantities) -> list[Quantity]:
+    """The quantities with the writer of each name another requires added (run at the steps of those that
+    require it), after checking that no name is written twice: a second writer would overwrite the first's
+    values silently, and a requirement left unmet would leave the requirer's columns empty without a word."""
+    qs = list(quantities)
+    while True:
+        _one_writer_each(qs)
+        users: dict[type, list[Quantity]] = {}
+        for q in qs:
+            for name in sorted(q.requires - {n for p in qs for n in p.writes}):
+                provider = next((c for c in PROVIDERS if name in c.writes), None)
+                if provider is None:
+                    raise ValueError(f"gradvar: the {q.name} quantity requires {name!r}, which no quantity writes")
+                users.setdefault(provider, []).append(q)
+        if not users:
+            return qs
+        for provider, needing in users.items():
+            schedules = [q.schedule for q in needing]
+            qs.append(provider(schedules[0] if len(schedules) == 1 else any_of(*schedules)))
+
+
+def _one_writer_each(qs: list[Quantity]) -> None:
+    writer: dict[str, Quantity] = {}
+    for q in qs:
+        for name in sorted(q.writes | q.columns):
+            other = writer.setdefault(name, q)
+            if other is not q:
+                raise ValueError(
+                    f"gradvar: the {other.name} and {q.name} quantities both write {name!r}, and the second "
+                    "would overwrite the first; keep one of them"
+                )
+
+
+def shard_local(quantities) -> tuple[list[Quantity], list[str]]:
+    """(the quantities that run on a rank's shard, the names of those that need whole parameters), for FSDP2
+    and DeepSpeed ZeRO: the latter do not run there, and the monitor notes why."""
+    return [q for q in quantities if not q.needs_full_params], [q.name for q in quantities if q.needs_full_params]
 
 
 __all__ = [
@@ -93,10 +138,12 @@ __all__ = [
     "any_of",
     "at_steps",
     "build",
+    "complete",
     "resolve",
+    "seqlen_ladder",
+    "shard_local",
     "causal_lm_loss",
     "dense_then_every",
     "every",
-    "log_spaced",
     "noise_estimates",
 ]

@@ -22,6 +22,12 @@ from .base import MAX, MIN, SAME, SUM, Quantity, Stat, group_max, group_min, gro
 
 class AdamState(Quantity):
     name = "adam_state"
+    writes = frozenset(
+        {"vhat_max_group", "vhat_l1_group", "v_max_group", "v_l1_group", "v_min_group", "v_numel_group", "m_sq"}
+    )
+    columns = frozenset(
+        {"adam_v_max", "adam_vhat_max", "adam_vhat_l1", "adam_v_l1", "adam_v_min", "adam_v_mean", "adam_m_norm"}
+    )
 
     def on_after_step(self, ctx):
         state = ctx.optimizer.state

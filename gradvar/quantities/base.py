@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
 
 from .. import _torch_compat as tc
+from ..pre_clip import PreClip
 from ..sharded import local
 
 SUM, MAX, MIN, SAME, RANK = "sum", "max", "min", "same", "rank"
@@ -39,11 +41,6 @@ def dense_then_every(n: int, dense_until: int = 30) -> Schedule:
     return lambda step: step <= dense_until or step % n == 0
 
 
-def log_spaced(base: float = 1.25) -> Schedule:
-    marks = {int(round(base**i)) for i in range(200)}
-    return lambda step: step in marks
-
-
 def at_steps(steps) -> Schedule:
     chosen = {int(s) for s in steps}
     return lambda step: step in chosen
@@ -52,6 +49,37 @@ def at_steps(steps) -> Schedule:
 def any_of(*schedules: Schedule) -> Schedule:
     """Run where any of the schedules runs."""
     return lambda step: any(s(step) for s in schedules)
+
+
+class StepExtras(TypedDict, total=False):
+    """The per-step inputs the monitor collects for the quantities (`StepContext.extras`), each key typed once
+    here; a key is absent until the monitor has it (the gradient read, the optimizer step, `Monitor.step`)."""
+
+    k_local: int
+    """Backward passes this rank ran this step (micro-batches)."""
+    pre_clip: PreClip
+    """The step's gradient before clipping and unscaling (gradvar.pre_clip): read once, shared."""
+    grad_scale: torch.Tensor
+    """A GradScaler's scale of this step's backward passes (the captured moments are S times the true ones)."""
+    lr_applied: float
+    """The LR of the update, read in the optimizer's pre-step hook."""
+    snapshot: list[torch.Tensor]
+    """The parameters (this rank's shards) before the update, on steps where a quantity needs them."""
+    clip_coef: torch.Tensor
+    """What Monitor.clip_grad_norm_ multiplied the gradient by, when nothing else changed it after the read."""
+    grad_norm_user: torch.Tensor
+    """The pre-clip norm the loop passed to Monitor.step (the statistics are rescaled to it)."""
+    losses: torch.Tensor | None
+    """The step's micro-batch losses as given, or as the forwards returned them; None when neither."""
+    loss_given: bool
+    """Whether Monitor.step was passed a loss."""
+    forward_losses: torch.Tensor | None
+    """The losses the model's forwards returned this step."""
+    rank: int
+    module: torch.nn.Module
+    """The model the probes run (DDP's inner module)."""
+    side_rows: list
+    """(table, row) rows for other tables (the sequence-length probe's), flushed with the steps."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +98,8 @@ class StepContext:
     subsets: Callable
     """gradvar.groups.Subsets: device index, groups and sizes of a subset of `params`, made once per subset."""
     world_size: int = 1
-    extras: dict = field(default_factory=dict)
-    """Per-step inputs the monitor collected (losses, snapshots, clip coefficient)."""
+    extras: StepExtras = field(default_factory=dict)
+    """Per-step inputs the monitor collected (losses, snapshots, clip coefficient): the keys of StepExtras."""
     sharded: bool = False
     """FSDP2: params, gradients and optimizer state are DTensor shards; read them through `local`, and
     combine what is computed from them with `shard_op`."""
@@ -133,9 +161,27 @@ def group_min(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch
 
 
 class Quantity:
-    """One measured quantity. Override only the events you need; each returns {name: Stat}."""
+    """One measured quantity. Override only the events you need; each returns {name: Stat}.
+
+    A quantity declares what it writes and what it requires, and the monitor checks them when it is built
+    (gradvar.quantities.complete): one writer per name, a missing writer added, a quantity that cannot run on a
+    rank's shard kept out of FSDP2 and ZeRO runs with a note.
+    """
 
     name = "quantity"
+    writes: frozenset[str] = frozenset()
+    """The raw statistics its events return: combined across ranks at flush, handed to every finalize."""
+    columns: frozenset[str] = frozenset()
+    """The steps columns and the layers stats its finalize writes."""
+    requires: frozenset[str] = frozenset()
+    """Raw statistics of other quantities its finalize reads: the monitor adds their writer when none is given."""
+    needs_full_params: bool = False
+    """True: needs whole parameters or gradients, which no rank holds under FSDP2 or DeepSpeed ZeRO: it does not
+    run there, and a note says so."""
+    reads_state: bool = True
+    """True: reads the parameters, `.grad` or the optimizer state through the context. DeepSpeed ZeRO keeps those
+    in its own flat partitions, so such a quantity needs a ZeRO form (gradvar.integrations.deepspeed) and is
+    refused there without one. False: it reads only the capture, the losses or the model's forwards."""
     needs_elementwise = False
     needs_snapshot = False
     needs_micro_batches = False

@@ -15,6 +15,8 @@ from .base import SAME, SUM, Quantity, Stat, group_sum
 
 class GradNorm(Quantity):
     name = "grad_norm"
+    writes = frozenset({"grad_sq_group", "grad_sq_applied", "nonfinite_grad", "grad_norm_user"})
+    columns = frozenset({"grad_norm", "grad_norm_clipped", "nonfinite_grad"})
 
     def on_grads(self, ctx):
         # g * 0 is NaN exactly where g is non-finite, and the L0 "norm" counts those: two multi-tensor kernels

@@ -44,6 +44,20 @@ def _unscaled(ctx, cap) -> tuple[torch.Tensor, list | None]:
 
 class GradVariance(Quantity):
     name = "grad_variance"
+    writes = frozenset({"micro_sq_group", "rank_micro_sq", "var_max_group"})
+    columns = frozenset(
+        {
+            "grad_true_sq",
+            "grad_trace_sigma",
+            "grad_noise_scale",
+            "grad_sq_micro",
+            "micro_batches",
+            "grad_var_sum",
+            "grad_var_max",
+        }
+    )
+    requires = frozenset({"grad_sq_group"})  # |G|^2 per group, from GradNorm (and its grad_norm_user when given)
+    reads_state = False  # the capture's moments; .grad only with one process (never under ZeRO)
     needs_micro_batches = True
 
     def __init__(self, schedule=None, elementwise: bool = True):

@@ -17,6 +17,8 @@ from .base import MAX, Quantity, Stat
 
 class OutputLogit(Quantity):
     name = "output_logit"
+    writes = columns = frozenset({"max_output_logit"})
+    reads_state = False
 
     def __init__(self, schedule=None):
         super().__init__(schedule)

@@ -16,6 +16,9 @@ from .base import MAX, RANK, SUM, Quantity, Stat
 
 class Loss(Quantity):
     name = "loss"
+    writes = frozenset({"loss_sum", "loss_count", "loss_max", "nonfinite_loss", "rank_loss", "loss_divided"})
+    columns = frozenset({"loss", "loss_max", "nonfinite_loss"})
+    reads_state = False
 
     def on_step(self, ctx):
         losses = ctx.extras.get("losses")

@@ -62,6 +62,8 @@ class ProbeLoss(Quantity):
     """Loss of a fixed full-length held-out batch; comparable between baseline and SLW runs."""
 
     name = "probe_loss"
+    writes = columns = frozenset({"probe_loss", "max_attn_logit"})
+    reads_state = False  # forwards only
 
     def __init__(self, batch: torch.Tensor, schedule=None, loss_fn=causal_lm_loss, attention_logits: bool = False):
         super().__init__(schedule or dense_then_every(5, 30))
@@ -109,14 +111,17 @@ def probe_pieces(batch: torch.Tensor, length: int, offset: int = 0, micro: int =
 
 
 class SeqlenProbe(Quantity):
-    """Variance by length at equal tokens on a fixed probe set; writes rows to the `probes` table."""
+    """Variance by length at equal tokens on a fixed probe set; writes rows to the `probes` table. `lengths`:
+    16, 32, 64 ... up to the probe sequences' length when not given."""
 
     name = "seqlen_probe"
+    needs_full_params = True  # gradients of whole parameters, by torch.autograd.grad
+    reads_state = False
 
     def __init__(self, batch: torch.Tensor, lengths=None, micro_batch: int = 1, schedule=None, loss_fn=causal_lm_loss):
         super().__init__(schedule)
         full = batch.shape[1]
-        self.lengths = sorted(set(lengths or _ladder(full)))
+        self.lengths = sorted(set(lengths or seqlen_ladder(full)))
         if batch.shape[0] // micro_batch < 2:
             raise ValueError("the sequence-length probe needs at least 2 micro-batches (batch >= 2 * micro_batch)")
         if self.lengths[-1] > full:
@@ -127,9 +132,7 @@ class SeqlenProbe(Quantity):
         by it, and it is subtracted from the length in the records."""
 
     def on_step(self, ctx):
-        # Under FSDP2 its torch.autograd.grad would fire FSDP's post-backward (a reduce-scatter into .grad):
-        # not run there; the monitor notes it.
-        if ctx.extras.get("rank", 0) != 0 or ctx.sharded:
+        if ctx.extras.get("rank", 0) != 0:
             return {}
         model = ctx.extras["module"]
         self.batch = self.batch.to(ctx.params[0].device)  # once: a host-to-device copy synchronises on CUDA
@@ -192,9 +195,10 @@ def finalize_probe_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _ladder(full: int) -> list[int]:
-    lengths, n = [], 64
+def seqlen_ladder(full: int, shortest: int = 16) -> list[int]:
+    """The probe's default lengths: shortest, 2 * shortest, ... below `full`, then `full`."""
+    lengths, n = [], shortest
     while n < full:
         lengths.append(n)
         n *= 2
-    return [n for n in lengths if n >= 16] + [full]
+    return lengths + [full]

@@ -15,6 +15,8 @@ from .base import SUM, Quantity, Stat, group_sum
 
 class UpdateSize(Quantity):
     name = "update_size"
+    writes = frozenset({"update_sq_group", "param_sq_group"})
+    columns = frozenset({"update_rms"})
     needs_snapshot = True
 
     def on_after_step(self, ctx):

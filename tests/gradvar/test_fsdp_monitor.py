@@ -47,7 +47,11 @@ def _worker(rank, world, port, run_dir):
         fully_shard(block)
     fully_shard(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    mon = gradvar.Monitor(model, opt, run_dir, paper_quantities(), flush_every=2, notify=lambda *a: None)
+    # the sequence-length probe needs whole gradients: left out under FSDP2, with a note
+    seqlen = gradvar.quantities.SeqlenProbe(torch.randint(0, 64, (4, 16)), lengths=[8, 16])
+    qs = [*paper_quantities(), seqlen]
+    mon = gradvar.Monitor(model, opt, run_dir, qs, flush_every=2, notify=lambda *a: None)
+    assert seqlen not in mon.quantities
     per_rank = K // world
     for step, x in enumerate(_batches()):
         chunks = x.split(B_S)[rank * per_rank : (rank + 1) * per_rank]
@@ -85,6 +89,7 @@ def test_fsdp2_records_equal_single_process(tmp_path):
     assert f.grad_var_max.isna().all() and s.grad_var_max.notna().all()
     notes = fsdp["events"].query("kind == 'note'").message
     assert notes.str.contains("grad_var_max is NaN under FSDP2").sum() == 1
+    assert notes.str.contains("seqlen_probe quantity does not run under FSDP2").sum() == 1 and "probes" not in fsdp
     key = ["step", "group", "stat"]
     fl, sl = (
         fsdp["layers"].sort_values(key).reset_index(drop=True),

@@ -13,6 +13,13 @@ def test_atomic_write_text_replaces_whole_and_leaves_no_temp(tmp_path):
     assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
 
 
+def test_fsync_dir_is_best_effort(tmp_path):
+    """The records and both checkpoint writers make their renames durable through it: a folder that cannot be
+    opened (a platform that refuses folders, here one that is gone) costs the durability, never the write."""
+    gradvar.io.fsync_dir(tmp_path)
+    gradvar.io.fsync_dir(tmp_path / "gone")
+
+
 def train(mon, model, opt, steps):
     for _ in range(steps):
         x = torch.randn(4, 3)

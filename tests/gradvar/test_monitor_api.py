@@ -70,6 +70,16 @@ def test_private_torch_apis_are_checked_in_one_place(monkeypatch):
     monkeypatch.delattr(torch._C, "_current_graph_task_id")
     with pytest.raises(ImportError, match="torch._C._current_graph_task_id"):
         _torch_compat._check()
+    monkeypatch.undo()
+    monkeypatch.delattr(torch._C, "_current_autograd_node")  # current_node()
+    with pytest.raises(ImportError, match="torch._C._current_autograd_node"):
+        _torch_compat._check()
+    monkeypatch.undo()
+    monkeypatch.setattr(torch.amp.GradScaler, "__init__", lambda self: None)  # no _per_optimizer_states
+    with pytest.raises(ImportError, match="_per_optimizer_states"):
+        _torch_compat._check()
+    monkeypatch.undo()
+    _torch_compat.check_dtensor()  # the FSDP2 shard reader, checked when a sharded model is monitored
     monkeypatch.setattr(torch, "__version__", "2.5.1")
     with pytest.raises(ImportError, match="torch >= 2.6"):
         _torch_compat._check()

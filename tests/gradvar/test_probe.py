@@ -116,6 +116,13 @@ def test_probe_needs_two_microbatches_and_lengths_it_can_cut():
         SeqlenProbe(torch.zeros(4, 8, dtype=torch.long), lengths=[4, 16])
 
 
+def test_one_default_ladder():
+    """Powers of two from 16 below the full length, then the full length: the trainer's default as well."""
+    assert SeqlenProbe(torch.zeros(4, 100, dtype=torch.long)).lengths == [16, 32, 64, 100]
+    assert SeqlenProbe(torch.zeros(4, 64, dtype=torch.long)).lengths == [16, 32, 64]
+    assert SeqlenProbe(torch.zeros(4, 12, dtype=torch.long)).lengths == [12]
+
+
 def test_full_preset_records_probe_loss_and_logits(tmp_path):
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

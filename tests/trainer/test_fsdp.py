@@ -133,3 +133,47 @@ def _tensors(tree, prefix="") -> dict:
     if isinstance(tree, (list, tuple)):
         return {k: v for i, sub in enumerate(tree) for k, v in _tensors(sub, f"{prefix}{i}.").items()}
     return {prefix: tree} if isinstance(tree, torch.Tensor) else {}
+
+
+def _bf16_forward(rank, world, port, cfg, out):
+    """One rank of a 2-rank FSDP2 trainer at bf16: the context and the dtypes a block's forward sees."""
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    from trainer.train import Trainer
+
+    t = Trainer(cfg, log=lambda *a, **k: None)
+    seen = {}
+
+    def look(mod, args):
+        seen.update(
+            autocast=torch.is_autocast_enabled(t.d.device.type),
+            weight=str(mod.c_attn.weight.dtype),
+            hidden=str(args[0].dtype),
+        )
+
+    t.model.transformer.h[0].attn.register_forward_pre_hook(look)
+    x = torch.randint(0, 100, (2, 16))
+    with t.autocast():
+        t.model(input_ids=x)
+    if rank == 0:
+        out.write_text(json.dumps(seen))
+    t.close()
+
+
+@pytest.mark.slow
+def test_fsdp_bf16_casts_through_its_policy_not_autocast(smoke, tmp_path):
+    """FSDP2 at bf16 casts the parameters and the inputs of each block through its mixed-precision policy: the
+    trainer's forward then runs without an autocast context on top of it."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = smoke.cfg(tmp_path, "bf16", {"dtype": "bf16", "parallel.strategy": "fsdp"})
+    out = tmp_path / "seen.json"
+    mp.spawn(_bf16_forward, args=(2, port, cfg, out), nprocs=2, join=True)
+    seen = json.loads(out.read_text())
+    assert seen == {"autocast": False, "weight": "torch.bfloat16", "hidden": "torch.bfloat16"}, seen

@@ -37,6 +37,17 @@ def single_micro_batch(step: int) -> Note:
     )
 
 
+def no_optimizer_step(step: int) -> Note:
+    return (
+        "no_optimizer_step",
+        f"step {step}: no optimizer step ran since the previous Monitor.step() (a GradScaler skipped it for "
+        "non-finite gradients, optimizer.step() was not called, or a wrapper took no step that the monitor could "
+        "not tell): the row holds the gradient of the backward passes since the previous row, and no optimizer "
+        "state or update; a loop that steps only every few micro-batches should call Monitor.step() only after "
+        "those steps",
+    )
+
+
 def no_loss(step: int) -> Note:
     return (
         "no_loss",

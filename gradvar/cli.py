@@ -47,7 +47,7 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         args, extra = self.parse_known_args(args, namespace)
-        if extra:
+        if extra and not getattr(args, "any_arguments", False):
             command = self._subparser(getattr(args, "command", None)) or self
             near = difflib.get_close_matches(extra[0].split("=")[0], list(command._option_string_actions), n=1)
             hint = f"; did you mean {near[0]}?" if near and extra[0].startswith("-") else ""
@@ -87,9 +87,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         try:
             ep.load()(sub)
+        except ModuleNotFoundError as exc:
+            if (extra := _extra_of(exc)) is None:
+                print(f"gradvar: command {name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
+                continue
+            # its registration imports an optional package: listed still, and running it names the extra
+            p = sub.add_parser(name, help=f'needs pip install "gradvar[{extra}]"', add_help=False)
+            p.set_defaults(func=lambda args, e=exc: _raise(e), any_arguments=True)
         except Exception as exc:  # one broken command must not take the others down
             print(f"gradvar: command {name!r} unavailable ({type(exc).__name__}: {exc})", file=sys.stderr)
     return parser
+
+
+def _extra_of(exc: ModuleNotFoundError) -> str | None:
+    """The extra that installs the package an import did not find (None: not an optional package)."""
+    return EXTRAS.get((exc.name or "").split(".")[0])
+
+
+def _raise(exc: BaseException):
+    raise exc
 
 
 def _chosen(argv: list[str], names) -> str | None:
@@ -136,8 +152,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except ModuleNotFoundError as exc:
-        extra = EXTRAS.get((exc.name or "").split(".")[0])
-        if extra is None:
+        if (extra := _extra_of(exc)) is None:
             raise
         return _install(args.command, [exc.name.split(".")[0]], [extra])
 

@@ -98,7 +98,7 @@ sys.meta_path.insert(0, NotInstalled())
 """
 
 
-def _core_cli(tmp_path, *args):
+def _core_cli(tmp_path, *args, python=("-m", "gradvar.cli")):
     """`gradvar ARGS` in a fresh interpreter whose sitecustomize hides the extras' packages."""
     import os
 
@@ -107,7 +107,7 @@ def _core_cli(tmp_path, *args):
     (site / "sitecustomize.py").write_text(BLOCKER)
     path = os.pathsep.join(p for p in (str(site), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return subprocess.run(
-        [sys.executable, "-m", "gradvar.cli", *map(str, args)],
+        [sys.executable, *python, *map(str, args)],
         env={**os.environ, "PYTHONPATH": path},
         cwd=tmp_path,
         capture_output=True,
@@ -139,6 +139,30 @@ def test_commands_of_a_missing_extra_name_it(tmp_path):
         assert not out.exists(), f"{args[0]} wrote {sorted(out.iterdir())} before failing"
     diagnosed = _core_cli(tmp_path, "diagnose", log)
     assert diagnosed.returncode == 0 and "Traceback" not in diagnosed.stderr, diagnosed.stderr[-2000:]
+
+
+def test_a_command_whose_registration_imports_a_missing_extra(tmp_path):
+    """A command whose register() itself imports an optional package still shows in --help, and running it
+    names the extra (a command registered by another package, here through an added entry point)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "figures_cmd.py").write_text("import matplotlib\n\ndef register(sub):\n    sub.add_parser('figures')\n")
+    script = """
+import sys
+from importlib.metadata import EntryPoint
+
+import gradvar.cli as cli
+
+found = cli._commands
+cli._commands = lambda: {**found(), "figures": EntryPoint("figures", "figures_cmd:register", "gradvar.commands")}
+sys.exit(cli.main(sys.argv[1:]))
+"""
+    helped = _core_cli(tmp_path, "--help", python=("-c", script))
+    assert helped.returncode == 0 and 'figures   needs pip install "gradvar[analysis]"' in helped.stdout, helped
+    ran = _core_cli(tmp_path, "figures", "--out", "x", python=("-c", script))
+    assert ran.returncode == 2 and ran.stderr == (
+        'gradvar figures: error: needs the analysis extra (matplotlib not installed): pip install "gradvar[analysis]"\n'
+    ), ran.stderr
 
 
 def test_optional_packages_map_to_their_extras():

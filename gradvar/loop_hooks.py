@@ -2,8 +2,8 @@
 read before clipping, the update), the end of each backward pass, and clipping that reuses the read norm.
 
 A base class of Monitor: it reads and writes the monitor's per-step state (`_inputs`, `_extras`,
-`_grad_stats`, `_pending`, `_grads_read`, `_stale_read`, `_clip_coef`, `_took_step`), which Monitor._reset_step sets
-up.
+`_grad_stats`, `_pending`, `_grads_read`, `_stale_read`, `_clip_coef`, `_took_step`), which
+Monitor._reset_step sets up.
 """
 
 from __future__ import annotations

@@ -167,6 +167,10 @@ class Monitor(LoopHooks):
 
     def _close_grads(self, loss, grad_norm) -> None:
         """The step's gradient statistics and what the quantities' on_step needs besides them."""
+        if not self._grads_read and self.capture.micro_batches and all(p.grad is None for p in self.params):
+            # no optimizer step and `.grad` set to None since (zero_grad after a GradScaler's skip): only NaN
+            self._grads_read, self._extras["k_local"] = True, self.capture.micro_batches
+            self._note_once(*notes.grads_cleared(self.step_num + 1))
         if not self._grads_read and (self.capture.micro_batches or any(p.grad is not None for p in self.params)):
             self._read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
         if self._stale_read:

@@ -1,6 +1,7 @@
 """`pip install gradvar` (core: torch, numpy, pandas, pyarrow) is enough for the hooks: a fresh interpreter in
-which the extras' packages cannot be imported records a run and reads it back. And the extras the README's
-two commands install hold what the code imports."""
+which the extras' packages cannot be imported records a run and reads it back, and each `gradvar` command that
+needs a missing extra names it in one line. And the extras the README's two commands install hold what the
+code imports."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +118,7 @@ def _core_cli(tmp_path, *args, python=("-m", "gradvar.cli")):
     )
 
 
+@pytest.mark.slow
 def test_commands_of_a_missing_extra_name_it(tmp_path):
     """Under a core install every command shows in --help; one that needs a missing extra says in one line
     which to install and exits 2, before it writes anything; `gradvar diagnose` without -o still runs."""

@@ -2,7 +2,8 @@
 read before clipping, the update), the end of each backward pass, and clipping that reuses the read norm.
 
 A base class of Monitor: it reads and writes the monitor's per-step state (`_inputs`, `_extras`,
-`_grad_stats`, `_pending`, `_grads_read`, `_stale_read`, `_clip_coef`), which Monitor._reset_step sets up.
+`_grad_stats`, `_pending`, `_grads_read`, `_stale_read`, `_clip_coef`, `_took_step`), which
+Monitor._reset_step sets up.
 """
 
 from __future__ import annotations
@@ -20,6 +21,30 @@ from .groups import Subsets, build_groups, trainable_params
 from .hooks import WeakHook
 from .inputs import describe, loss_share, output_loss
 from .pre_clip import pre_clip
+
+
+def torch_optimizer(optimizer):
+    """The torch optimizer inside the wrappers that loops step: accelerate's AcceleratedOptimizer, Lightning's
+    LightningOptimizer, any wrapper that keeps it at `.optimizer`. The step hooks go on it, and its state and
+    param groups are read there (a wrapper need not run Optimizer.__init__, so it may have no hooks of its own)."""
+    seen = set()
+    while isinstance(inner := getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and id(inner) not in seen:
+        seen.add(id(optimizer))
+        optimizer = inner
+    if not callable(getattr(optimizer, "register_step_pre_hook", None)):
+        raise TypeError(
+            f"gradvar.Monitor needs a torch.optim.Optimizer, or a wrapper that holds one at .optimizer; got a "
+            f"{type(optimizer).__name__}"
+        )
+    return optimizer
+
+
+def no_step_due(stepper) -> bool:
+    """The optimizer that the loop steps says its latest step() took no step by design: accelerate's
+    AcceleratedOptimizer steps only when `accelerator.sync_gradients`, on the last micro-batch of
+    `accelerator.accumulate` (its zero_grad waits as well, so `.grad` goes on summing the micro-batches)."""
+    state = getattr(stepper, "gradient_state", None)
+    return getattr(state, "sync_gradients", True) is False
 
 
 class LoopHooks:
@@ -114,6 +139,7 @@ class LoopHooks:
             self._note_once(*notes.grads_changed_between_passes(self.step_num + 1, cap.broken))
 
     def _pre_step(self, optimizer, args, kwargs):
+        self._took_step = True
         if self.grad_scaler is None and (scaler := tc.calling_scaler()) is not None:
             self.grad_scaler = scaler  # the step runs inside scaler.step(optimizer): it scaled the losses
             self.log_event("note", notes.SCALER_ADOPTED, value=1.0)

@@ -27,7 +27,7 @@ from . import notes, sharded
 from . import quantities as Q
 from .exit_guard import ExitGuard
 from .inputs import StepInputs
-from .loop_hooks import LoopHooks
+from .loop_hooks import LoopHooks, no_step_due, torch_optimizer
 from .output import Output
 from .rows import RowBuilder
 from .spikes import SpikeRule
@@ -42,9 +42,9 @@ class Monitor(LoopHooks):
     or what the monitor did about the loop's wiring): a UserWarning by default; the `note` event is written
     either way. grad_scaler: a torch.amp.GradScaler whose scaled losses the loop backpropagates (fp16): the
     micro-batch gradients are then S times the true ones, and the statistics divide S back out; found by
-    itself when the loop steps through `scaler.step(optimizer)`. writer: the records writer (rank 0; None
-    elsewhere). sinks: the dashboards (gradvar.sinks) that get each flush's rows on rank 0, after the records
-    are written.
+    itself when the loop steps through `scaler.step(optimizer)` or a wrapper that holds one (accelerate's).
+    writer: the records writer (rank 0; None elsewhere). sinks: the dashboards (gradvar.sinks) that get each
+    flush's rows on rank 0, after the records are written.
     """
 
     def __init__(
@@ -70,7 +70,10 @@ class Monitor(LoopHooks):
         notify=None,
         sinks=(),
     ):
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer = model, torch_optimizer(optimizer)
+        self._stepper = optimizer  # what the loop steps: a wrapper may take no step on a call (see no_step_due)
+        if grad_scaler is None and isinstance(getattr(optimizer, "scaler", None), torch.amp.GradScaler):
+            grad_scaler = optimizer.scaler  # accelerate's wrapper under fp16
         self.notify = notify or _warn
         self.module = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
         self.run_dir = Path(run_dir)
@@ -126,9 +129,32 @@ class Monitor(LoopHooks):
         sequences per optimizer step, all ranks, when the forwards do not show it. grad_norm: the norm
         before clipping, if you computed it yourself (the statistics are then rescaled to it). extra: more
         per-step device scalars, written as steps columns of the same names. Defaults are inferred.
+
+        After an `optimizer.step()` that took no step by design (accelerate's wrapper inside
+        `accelerator.accumulate` before the last micro-batch) no row is written: the micro-batches, losses and
+        options given so far count in the row of the step that follows.
         """
         if self._closed:
             raise RuntimeError("Monitor.step() after close()")
+        given = {"seqlen": seqlen, "tokens": tokens, "lr": lr, "grad_norm": grad_norm, "batch_size": batch_size}
+        given["extra"] = extra
+        if not self._took_step and no_step_due(self._stepper):
+            self._held.append((_detached(loss), given))  # the graph of a held loss is not kept
+            return
+        loss, given = self._with_held(loss, given)
+        self._write_step(loss, **given)
+
+    def _with_held(self, loss, given: dict) -> tuple:
+        """The step's loss and options with those of the calls that took no step: the losses of every call (the
+        forwards' when a call gave none), the latest value of each option."""
+        calls = [*self._held, (loss, given)]
+        if len(calls) == 1:
+            return loss, given
+        losses = [x for call_loss, _ in calls for x in _as_list(call_loss)]
+        merged = {k: next((kw[k] for _, kw in reversed(calls) if kw[k] is not None), None) for k in given}
+        return (None if any(x is None for x in losses) else losses), merged
+
+    def _write_step(self, loss, *, seqlen, tokens, lr, grad_norm, batch_size, extra) -> None:
         self._close_grads(loss, grad_norm)
         ctx = self._ctx()
         for q in self._scheduled():
@@ -144,6 +170,10 @@ class Monitor(LoopHooks):
 
     def _close_grads(self, loss, grad_norm) -> None:
         """The step's gradient statistics and what the quantities' on_step needs besides them."""
+        if not self._grads_read and self.capture.micro_batches and all(p.grad is None for p in self.params):
+            # no optimizer step and `.grad` set to None since (zero_grad after a GradScaler's skip): only NaN
+            self._grads_read, self._extras["k_local"] = True, self.capture.micro_batches
+            self._note_once(*notes.grads_cleared(self.step_num + 1))
         if not self._grads_read and (self.capture.micro_batches or any(p.grad is not None for p in self.params)):
             self._read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
         if self._stale_read:
@@ -162,7 +192,9 @@ class Monitor(LoopHooks):
     def _notes(self) -> None:
         """Say why a column of the step just closed stays empty (once per monitor and reason)."""
         k, n = self._extras.get("k_local", 0), self.step_num
-        if k * self.world_size == 1 and self._has[Q.GradVariance]:
+        if k and not self._took_step:
+            self._note_once(*notes.no_optimizer_step(n))
+        elif k * self.world_size == 1 and self._has[Q.GradVariance]:
             self._note_once(*notes.single_micro_batch(n))
         for reason, msg in sharded.notes(self.quantities, self._whole_only, n) if self.sharded else ():
             self._note_once(reason, msg)
@@ -207,6 +239,8 @@ class Monitor(LoopHooks):
         self._grads_read = self._stale_read = False
         self._clip_coef = None
         self._inputs = StepInputs()
+        self._took_step = False  # set by the optimizer's step pre-hook
+        self._held: list[tuple] = []  # (loss, options) of the Monitor.step calls that took no step
 
     def log_event(self, kind: str, message: str, value: float = math.nan, step: int | None = None) -> None:
         """Record an event (checkpoint, resume, preemption, ...) in the events table (rank 0 only)."""
@@ -265,5 +299,15 @@ class Monitor(LoopHooks):
         self.close()
 
 
+def _as_list(loss) -> list:
+    return list(loss) if isinstance(loss, (list, tuple)) else [loss]
+
+
+def _detached(loss):
+    if isinstance(loss, (list, tuple)):
+        return [_detached(x) for x in loss]
+    return loss.detach() if isinstance(loss, torch.Tensor) else loss
+
+
 def _warn(reason: str, msg: str) -> None:
-    warnings.warn(f"gradvar: {msg}", stacklevel=5)  # the user's Monitor.step call
+    warnings.warn(f"gradvar: {msg}", stacklevel=6)  # the user's Monitor.step call (through _write_step)

@@ -37,6 +37,26 @@ def single_micro_batch(step: int) -> Note:
     )
 
 
+def no_optimizer_step(step: int) -> Note:
+    return (
+        "no_optimizer_step",
+        f"step {step}: no optimizer step ran since the previous Monitor.step() (a GradScaler skipped it for "
+        "non-finite gradients, optimizer.step() was not called, or a wrapper took no step that the monitor could "
+        "not tell): the row holds the gradient of the backward passes since the previous row, and its Adam-state "
+        "and update columns are NaN; a loop that steps only every few micro-batches should call Monitor.step() "
+        "only after those steps",
+    )
+
+
+def grads_cleared(step: int) -> Note:
+    return (
+        "grads_cleared",
+        f"step {step}: no optimizer step ran and .grad was set to None before Monitor.step() could read it "
+        "(optimizer.zero_grad() after a step that a GradScaler skipped): the gradient columns are NaN for such "
+        "steps; call Monitor.step() before zero_grad() to keep them",
+    )
+
+
 def no_loss(step: int) -> Note:
     return (
         "no_loss",

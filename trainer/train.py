@@ -273,6 +273,18 @@ class Trainer:
         o = self.cfg.optim
         return self.tokens >= o.train_tokens or (o.max_steps > 0 and self.step >= o.max_steps)
 
+    def tokens_left(self) -> int:
+        """Training tokens until the run ends: at the token budget, or at --optim.max_steps when the steps up to
+        it (each of the tokens its shape gives, SLW's shorter ones too) come to fewer."""
+        o = self.cfg.optim
+        left = max(o.train_tokens - self.tokens, 0)
+        to_cap, step = 0, self.step
+        while o.max_steps > 0 and step < o.max_steps and to_cap < left:  # at most the budget's steps
+            step += 1
+            rows, length, _ = self.step_shape(step)
+            to_cap += rows * length
+        return min(to_cap, left) if o.max_steps > 0 else left
+
     def train_step(self) -> list[torch.Tensor]:
         """One optimizer step over this rank's share of the global batch; returns micro-batch losses."""
         cfg, d = self.cfg, self.d
@@ -421,7 +433,7 @@ class Trainer:
     def _progress(self, losses, tok_per_s):
         o = self.cfg.optim
         loss = float(torch.stack(losses).mean())  # sync: progress line only
-        eta = max(o.train_tokens - self.tokens, 0) / max(tok_per_s, 1e-9)
+        eta = self.tokens_left() / max(tok_per_s, 1e-9)
         util = math.nan
         if self.d.device.type == "cuda":  # NaN for a chip without a known peak: then no MFU is printed
             util = mfu(

@@ -44,6 +44,8 @@ def main_diagnose(args) -> int:
             report = write_diagnosis_report(diag, log, args.out_dir)
     except (LogError, ValueError, OSError) as exc:
         return _fail(str(exc) or type(exc).__name__)
+    except ModuleNotFoundError:
+        raise  # an optional package not installed (matplotlib for -o): `gradvar` names the extra to install
     except Exception as exc:  # a bug of ours must still not dump a traceback on a user with a broken run
         return _fail(f"internal error ({type(exc).__name__}: {exc}); please report it", code=1)
     if args.json:

@@ -187,3 +187,77 @@ def test_backward_after_the_read(tmp_path):
     row = gradvar.read_records(tmp_path)["steps"].iloc[0]
     assert math.isnan(row.grad_norm) and math.isnan(row.grad_trace_sigma)
     assert any("a backward pass ran after optimizer.step()" in m for m in notes(tmp_path))
+
+
+class Wrapped:
+    """An optimizer wrapper as training libraries write them: the torch optimizer at `.optimizer`, step and
+    zero_grad forwarded, no torch.optim.Optimizer machinery of its own."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def step(self, closure=None):
+        return self.optimizer.step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self.optimizer.zero_grad(set_to_none)
+
+
+def test_optimizer_wrapper_with_the_optimizer_inside(tmp_path):
+    """A wrapper that keeps the torch optimizer at `.optimizer`: hooks on that optimizer, its Adam state read;
+    anything else passed as the optimizer is a one-line TypeError."""
+    model = tiny_gpt2()
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = Wrapped(inner)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
+    refs = []
+    for x in batches(2):
+        chunks = x.split(4)
+        with mon.paused():
+            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+        for c in chunks:
+            (model(input_ids=c, labels=c).loss / len(chunks)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        opt.zero_grad()
+        mon.step()
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    check(steps, refs, b_s=4, seqlen=17)
+    v_max = max(s["exp_avg_sq"].max().item() for s in inner.state.values())
+    assert steps.adam_v_max.iloc[-1] == pytest.approx(v_max, rel=1e-6)
+    with pytest.raises(TypeError, match="needs a torch.optim.Optimizer, or a wrapper that holds one at .optimizer"):
+        gradvar.Monitor(model, object(), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("order", ["zero_grad-first", "monitor-first"])
+def test_grad_scaler_skip_keeps_its_row(tmp_path, order):
+    """A step that the GradScaler skips (non-finite gradients) keeps its row, with no Adam state and a note that
+    no optimizer step ran; its gradient columns read the gradient when Monitor.step() comes before zero_grad(),
+    and are NaN with a note when zero_grad() set it to None first. The steps around it are whole."""
+    model = tiny_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
+    for i, x in enumerate(batches(3)):
+        for c in x.split(4):
+            loss = model(input_ids=c, labels=c).loss
+            scaler.scale(loss * (math.inf if i == 1 else 1.0) / 2).backward()
+        scaler.step(opt)
+        scaler.update()
+        if order == "monitor-first":
+            mon.step()
+        opt.zero_grad()
+        if order == "zero_grad-first":
+            mon.step()
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    assert steps.step.tolist() == [1, 2, 3] and np.isfinite(steps.loss).all()
+    assert steps.adam_v_max.isna().tolist() == [False, True, False]
+    said = notes(tmp_path)
+    assert [m[:7] for m in said if "no optimizer step ran since" in m] == ["step 2:"]
+    if order == "monitor-first":
+        assert steps.nonfinite_grad.tolist()[1] > 0 and (steps.micro_batches == 2).all()
+    else:
+        assert steps.grad_norm.isna().tolist() == steps.nonfinite_grad.isna().tolist() == [False, True, False]
+        assert any(m.startswith("step 2: no optimizer step ran and .grad was set to None") for m in said)

@@ -57,3 +57,45 @@ def test_lightning_ddp_strategy(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0 and "OK 3" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+class MonitoredManual(Module):
+    """Manual optimization with a Monitor of the user's own on `self.optimizers()`, Lightning's
+    LightningOptimizer (a wrapper of the torch optimizer that copies none of its hooks)."""
+
+    def __init__(self, run_dir):
+        super().__init__(manual=True)
+        self.run_dir = run_dir
+
+    def on_train_start(self):
+        from lightning.pytorch.core.optimizer import LightningOptimizer
+
+        assert isinstance(self.optimizers(), LightningOptimizer)
+        self.mon = gradvar.Monitor(self.gpt, self.optimizers(), self.run_dir, "paper")
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if (batch_idx + 1) % ACCUM == 0:  # after the step the module just took
+            self.mon.step()
+        return loss
+
+    def on_train_end(self):
+        self.mon.close()
+
+
+class PausedReference(Reference):
+    """The reference's own forwards are not the run's: the monitor does not see them."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        with pl_module.mon.paused():
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+
+def test_lightning_optimizer_wrapper(tmp_path):
+    ref = PausedReference()
+    module = MonitoredManual(tmp_path / "gv")
+    fit(module, [ref], tmp_path / "a", manual=True)
+    steps = gradvar.read_records(tmp_path / "gv")["steps"]
+    check(steps, ref.refs, b_s=B, seqlen=T)
+    v_max = max(s["exp_avg_sq"].max().item() for s in module.optimizers().optimizer.state.values())
+    assert steps.adam_v_max.iloc[-1] == pytest.approx(v_max, rel=1e-6)

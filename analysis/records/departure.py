@@ -1,0 +1,116 @@
+"""When a series first left its recent level: the one noise-aware rule of the spike attribution.
+
+A series is judged on its own scale: log(x) when all its finite values are > 0, else asinh(x / c) with c the
+median |x| of the series (signed estimators such as |G|^2 and B_simple; asinh is log-like for large values and
+linear through zero). At a recorded position i, its *level* is the median of its previous WINDOW recorded
+values and its *spread* 1.4826 x their median absolute deviation (a normal's standard deviation), floored at
+SCALE_FLOOR. It *departs* at i when
+
+    y_i - level  >  K x spread     and     y_i - level  >=  MIN_RISE
+
+with at least MIN_HISTORY previous values. The spread is of the values themselves, so a steady trend widens it:
+a linear ramp (in the series' scale) sits about 1.35 spreads above the median of its previous values, far below
+K, while a jump stands out. Only rises count. Positions are recorded values, so a sparse series (one row every
+P steps, NaN rows) is judged on its own records, and its departure is known only to lie after its previous one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 32
+"""Previous recorded values that make a series' level and spread."""
+MIN_HISTORY = 8
+"""A departure needs at least this many previous recorded values (fewer: the series is not judged there)."""
+K = 6.0
+"""A departure exceeds the level by this many robust spreads (diagnose's spike rule uses 6 noise scales too)."""
+MIN_RISE = math.log(1.2)
+"""...and by this much in the series' scale: x1.2 for a positive series, whatever its spread."""
+SCALE_FLOOR = 0.01
+"""The spread is at least this (1% of a positive series): a constant series (a flat LR, a fixed sequence length)
+departs on any rise of at least MIN_RISE."""
+MAD_SIGMA = 1.4826
+
+
+def to_scale(x) -> tuple[np.ndarray, str]:
+    """(y, scale name): log x for a positive series, asinh(x / median|x|) for one with values <= 0."""
+    x = np.asarray(x, dtype=np.float64)
+    ok = np.isfinite(x)
+    if ok.any() and (x[ok] > 0).all():
+        return np.where(ok, np.log(np.where(ok, x, 1.0)), np.nan), "log"
+    c = float(np.median(np.abs(x[ok]))) if ok.any() else 1.0
+    c = c if c > 0 else 1.0
+    return np.arcsinh(x / c), "asinh"
+
+
+@dataclass(frozen=True)
+class Level:
+    level: float
+    spread: float
+    n: int
+    """Previous recorded values it was made from."""
+
+
+def level_before(y: np.ndarray, i: int, window: int = WINDOW) -> Level:
+    """The level and spread of the recorded (finite) values y[:i] (the last `window` of them)."""
+    prev = y[max(0, i - window) : i]
+    if not len(prev):
+        return Level(math.nan, math.nan, 0)
+    med = float(np.median(prev))
+    spread = max(MAD_SIGMA * float(np.median(np.abs(prev - med))), SCALE_FLOOR)
+    return Level(med, spread, len(prev))
+
+
+def departs(y: np.ndarray, i: int, window: int = WINDOW, min_history: int = MIN_HISTORY) -> tuple[bool, float, Level]:
+    """(departs, robust z, level) of recorded position i of a series of finite values y."""
+    lv = level_before(y, i, window)
+    if lv.n < min_history:
+        return False, math.nan, lv
+    rise = float(y[i]) - lv.level
+    z = rise / lv.spread
+    return bool(z > K and rise >= MIN_RISE), z, lv
+
+
+@dataclass(frozen=True)
+class Departure:
+    """The first recorded step in a range where a series left its level (and, before `until`, stayed out)."""
+
+    step: int
+    prev_step: int
+    """The series' recorded step before it (-1: none): the departure lies in (prev_step, step]."""
+    z: float
+    rise: float
+    """y - level in the series' scale (log: the log of the factor)."""
+    level: float
+    value: float
+
+
+def first_departure(
+    steps: np.ndarray, y: np.ndarray, lo: int, hi: int, until: int, window: int = WINDOW
+) -> tuple[Departure | None, bool]:
+    """(departure, judged) of a series of recorded (step, finite y) in steps [lo, hi].
+
+    A departure counts only where the series was at its level at its previous record (a series still up from
+    an earlier event did not *leave* its level here). One before step `until` (the loss's own departure)
+    counts only if the series stays out of its level up to `until`: every recorded value in between at least
+    half the required rise above the level it left (a one-step blip that is back down before the loss moved
+    is not what led it). judged: some position in [lo, hi] had enough history to be judged at all."""
+    i0, i1 = np.searchsorted(steps, lo, "left"), np.searchsorted(steps, hi, "right")
+    judged = False
+    for i in range(i0, i1):
+        hit, z, lv = departs(y, i, window)
+        judged = judged or lv.n >= MIN_HISTORY
+        if not hit or (i > 0 and departs(y, i - 1, window)[0]):
+            continue
+        s = int(steps[i])
+        if s < until - 1:
+            j1 = np.searchsorted(steps, until, "left")
+            need = max(K / 2 * lv.spread, MIN_RISE / 2)
+            if (y[i + 1 : j1] - lv.level < need).any():
+                continue
+        prev = int(steps[i - 1]) if i > 0 else -1
+        return Departure(s, prev, z, float(y[i]) - lv.level, lv.level, float(y[i])), True
+    return None, judged

@@ -43,6 +43,8 @@ def _named(rows: pd.DataFrame, lead: bool) -> str:
     parts = []
     for _, r in rows.head(NAMED).iterrows():
         size = f"{_x(r['factor'])}, z {r['z']:.0f}" if math.isfinite(r["factor"]) else f"z {r['z']:.0f}"
+        if r["scale"] == "nats":
+            size = f"+{r['rise']:.2g} nats, z {r['z']:.0f}"
         ahead = f", {r['lead']} step{'s' if r['lead'] != 1 else ''} before" if lead else ""
         parts.append(f"{r['name']} {_when(r)}{ahead} ({size})")
     more = f"; {len(rows) - NAMED} more" if len(rows) > NAMED else ""
@@ -94,7 +96,7 @@ def attribution_lines(att: Attribution) -> list[str]:
         if h.get("at_level"):
             words += (
                 f" the training loss left its level while the held-out probe loss of the same parameters (after "
-                f"step {h['step']}) stayed at it ({_x(h['factor'])})."
+                f"step {h['step']}) stayed at it ({h['rise']:+.2g} nats)."
             )
         shape = att.with_loss[att.with_loss["role"] == "input"]
         if len(shape):
@@ -104,8 +106,7 @@ def attribution_lines(att: Attribution) -> list[str]:
             out.append(f"Moved before it, without harm to the parameters: {_named(att.leaders, lead=True)}.")
     else:
         judged = (
-            f" ({att.n_judged} of {att.n_series} series judged; the others had fewer than {MIN_HISTORY} records "
-            "before it)"
+            f" ({att.n_judged} of {att.n_series} series had the {MIN_HISTORY} records of history to be judged)"
             if att.n_judged < att.n_series
             else ""
         )

@@ -36,7 +36,7 @@ LOOKBACK = HORIZON
 MAX_EVENTS = 20
 """Events attributed per run, the largest first (the rest are counted in a note)."""
 MOMENT_SERIES = ("adam_m_norm", ("adam_vhat_l1", "adam_v_l1", "adam_vhat_max", "adam_v_max"))
-MOVED_COLUMNS = ("name", "role", "group", "stat", "step", "prev_step", "lead", "z", "factor", "sparse")
+MOVED_COLUMNS = ("name", "role", "group", "stat", "step", "prev_step", "lead", "z", "rise", "factor", "scale", "sparse")
 
 
 @dataclass
@@ -52,7 +52,8 @@ class Attribution:
     first_searched: int
     moved: pd.DataFrame
     """One row per series that left its level between first_searched and the peak: MOVED_COLUMNS, ranked by
-    lead (steps before loss_step), then z. factor: value / level (NaN for a signed series)."""
+    lead (steps before loss_step), then z. rise: above the level on the series' scale; factor: value / level
+    (NaN for a signed series or a loss in nats, whose rise is in nats)."""
     verdict: str
     """'batch' (the held-out loss of the parameters the loss of loss_step saw stayed at its level, or, with no
     leader, the batch's shape changed with the loss: the batch of loss_step was the cause), 'led' (some series
@@ -108,7 +109,9 @@ def _moved_row(s: Series, dep, L: int) -> dict:
         "prev_step": dep.prev_step,
         "lead": L - dep.step,
         "z": dep.z,
+        "rise": dep.rise,
         "factor": math.exp(dep.rise) if s.scale == "log" else math.nan,
+        "scale": s.scale,
         "sparse": s.sparse,
     }
 
@@ -154,7 +157,7 @@ def _held_out(by_name: dict, L: int) -> dict | None:
     rise = float(s.y[i]) - lv.level
     # "At its level" is stricter than "did not depart": half the rule's z and half its rise.
     level = not hit and z <= K / 2 and rise < MIN_RISE / 2
-    return {"recorded": True, "moved": hit, "at_level": level, "z": z, "factor": math.exp(rise), "step": L - 1}
+    return {"recorded": True, "moved": hit, "at_level": level, "z": z, "rise": rise, "step": L - 1}
 
 
 def _lr_context(steps: pd.DataFrame, L: int) -> dict:

@@ -83,6 +83,10 @@ class Series:
     """Recorded at fewer than half of the steps it spans."""
 
 
+LOSSES = frozenset(("loss", "probe_loss"))
+"""Losses in nats: judged on their own scale (departure.to_scale)."""
+
+
 def _series(name, role, group, stat, step, x) -> Series | None:
     step, x = np.asarray(step, dtype=np.int64), np.asarray(x, dtype=np.float64)
     order = np.argsort(step, kind="stable")
@@ -90,7 +94,7 @@ def _series(name, role, group, stat, step, x) -> Series | None:
     ok = np.isfinite(x)
     if ok.sum() < 2:
         return None
-    y, scale = to_scale(x[ok])
+    y, scale = to_scale(x[ok], nats=stat in LOSSES)
     st = step[ok]
     sparse = len(st) < 0.5 * (st[-1] - st[0] + 1)
     return Series(name, role, group, stat, st, x[ok], y, scale, bool(sparse))

@@ -1,21 +1,23 @@
 """When a series first left its recent level: the one noise-aware rule of the spike attribution.
 
-A series is judged on its own scale: log(x) when all its finite values are > 0, else asinh(x / c) with c the
-median |x| of the series (signed estimators such as |G|^2 and B_simple; asinh is log-like for large values and
-linear through zero). At a recorded position i, its *level* is the median of its previous WINDOW recorded
-values and its *spread* 1.4826 x their median absolute deviation (a normal's standard deviation), floored at
-SCALE_FLOOR. It *departs* at i when
+A series is judged on its own scale: a loss in nats as it is (it is the log of a perplexity already), any other
+series as log(x) when all its finite values are > 0, else asinh(x / c) with c the median |x| of the series
+(signed estimators such as |G|^2 and B_simple; asinh is log-like for large values and linear through zero). At a recorded position i, its previous WINDOW recorded values are carried to i along
+their own trend (the Theil-Sen slope: the median slope over all pairs, robust to a spike in the window); the
+*level* is the median of the carried values and the *spread* 1.4826 x their median absolute deviation (a
+normal's standard deviation), floored at SCALE_FLOOR. It *departs* at i when
 
     y_i - level  >  K x spread     and     y_i - level  >=  MIN_RISE
 
-with at least MIN_HISTORY previous values. The spread is of the values themselves, so a steady trend widens it:
-a linear ramp (in the series' scale) sits about 1.35 spreads above the median of its previous values, far below
-K, while a jump stands out. Only rises count. Positions are recorded values, so a sparse series (one row every
+with at least MIN_HISTORY previous values. Early training moves every series steeply (Adam's state fills in,
+the gradient norm and the update per unit LR fall by a decade in a few dozen steps); carried along its trend,
+such a series stays at its level while a jump stands out. Only rises count. Positions are recorded values, so a sparse series (one row every
 P steps, NaN rows) is judged on its own records, and its departure is known only to lie after its previous one.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ import numpy as np
 
 WINDOW = 32
 """Previous recorded values that make a series' level and spread."""
-MIN_HISTORY = 8
+MIN_HISTORY = 12
 """A departure needs at least this many previous recorded values (fewer: the series is not judged there)."""
 K = 6.0
 """A departure exceeds the level by this many robust spreads (diagnose's spike rule uses 6 noise scales too)."""
@@ -35,9 +37,12 @@ departs on any rise of at least MIN_RISE."""
 MAD_SIGMA = 1.4826
 
 
-def to_scale(x) -> tuple[np.ndarray, str]:
-    """(y, scale name): log x for a positive series, asinh(x / median|x|) for one with values <= 0."""
+def to_scale(x, nats: bool = False) -> tuple[np.ndarray, str]:
+    """(y, scale name): log x for a positive series, asinh(x / median|x|) for one with values <= 0, x itself for
+    a loss in nats (already the log of a perplexity: MIN_RISE is then perplexity x1.2)."""
     x = np.asarray(x, dtype=np.float64)
+    if nats:
+        return x.copy(), "nats"
     ok = np.isfinite(x)
     if ok.any() and (x[ok] > 0).all():
         return np.where(ok, np.log(np.where(ok, x, 1.0)), np.nan), "log"
@@ -54,14 +59,50 @@ class Level:
     """Previous recorded values it was made from."""
 
 
+@functools.lru_cache(maxsize=None)
+def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a, b = np.triu_indices(n, 1)
+    return a, b, 1.0 / (b - a)
+
+
+def trend_slope(prev: np.ndarray) -> float:
+    """Theil-Sen slope per position of a window (the median of the slopes of all pairs); 0 under 3 values."""
+    n = len(prev)
+    if n < 3:
+        return 0.0
+    a, b, inv = _pairs(n)
+    return float(np.median((prev[b] - prev[a]) * inv))
+
+
 def level_before(y: np.ndarray, i: int, window: int = WINDOW) -> Level:
-    """The level and spread of the recorded (finite) values y[:i] (the last `window` of them)."""
+    """The level and spread at position i of the recorded (finite) values y[:i] (the last `window` of them):
+    each carried to position i along the window's Theil-Sen trend, then their median and robust spread."""
     prev = y[max(0, i - window) : i]
     if not len(prev):
         return Level(math.nan, math.nan, 0)
-    med = float(np.median(prev))
-    spread = max(MAD_SIGMA * float(np.median(np.abs(prev - med))), SCALE_FLOOR)
+    carried = prev + trend_slope(prev) * (len(prev) - np.arange(len(prev)))
+    med = float(np.median(carried))
+    spread = max(MAD_SIGMA * float(np.median(np.abs(carried - med))), SCALE_FLOOR)
     return Level(med, spread, len(prev))
+
+
+def levels(y: np.ndarray, idx: np.ndarray, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(level, spread, n) at each position of idx, as level_before; positions with a full window in one pass."""
+    idx = np.asarray(idx, dtype=np.int64)
+    lev, spr, n = np.full(len(idx), np.nan), np.full(len(idx), np.nan), np.minimum(idx, window)
+    full = idx >= window
+    if full.any() and window >= 3:
+        w = np.lib.stride_tricks.sliding_window_view(y, window)[idx[full] - window]  # (m, window)
+        a, b, inv = _pairs(window)
+        slope = np.median((w[:, b] - w[:, a]) * inv, axis=1)
+        carried = w + slope[:, None] * (window - np.arange(window))
+        med = np.median(carried, axis=1)
+        lev[full] = med
+        spr[full] = np.maximum(MAD_SIGMA * np.median(np.abs(carried - med[:, None]), axis=1), SCALE_FLOOR)
+    for k in np.flatnonzero(~full):
+        lv = level_before(y, int(idx[k]), window)
+        lev[k], spr[k] = lv.level, lv.spread
+    return lev, spr, n
 
 
 def departs(y: np.ndarray, i: int, window: int = WINDOW, min_history: int = MIN_HISTORY) -> tuple[bool, float, Level]:
@@ -98,13 +139,22 @@ def first_departure(
     counts only if the series stays out of its level up to `until`: every recorded value in between at least
     half the required rise above the level it left (a one-step blip that is back down before the loss moved
     is not what led it). judged: some position in [lo, hi] had enough history to be judged at all."""
-    i0, i1 = np.searchsorted(steps, lo, "left"), np.searchsorted(steps, hi, "right")
-    judged = False
-    for i in range(i0, i1):
-        hit, z, lv = departs(y, i, window)
-        judged = judged or lv.n >= MIN_HISTORY
-        if not hit or (i > 0 and departs(y, i - 1, window)[0]):
+    i0, i1 = int(np.searchsorted(steps, lo, "left")), int(np.searchsorted(steps, hi, "right"))
+    if i1 <= i0:
+        return None, False
+    pos = np.arange(max(i0 - 1, 0), i1)
+    lev, spr, n = levels(y, pos, window)
+    rise = y[pos] - lev
+    with np.errstate(invalid="ignore"):
+        z = rise / spr
+        out = (n >= MIN_HISTORY) & (z > K) & (rise >= MIN_RISE)
+    judged = bool((n[pos >= i0] >= MIN_HISTORY).any())
+    for k in np.flatnonzero(out & (pos >= i0)):
+        # it must have been at its level at its previous record: a series still up did not leave it here
+        if k > 0 and out[k - 1]:
             continue
+        i = int(pos[k])
+        lv = Level(float(lev[k]), float(spr[k]), int(n[k]))
         s = int(steps[i])
         if s < until - 1:
             j1 = np.searchsorted(steps, until, "left")
@@ -112,5 +162,5 @@ def first_departure(
             if (y[i + 1 : j1] - lv.level < need).any():
                 continue
         prev = int(steps[i - 1]) if i > 0 else -1
-        return Departure(s, prev, z, float(y[i]) - lv.level, lv.level, float(y[i])), True
+        return Departure(s, prev, float(z[k]), float(rise[k]), lv.level, float(y[i])), True
     return None, judged

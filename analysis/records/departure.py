@@ -2,17 +2,19 @@
 
 A series is judged on its own scale: a loss in nats as it is (it is the log of a perplexity already), any other
 series as log(x) when all its finite values are > 0, else asinh(x / c) with c the median |x| of the series
-(signed estimators such as |G|^2 and B_simple; asinh is log-like for large values and linear through zero). At a recorded position i, its previous WINDOW recorded values are carried to i along
-their own trend (the Theil-Sen slope: the median slope over all pairs, robust to a spike in the window); the
-*level* is the median of the carried values and the *spread* 1.4826 x their median absolute deviation (a
-normal's standard deviation), floored at SCALE_FLOOR. It *departs* at i when
+(signed estimators such as |G|^2 and B_simple; asinh is log-like for large values and linear through zero).
+At a recorded position i, its previous WINDOW recorded values are carried to i along their own trend (the
+Theil-Sen slope: the median slope over all pairs, robust to a spike in the window); the *level* is the median
+of the carried values and the *spread* 1.4826 x their median absolute deviation (a normal's standard
+deviation), floored at SCALE_FLOOR. It *departs* at i when
 
     y_i - level  >  K x spread     and     y_i - level  >=  MIN_RISE
 
 with at least MIN_HISTORY previous values. Early training moves every series steeply (Adam's state fills in,
 the gradient norm and the update per unit LR fall by a decade in a few dozen steps); carried along its trend,
-such a series stays at its level while a jump stands out. Only rises count. Positions are recorded values, so a sparse series (one row every
-P steps, NaN rows) is judged on its own records, and its departure is known only to lie after its previous one.
+such a series stays at its level while a jump stands out. Only rises count. Positions are recorded values, so
+a sparse series (one row every P steps, NaN rows) is judged on its own records, and its departure is known
+only to lie after its previous one.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Level:
     """Previous recorded values it was made from."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b = np.triu_indices(n, 1)
     return a, b, 1.0 / (b - a)

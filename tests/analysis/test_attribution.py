@@ -10,7 +10,7 @@ import pytest
 
 from analysis.diagnosis.attribution import NO_LEAD, attribution_lines
 from analysis.records.attribution import attribute_run
-from analysis.records.departure import K, MIN_HISTORY, MIN_RISE, WINDOW, departs, first_departure
+from analysis.records.departure import MIN_HISTORY, MIN_RISE, WINDOW, K, departs, first_departure
 
 N, SPIKE = 80, 60
 

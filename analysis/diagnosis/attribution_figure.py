@@ -39,19 +39,12 @@ def fig_attribution(df: pd.DataFrame, *, loss_step: int, first_step=None, title:
         if first_step is not None and first_step < loss_step:
             a.axvspan(first_step - 0.5, loss_step - 0.5, color=PALETTE[3], alpha=0.12, lw=0)
     lead = loss_step - first_step if first_step is not None and first_step < loss_step else 0
-    ax.set_title(
-        f"{title}: " if title else "",
-        loc="left",
-        fontsize=9,
-        parse_math=False,
-    )
-    ax.set_title(
+    what = (
         f"lead {lead} step{'s' if lead != 1 else ''} (shaded) before the loss left its level (dashed)"
         if lead
-        else "nothing moved before the loss left its level (dashed)",
-        loc="right",
-        fontsize=9,
+        else "nothing moved before the loss left its level (dashed)"
     )
+    ax.set_title(f"{title}: {what}" if title else what, fontsize=9, parse_math=False)
     ax.set_ylabel("loss (nats)")
     axr.set_ylabel("value / its level before")
     axr.set_xlabel("step")

@@ -35,6 +35,8 @@ LOOKBACK = HORIZON
 """Steps before the loss's departure in which a series may have moved first (the early-warning horizon)."""
 MAX_EVENTS = 20
 """Events attributed per run, the largest first (the rest are counted in a note)."""
+HELD_OUT_RECENT = 5
+"""The batch test compares the held-out loss with the median of its last records before it."""
 MOMENT_SERIES = ("adam_m_norm", ("adam_vhat_l1", "adam_v_l1", "adam_vhat_max", "adam_v_max"))
 MOVED_COLUMNS = ("name", "role", "group", "stat", "step", "prev_step", "lead", "z", "rise", "factor", "scale", "sparse")
 
@@ -71,7 +73,7 @@ class Attribution:
     lr: dict = field(default_factory=dict)
     """The scheduled LR at loss_step, its fraction of the run's peak, the phase ('warmup', 'peak', 'decay')."""
     window: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """For the figure: step, name, value, rel (value / its level before first_searched) of the loss and the
+    """For the figure: step, name, value, rel (value / its level just before it moved) of the loss and the
     leading series (or, with none, those that moved with the loss), from lookback steps before the search."""
     n_series: int = 0
     n_judged: int = 0
@@ -154,8 +156,9 @@ def _held_out(by_name: dict, L: int) -> dict | None:
     hit, z, lv = departs(s.y, i)
     if lv.n < MIN_HISTORY:
         return {"recorded": False}
-    rise = float(s.y[i]) - lv.level
-    # "At its level" is stricter than "did not depart": half the rule's z and half its rise.
+    # "At its level" is stricter than "did not depart": within half the rule's z of its level, and no more than
+    # half the rule's rise above its own last HELD_OUT_RECENT records (no trend carried: not worse than lately).
+    rise = float(s.y[i]) - float(np.median(s.y[max(0, i - HELD_OUT_RECENT) : i]))
     level = not hit and z <= K / 2 and rise < MIN_RISE / 2
     return {"recorded": True, "moved": hit, "at_level": level, "z": z, "rise": rise, "step": L - 1}
 
@@ -230,8 +233,10 @@ def _window(att: Attribution, by_name: dict, loss: Series | None, lookback: int)
     names = [n for n in shown["name"] if by_name[n].scale == "log"][:FIGURE_SERIES]
     lo, hi = att.first_searched - lookback, att.end_step + lookback
     frames = []
+    moved_at = dict(zip(att.moved["name"], att.moved["step"]))
     for s in ([loss] if loss is not None else []) + [by_name[n] for n in names]:
-        j = int(np.searchsorted(s.step, att.first_searched))
+        # its level just before it moved (or before the loss did): the line sits at 1 until it leaves it
+        j = int(np.searchsorted(s.step, min(moved_at.get(s.name, att.loss_step), att.loss_step)))
         base = level_before(s.y, j).level if j else math.nan
         keep = (s.step >= lo) & (s.step <= hi)
         rel = np.exp(s.y[keep] - base) if s.scale == "log" and np.isfinite(base) else np.full(keep.sum(), np.nan)

@@ -5,8 +5,8 @@ series as log(x) when all its finite values are > 0, else asinh(x / c) with c th
 (signed estimators such as |G|^2 and B_simple; asinh is log-like for large values and linear through zero).
 At a recorded position i, its previous WINDOW recorded values are carried to i along their own trend (the
 Theil-Sen slope: the median slope over all pairs, robust to a spike in the window); the *level* is the median
-of the carried values and the *spread* 1.4826 x their median absolute deviation (a normal's standard
-deviation), floored at SCALE_FLOOR. It *departs* at i when
+of the last LEVEL_N carried values and the *spread* 1.4826 x the median absolute deviation of all of them (a
+normal's standard deviation), floored at SCALE_FLOOR. It *departs* at i when
 
     y_i - level  >  K x spread     and     y_i - level  >=  MIN_RISE
 
@@ -27,6 +27,9 @@ import numpy as np
 
 WINDOW = 32
 """Previous recorded values that make a series' level and spread."""
+LEVEL_N = 5
+"""The level is the median of the last LEVEL_N carried values: a trend is carried a few steps only, so the
+bend of a decay (steep at first, flat later) does not put the level below the values."""
 MIN_HISTORY = 12
 """A departure needs at least this many previous recorded values (fewer: the series is not judged there)."""
 K = 6.0
@@ -83,9 +86,9 @@ def level_before(y: np.ndarray, i: int, window: int = WINDOW) -> Level:
     if not len(prev):
         return Level(math.nan, math.nan, 0)
     carried = prev + trend_slope(prev) * (len(prev) - np.arange(len(prev)))
-    med = float(np.median(carried))
-    spread = max(MAD_SIGMA * float(np.median(np.abs(carried - med))), SCALE_FLOOR)
-    return Level(med, spread, len(prev))
+    mid = float(np.median(carried))
+    spread = max(MAD_SIGMA * float(np.median(np.abs(carried - mid))), SCALE_FLOOR)
+    return Level(float(np.median(carried[-LEVEL_N:])), spread, len(prev))
 
 
 def levels(y: np.ndarray, idx: np.ndarray, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,9 +101,9 @@ def levels(y: np.ndarray, idx: np.ndarray, window: int = WINDOW) -> tuple[np.nda
         a, b, inv = _pairs(window)
         slope = np.median((w[:, b] - w[:, a]) * inv, axis=1)
         carried = w + slope[:, None] * (window - np.arange(window))
-        med = np.median(carried, axis=1)
-        lev[full] = med
-        spr[full] = np.maximum(MAD_SIGMA * np.median(np.abs(carried - med[:, None]), axis=1), SCALE_FLOOR)
+        mid = np.median(carried, axis=1)
+        lev[full] = np.median(carried[:, -LEVEL_N:], axis=1)
+        spr[full] = np.maximum(MAD_SIGMA * np.median(np.abs(carried - mid[:, None]), axis=1), SCALE_FLOOR)
     for k in np.flatnonzero(~full):
         lv = level_before(y, int(idx[k]), window)
         lev[k], spr[k] = lv.level, lv.spread

@@ -42,8 +42,8 @@ def _naive_departs(y, i):
         return False
     slopes = [(prev[b] - prev[a]) / (b - a) for a in range(len(prev)) for b in range(a + 1, len(prev))]
     carried = [v + np.median(slopes) * (len(prev) - j) for j, v in enumerate(prev)]
-    med = np.median(carried)
-    spread = max(1.4826 * np.median(np.abs(carried - med)), 0.01)
+    spread = max(1.4826 * np.median(np.abs(carried - np.median(carried))), 0.01)
+    med = np.median(carried[-5:])
     return (y[i] - med) / spread > K and y[i] - med >= MIN_RISE
 
 

@@ -217,6 +217,7 @@ def attribute_event(
     # in them before did not make this spike, whatever it was; the batch of step L did.
     if (att.held_out or {}).get("at_level") or (not len(att.leaders) and (att.with_loss["role"] == "input").any()):
         att.verdict = "batch"
+        att.origin, att.first_groups, att.spread = None, [], []  # no group started what the batch did
     elif len(att.leaders):
         att.verdict = "led"
     return att

@@ -68,7 +68,7 @@ def test_lead_of_known_size_and_step():
     row = lead.iloc[0]
     assert row["step"] == SPIKE - 5 and row["lead"] == 5
     assert row["factor"] == pytest.approx(3.0, rel=0.15)
-    assert "sig2 at step 55, 5 steps before (x3" in attribution_lines(att)[0]
+    assert "moved first: sig2 at step 55, 5 steps before (x" in attribution_lines(att)[0]
 
 
 def test_simultaneous_rise_is_not_a_lead():

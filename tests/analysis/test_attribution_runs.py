@@ -9,6 +9,8 @@ import pytest
 from analysis.diagnosis import diagnose
 from analysis.diagnosis.attribution import NO_LEAD, attribution_lines
 from analysis.diagnosis.cli import main as diagnose_main
+from analysis.records.load import load_run
+from analysis.report.attribution_section import attribution_section
 
 PLANT = 20
 # Constant LR after the preset's 5 warmup steps, so the planted step is judged against steady training.
@@ -43,9 +45,13 @@ def test_group_lr_times_100_names_that_group_first(smoke, tmp_path, capsys):
     groups = att.leaders[att.leaders["group"] != "all"]
     assert groups.iloc[0]["name"] == "update_rms/lr[block1.mlp]" and groups.iloc[0]["step"] == PLANT
     assert "It started in group block1.mlp" in " ".join(attribution_lines(att))
-    assert diagnose_main([str(run)]) == 0
+    assert diagnose_main([str(run), "-o", str(tmp_path / "diag")]) == 0
     out = capsys.readouterr().out
     assert "What moved first:" in out and "update_rms/lr[block1.mlp] at step 20, 1 step before" in out
+    assert "## What moved first" in (tmp_path / "diag" / "report.md").read_text()
+    assert (tmp_path / "diag" / f"first_moved_{att.event}.png").stat().st_size > 10_000
+    section = attribution_section([load_run(run)], tmp_path)  # the same, in `gradvar report`
+    assert "It started in group block1.mlp" in section and (tmp_path / f"first_moved_lr_{att.event}.png").exists()
     js = json.loads(json.dumps(diag.to_dict()))
     assert any(a["origin"] == "block1.mlp" for a in js["attribution"])
 

@@ -15,12 +15,14 @@ from .figure_style import save_png
 from .markdown import slug
 
 MAX_RUNS = 12
+MAX_FIGURES = 6
+"""Figures in the section over all runs (a study report holds dozens of runs; their lines stay, all of them)."""
 SUSTAIN = 7  # diagnose's sustained-rise window (analysis.diagnosis.SUSTAIN)
 
 
 def attribution_section(runs, out_dir) -> str:
     """Markdown for the section (figures written to out_dir); '' when no run has a loss event."""
-    parts = []
+    parts, n_figs = [], 0
     for run in runs[:MAX_RUNS]:
         steps = run.steps
         if not len(steps) or "loss" not in steps:
@@ -35,7 +37,8 @@ def attribution_section(runs, out_dir) -> str:
         parts += [f"- {' '.join(attribution_lines(a))}" for a in atts]
         parts += [f"- {n}" for n in notes]
         parts.append("")
-        for att in major_events(spikes, atts):
+        for att in major_events(spikes, atts)[: max(0, MAX_FIGURES - n_figs)]:
+            n_figs += 1
             name = f"first_moved_{slug(run.name)}_{att.event}.png"
             save_png(figure_of(att), out_dir / name)
             parts += [f"![What moved first: {slug(run.name)}, event {att.event}]({name})", ""]

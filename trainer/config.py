@@ -166,6 +166,9 @@ class InterventionConfig:
     """Rewind to the last checkpoint and skip the next batches on a loss spike (as PaLM did)."""
     rewind_skip_batches: int = 20
     """Batches skipped after a rewind."""
+    plant: str = ""
+    """Test-only: a known cause planted at one step, to check what `gradvar diagnose` attributes the spike to
+    (trainer.plant): 'lr@12:block1.mlp*100' or 'batch@12:random' / 'batch@12:repeat'; '' off."""
 
 
 @dataclass
@@ -273,6 +276,9 @@ class TrainConfig:
             raise ConfigError(
                 f"intervention.nonfinite must be skip, stop or record, got {self.intervention.nonfinite!r}"
             )
+        from .plant import parse_plant
+
+        parse_plant(self.intervention.plant)  # a malformed plant is one ConfigError line before any work
         if self.parallel.strategy not in ("ddp", "fsdp"):
             raise ConfigError(f"parallel.strategy must be ddp or fsdp, got {self.parallel.strategy!r}")
         if self.monitor.quantities not in ("paper", "full", "minimal"):

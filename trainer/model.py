@@ -66,13 +66,26 @@ def compiled(fn, backend: str):
     return torch.compile(fn, backend=backend)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay 2-D weights (matrices, embeddings); not biases or layer norms (GPT-2/Megatron practice)."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+def param_groups(model: torch.nn.Module, weight_decay: float, planted: str = "") -> list[dict]:
+    """Decay 2-D weights (matrices, embeddings); not biases or layer norms (GPT-2/Megatron practice).
+    planted: a gradvar group whose parameters get optimizer groups of their own, marked `planted` (the LR plant
+    of trainer.plant; the same hyperparameters, so the same update)."""
+    from gradvar.groups import group_name
+
+    decay, no_decay, p_decay, p_no_decay = [], [], [], []
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            mine = bool(planted) and group_name(name) == planted
+            ((p_decay if mine else decay) if p.dim() >= 2 else (p_no_decay if mine else no_decay)).append(p)
+    if planted and not p_decay + p_no_decay:
+        raise ConfigError(f"intervention.plant: no parameter of group {planted!r} in the model")
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups += [
+        {"params": ps, "weight_decay": wd, "planted": True}
+        for ps, wd in ((p_decay, weight_decay), (p_no_decay, 0.0))
+        if ps
+    ]
+    return groups
 
 
 def count_params(model: torch.nn.Module) -> int:

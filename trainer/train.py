@@ -38,6 +38,7 @@ from .lr import lr_at
 from .model import build_model, compiled, count_params, mfu, param_groups
 from .nonfinite import STOP, NonFiniteGuard
 from .pacing import VariancePacer, adam_v_max
+from .plant import parse_plant
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM after a checkpoint; resume with --resume
 EXIT_NONFINITE = 3
@@ -129,7 +130,8 @@ class Trainer:
         bf16 = bf16 and not casts  # FSDP2 casts to bf16 itself (its mixed-precision policy): no autocast
         o = cfg.optim
         kw = {"fused": True} if o.fused else {}
-        groups = param_groups(self.model, o.weight_decay)
+        self.plant = parse_plant(cfg.intervention.plant)  # test-only: a known cause at one step
+        groups = param_groups(self.model, o.weight_decay, self.plant.group if self.plant else "")
         iv = cfg.intervention
         if iv.skip_spikes:
             rule = SpikeRule(z_k=iv.spike_z)
@@ -293,9 +295,11 @@ class Trainer:
         rows, seqlen, micro_size = self.step_shape(step)
         lr = lr_at(step, self.tokens, o.lr, o.min_lr, o.warmup_steps, o.train_tokens)
         for g in self.opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * self.plant.lr_scale(step, g) if self.plant else lr
         # (B, T + 1), the same on every rank; the control keeps the first rows, so its data stays step-aligned
         batch = self.sampler.next_batch(o.batch_size)[:rows]
+        if self.plant:
+            batch = self.plant.replace_batch(step, batch, self.data.vocab_size, cfg.seed)
         per_rank = rows // d.world_size
         local = gradvar.truncate(batch[d.rank * per_rank : (d.rank + 1) * per_rank], seqlen + 1).contiguous()
         if d.device.type == "cuda":  # pinned: the copy is queued behind the GPU's work, the host never waits

@@ -21,6 +21,7 @@ from gradvar.spikes import SpikeRule
 from ..defaults import HORIZON
 from ..logs import LogData, LogError, from_frame, load_log
 from .advice import SNIPPET, build_advice
+from .attribution import attribute_records, attribution_dicts
 from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
 from .facts import collect_facts
 from .log_advice import needs_recording
@@ -56,6 +57,8 @@ class Diagnosis:
     """The numbers the advice was built from (learning-rate warmup, grad-norm findings, eval trend, ...)."""
     interval: float = 1.0
     horizon: int = DEFAULT_HORIZON
+    attribution: list = field(default_factory=list)
+    """For a gradvar run directory: what moved first, one analysis.records.attribution.Attribution per event."""
 
     @property
     def record_more(self) -> bool:
@@ -76,6 +79,7 @@ class Diagnosis:
                 "facts": self.facts,
                 "interval": self.interval,
                 "horizon": self.horizon,
+                "attribution": attribution_dicts(self.attribution),
                 "snippet": SNIPPET,
             }
         )
@@ -114,6 +118,9 @@ def diagnose(
         interval=log.interval,
         horizon=horizon,
     )
+    if log.fmt == "gradvar" and len(spikes):  # the run's per-group and probe records say what moved first
+        diag.attribution, more = attribute_records(log.source, spikes)
+        diag.notes += more
     diag.advice = build_advice(diag, rule)
     diag.summary = build_summary(diag, log)
     return diag

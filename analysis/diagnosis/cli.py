@@ -23,6 +23,7 @@ from gradvar.spikes import SpikeRule
 from ..logs import LogError, load_log
 from . import SNIPPET, Diagnosis, diagnose
 from .advice import HF_SNIPPET
+from .attribution import attribution_lines
 
 PROG = "gradvar diagnose"
 
@@ -113,6 +114,8 @@ def format_text(diag: Diagnosis, report=None, width: int = 100) -> str:
             )
     else:
         out.append("  (no other numeric signal in this log)")
+    if diag.attribution:
+        out += ["", "What moved first:"] + [wrap(ln) for a in diag.attribution for ln in attribution_lines(a)]
     out += ["", "Advice:"] + [wrap(f"- {a}") for a in diag.advice]
     if diag.record_more:
         out += ["", "Record next time (import gradvar):"] + [f"    {ln}" for ln in SNIPPET.splitlines()]

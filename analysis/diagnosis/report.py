@@ -21,6 +21,8 @@ from ..logs import LogData
 from ..report.markdown import md_table
 from . import SNIPPET, Diagnosis
 from .advice import HF_SNIPPET
+from .attribution import attribution_lines
+from .attribution_figure import figure_of, major_events
 from .overview import fig_overview
 from .palette import KIND_COLOURS, PALETTE
 
@@ -179,6 +181,8 @@ def _markdown(diag: Diagnosis, log: LogData, figs: dict) -> str:
     ]
     for title, table in _tables(diag):
         out += [f"## {title}\n", _md_table(table)]
+    if diag.attribution:
+        out += ["## What moved first\n"] + [f"- {' '.join(attribution_lines(a))}" for a in diag.attribution] + [""]
     out += ["## Advice\n"] + [f"- {a}" for a in diag.advice] + [""]
     if diag.record_more:
         out += [
@@ -214,6 +218,9 @@ def _html(diag: Diagnosis, log: LogData, pngs: dict) -> str:
     ]
     for title, table in _tables(diag):
         parts += [f"<h2>{e(title)}</h2>", _html_table(table)]
+    if diag.attribution:
+        parts += ["<h2>What moved first</h2><ul>"]
+        parts += [f"<li>{e(' '.join(attribution_lines(a)))}</li>" for a in diag.attribution] + ["</ul>"]
     parts += ["<h2>Advice</h2><ul>"] + [f"<li>{e(a)}</li>" for a in diag.advice] + ["</ul>"]
     if diag.record_more:
         parts += [
@@ -250,6 +257,8 @@ def write_diagnosis_report(diagnosis: Diagnosis, logdata: LogData, out_dir) -> P
     sig = fig_signals(logdata.df, diagnosis.spikes, diagnosis.signals, diagnosis.interval)
     if sig is not None:
         figs["signals.png"] = sig
+    for att in major_events(diagnosis.spikes, diagnosis.attribution):
+        figs[f"first_moved_{att.event}.png"] = figure_of(att)
     pngs = {k: _png(f) for k, f in figs.items()}
     for k, data in pngs.items():
         (out / k).write_bytes(data)

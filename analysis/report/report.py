@@ -21,6 +21,7 @@ from ..records.correlate import N_BOOT
 from ..records.load import NotARunDirError, Run, concat, is_run_dir, load_runs
 from ..records.ranking import aligned, analyze_runs, ranking
 from ..records.seqlen import HYPOTHESIS_STATS, probe_variance_by_length, seqlen_hypothesis, warmup_by_run
+from .attribution_section import attribution_section
 from .claims import claims_lines, claims_table
 from .figure_style import save_png
 from .figures import (
@@ -197,6 +198,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     res = analyze(runs, target, n_boot, claims)
     figs = _figures(runs, res, out)
+    moved_first = attribution_section(runs, out)
+    extra_sections = [*(extra_sections or []), *([moved_first] if moved_first else [])]
     title = title or f"gradvar report: {', '.join(r.name for r in runs[:4])}{' …' if len(runs) > 4 else ''}"
     title = " ".join(str(title).split())  # one line: it is a markdown heading
     md = build_markdown(runs, res, figs, title, extra_sections, lead_sections)

@@ -181,10 +181,12 @@ def install_peers(env_dir: Path, tools=PEERS) -> tuple[dict, list]:
 
 
 def versions(ready: dict) -> dict:
+    """{tool: installed version} from the venv's package metadata (what pip installed, not a module string)."""
     out = {}
     for tool, exe in ready.items():
-        r = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
-        out[tool] = (r.stdout.strip() or r.stderr.strip()).split()[-1] if (r.stdout or r.stderr).strip() else "?"
+        code = f"import importlib.metadata as m; print(m.version({tool!r}))"
+        r = subprocess.run([str(exe.parent / "python"), "-c", code], capture_output=True, text=True)
+        out[tool] = r.stdout.strip() or "?"
     return out
 
 

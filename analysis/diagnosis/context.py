@@ -18,12 +18,11 @@ from ..logs import LogData
 
 TEXT_BYTES = 8 << 20
 """Text read from a log file for its words (the head of a larger file; configs are printed first)."""
-VOCAB_RE = re.compile(
-    r"\b(?:vocab(?:ulary)?[ _-]?size|n_vocab|num_tokens|ntokens)\b[\"']?\s*[:=]?\s*[\"']?(\d{1,7})\b", re.IGNORECASE
-)
+# Not `ntokens` or `num_tokens`: fairseq and TRL log those as tokens per batch or tokens seen, not a vocabulary.
+VOCAB_RE = re.compile(r"\b(?:vocab(?:ulary)?[ _-]?size|n_vocab)\b[\"']?\s*[:=]?\s*[\"']?(\d{1,7})\b", re.IGNORECASE)
 RECURRENT_RE = re.compile(r"\b(LSTM|GRU|RNN_TANH|RNN_RELU|RNN|RNNModel|char-rnn|recurrent)\b", re.IGNORECASE)
 MIXED_RE = re.compile(
-    r"\b(fp16|float16|half|bf16|bfloat16|amp|autocast|GradScaler|loss[ _-]?scale|mixed[ _-]precision)\b",
+    r"\b(fp16|float16|bf16|bfloat16|amp|autocast|GradScaler|loss[ _-]?scale|mixed[ _-]precision)\b",
     re.IGNORECASE,
 )
 FP32_RE = re.compile(r"\b(fp32|float32|full precision)\b", re.IGNORECASE)

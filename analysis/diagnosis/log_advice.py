@@ -97,9 +97,9 @@ def _adv_record(f, sp, diag, rule):
     miss = f["missing_signals"]
     if needs_recording(f):
         # A log that already has grad_norm is not asked for it again.
-        ask = " log grad_norm before clipping, every step." if "grad_norm" in miss else ""
+        ask = ": log grad_norm before clipping, every step." if "grad_norm" in miss else "."
         return [
-            f"Record more next time ({', '.join(miss)} are not in this log):{ask} The paper's instability "
+            f"Record more next time ({', '.join(miss)} are not in this log){ask} The paper's instability "
             "measure is Adam's variance state (max and L1 norm of exp_avg_sq), alongside the gradient variance "
             "and the sequence length; gradvar records all of them "
             "with the three lines below (HF Trainer: one callback)."

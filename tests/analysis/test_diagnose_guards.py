@@ -222,3 +222,17 @@ def test_gradvar_run_with_a_nan_loss_is_still_diverged(tmp_path):
     mon.close()
     d = diagnose(tmp_path / "run")
     assert d.run_class == "diverged" and "no loss recorded" not in d.summary.lower()
+
+
+def test_cli_flags_vocab_size_and_no_seq_axis(tmp_path, capsys):
+    from analysis.diagnosis.cli import main
+
+    p = _char_log(tmp_path, "")
+    assert main([str(p), "--vocab-size", "17", "--json"]) == 0
+    assert '"kind": "from_scratch"' in capsys.readouterr().out
+    csv = tmp_path / "early.csv"
+    _early_frame(0.06).to_csv(csv, index=False)
+    assert main([str(csv), "--no-seq-axis"]) == 0
+    out = capsys.readouterr().out
+    assert "Early instability" in out and SLW not in out and "--no-seq-axis" in out
+    assert main([str(p), "--vocab-size", "1"]) == 2 and "--vocab-size must be >= 2" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from gradvar.spikes import SpikeRule
 from ..defaults import HORIZON
 from ..logs import LogData, LogError, from_frame, load_log
 from .advice import SNIPPET, build_advice
-from .context import log_context, no_loss_rows
+from .context import log_context, masked_nan_losses, no_loss_rows
 from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
 from .facts import collect_facts
 from .log_advice import needs_recording
@@ -108,6 +108,15 @@ def diagnose(
         )
         log.notes.append(
             f"no loss was given to the monitor at {int(unrecorded.sum())} steps: left out of the loss analysis"
+        )
+    masked = masked_nan_losses(log.df)
+    if masked.any():
+        df = log.df.copy()
+        df.loc[masked, "loss"] = np.nan
+        log = LogData(df, log.source, log.fmt, log.eval_df, log.meta, list(log.notes))
+        log.notes.append(
+            f"loss 0.0 with grad_norm NaN/inf at {int(masked.sum())} entries: read as NaN losses (a loss of 0 has "
+            "a finite gradient; the HF Trainer logs 0.0 for an interval whose every step was NaN)"
         )
     with np.errstate(all="ignore"):
         entries, spikes, notes = find_spikes(log.df, rule, sustain)

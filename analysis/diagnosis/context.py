@@ -117,3 +117,16 @@ def no_loss_rows(log: LogData, events: pd.DataFrame | None = None) -> np.ndarray
         return np.zeros(len(x), bool)
     flagged = log.df["nonfinite_loss"].to_numpy(np.float64) if "nonfinite_loss" in log.df else np.zeros(len(x))
     return np.isnan(x) & ~(np.nan_to_num(flagged) > 0)
+
+
+def masked_nan_losses(df: pd.DataFrame) -> np.ndarray:
+    """Entries whose logged loss 0.0 stands for NaN/inf: the gradient norm there is NaN/inf.
+
+    A loss that is really 0 has a zero, finite gradient. The HF Trainer's default logging_nan_inf_filter skips
+    NaN/inf step losses when it sums the interval's loss, and an interval with nothing but NaN steps sums to
+    0: it logs `'loss': 0.0` beside `'grad_norm': nan`.
+    """
+    if "grad_norm" not in df:
+        return np.zeros(len(df), bool)
+    x, g = df["loss"].to_numpy(np.float64), df["grad_norm"].to_numpy(np.float64)
+    return (x == 0) & ~np.isfinite(g)

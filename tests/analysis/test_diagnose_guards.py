@@ -236,3 +236,24 @@ def test_cli_flags_vocab_size_and_no_seq_axis(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Early instability" in out and SLW not in out and "--no-seq-axis" in out
     assert main([str(p), "--vocab-size", "1"]) == 2 and "--vocab-size must be >= 2" in capsys.readouterr().err
+
+
+def test_a_jump_at_the_third_entry_is_an_event_when_it_triples_the_loss():
+    d = diagnose(_frame([0.70, 0.81, 4.3, 0.76, 0.58, 0.80]))
+    assert d.run_class == "spiky" and d.spikes["peak_step"].tolist() == [3]
+    assert diagnose(_frame([0.70, 0.81, 1.9, 0.76, 0.58, 0.80])).run_class == "stable"  # 2.3x: not yet
+
+
+def test_a_short_excerpt_that_ends_well_above_its_minimum_is_diverged():
+    # an excerpt of a run that had come down and climbs back over its last entries (no window fits in 12 entries)
+    loss = [9.5, 10.4, 10.6, 10.1, 10.2, 9.2, 8.2, 7.7, 7.8, 8.0, 9.7, 9.9]
+    d = diagnose(_frame(loss))
+    assert d.run_class == "diverged" and d.spikes["start_step"].tolist() == [11] and d.spikes["at_end"].all()
+    assert diagnose(_frame(loss[:-2] + [8.1, 7.9])).run_class == "stable"
+
+
+def test_loss_zero_with_a_nan_grad_norm_is_a_nan_loss():
+    d = diagnose(_frame(np.zeros(10), grad_norm=np.full(10, np.nan), lr=np.full(10, 5e-5)))
+    assert d.run_class == "diverged" and any("loss 0.0 with grad_norm NaN/inf at 10 entries" in n for n in d.notes)
+    ok = diagnose(_frame(np.r_[np.linspace(0.5, 0.01, 20), np.zeros(5)], grad_norm=np.full(25, 0.1)))
+    assert ok.run_class == "stable"  # a loss trained to 0 with a finite gradient stays a loss

@@ -136,6 +136,10 @@ def diagnose(
             facts["sub_floor_rise"] = sub_floor_rise(
                 log.df["loss"].to_numpy(np.float64), rule, sustain, log.df["step"].to_numpy(np.int64)
             )
+    log_notes = list(log.notes)
+    if no_loss:  # the reader's "loss is NaN/inf" note would read as a blow-up: the loss was never given
+        log_notes = [n for n in log_notes if not n.startswith("the loss is NaN/inf in all")]
+        log_notes.append(f"no loss was given to the monitor at any of the {len(log.df)} steps")
     diag = Diagnosis(
         source=log.source,
         run_class=run_class,
@@ -145,7 +149,7 @@ def diagnose(
         summary="",
         entries=entries,
         signal_variants=variants,
-        notes=list(log.notes) + notes,
+        notes=log_notes + notes,
         facts=facts,
         interval=log.interval,
         horizon=horizon,

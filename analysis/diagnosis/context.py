@@ -25,6 +25,9 @@ MIXED_RE = re.compile(
     r"\b(fp16|float16|bf16|bfloat16|amp|autocast|GradScaler|loss[ _-]?scale|mixed[ _-]precision)\b",
     re.IGNORECASE,
 )
+LM_RE = re.compile(r"\b(tokens?|tok/s|tokens/s(?:ec)?|ppl|perplexity|vocab\w*|lm[ _]loss|n_vocab)\b", re.IGNORECASE)
+"""Words only a language model's log has: its first loss below ln(17) then means a trained model, not a
+classifier of a few classes starting near ln(k) (ln 2 = 0.69)."""
 FP32_RE = re.compile(r"\b(fp32|float32|full precision)\b", re.IGNORECASE)
 CLIP_COLUMN = re.compile(r"clip")
 NO_LOSS_NOTE = "no loss reached the monitor"
@@ -58,6 +61,8 @@ def log_context(log: LogData, vocab_size=None, seq_axis=None) -> dict:
         sizes = [int(m) for m in VOCAB_RE.findall(text) if int(m) >= 2]
         if sizes:
             ctx.update(vocab_size=sizes[0], vocab_source="the log's text")
+    lm = LM_RE.search(text) or next((c for c in log.df.columns if LM_RE.search(c.replace("_", " "))), None)
+    ctx["language_model"] = (lm.group(1) if hasattr(lm, "group") else lm) if lm else None
     rec = RECURRENT_RE.search(words)
     ctx["recurrent"] = rec.group(1) if rec else None
     if seq_axis is not None:

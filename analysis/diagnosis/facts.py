@@ -52,7 +52,9 @@ def collect_facts(
     f.update(_eval_facts(log.eval_df))
     ctx = ctx or {}
     f.update(ctx)
-    f["run_kind"] = run_kind(df, log.fmt, log.eval_df, ctx.get("vocab_size"), ctx.get("vocab_source"))
+    f["run_kind"] = run_kind(
+        df, log.fmt, log.eval_df, ctx.get("vocab_size"), ctx.get("vocab_source"), ctx.get("language_model")
+    )
     f["resume_steps"] = list(log.meta.get("resume_steps", []))
     f["late_start_step"] = _late_start(f["first_step"], log.interval, f["resume_steps"])
     measured = signals[signals["role"] == "measured"]

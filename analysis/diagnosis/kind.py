@@ -9,6 +9,8 @@ Evidence, each named in the result so the advice can cite it:
     a first loss between ln(17) and SCRATCH_FIRST_LOSS fits an untrained character model and a fine-tune alike
     and decides nothing (the result says so). Only when the log starts at the run's start (within its second
     logging interval): an excerpt from iteration 2920 of a pre-training run starts low too;
+  * below ln(17), the first loss means a trained model only for a language model (the log names tokens,
+    perplexity or a vocabulary): a classifier of k classes starts near ln(k), 0.69 for two;
   * LoRA/PEFT or reward/accuracy/eval columns, which pre-training logs rarely have;
   * the log's format: LLaMA-Factory and TRL logs are fine-tunes by construction.
 """
@@ -39,7 +41,6 @@ FINETUNE_COLUMNS = (
     "peft",
     "adapter",
     "reward",
-    "accuracy",
     "rewards",
     "kl",
     "mean_token_accuracy",
@@ -50,10 +51,12 @@ FINETUNE_COLUMNS = (
     "bleu",
     "rouge",
 )
+# Not plain "accuracy": a classifier trained from scratch logs it too (Keras' `accuracy`); TRL's token accuracy
+# of a chat fine-tune is named in full.
 FINETUNE_FORMATS = ("llamafactory",)
 
 
-def run_kind(df: pd.DataFrame, fmt: str, eval_df, vocab_size=None, vocab_source=None) -> dict:
+def run_kind(df: pd.DataFrame, fmt: str, eval_df, vocab_size=None, vocab_source=None, lm_word=None) -> dict:
     """{'kind': 'from_scratch' | 'fine_tune' | 'unknown', 'evidence': [short phrases], 'undecided': phrase}."""
     x, steps = df["loss"].to_numpy(np.float64), df["step"].to_numpy(np.int64)
     fin = np.flatnonzero(np.isfinite(x))
@@ -63,7 +66,7 @@ def run_kind(df: pd.DataFrame, fmt: str, eval_df, vocab_size=None, vocab_source=
     if midrun:
         first = float("nan")  # the log starts mid-run: its first loss says nothing about the initialisation
     evidence_ft, evidence_scratch = [], []
-    undecided = _first_loss_evidence(first, vocab_size, vocab_source, evidence_scratch, evidence_ft)
+    undecided = _first_loss_evidence(first, vocab_size, vocab_source, evidence_scratch, evidence_ft, lm_word)
     cols = [
         c
         for c in list(df.columns) + list(eval_df.columns if eval_df is not None else [])
@@ -95,7 +98,7 @@ def run_kind(df: pd.DataFrame, fmt: str, eval_df, vocab_size=None, vocab_source=
     return {"kind": "unknown", "evidence": evidence_scratch + evidence_ft, "undecided": undecided}
 
 
-def _first_loss_evidence(first: float, vocab, source, scratch: list, ft: list):
+def _first_loss_evidence(first: float, vocab, source, scratch: list, ft: list, lm_word=None):
     """Add the first loss's evidence to `scratch` or `ft`; return why it decides nothing, or None."""
     if not np.isfinite(first):
         return None
@@ -111,10 +114,17 @@ def _first_loss_evidence(first: float, vocab, source, scratch: list, ft: list):
         return None
     if first >= SCRATCH_FIRST_LOSS:
         scratch.append(f"first logged loss {first:.3g} nats, near ln(vocabulary) of an untrained LM")
+    elif first < math.log(SMALLEST_VOCAB) - BELOW_SMALLEST and not lm_word:
+        return (
+            f"cannot tell from the first logged loss alone: {first:.3g} nats fits a trained language model and "
+            "a classifier of a few classes near its start (ln 2 = 0.69), and the log names no tokens; pass "
+            "--vocab-size for a language model"
+        )
     elif first < math.log(SMALLEST_VOCAB) - BELOW_SMALLEST:
         ft.append(
             f"first logged loss {first:.3g} nats, below ln({SMALLEST_VOCAB}) = {math.log(SMALLEST_VOCAB):.3g}, where "
-            "an untrained model of even a small character vocabulary starts"
+            f"an untrained model of even a small character vocabulary starts (a language model: the log says "
+            f"{lm_word!r})"
         )
     else:
         v = int(round(math.exp(first)))

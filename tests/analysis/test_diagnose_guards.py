@@ -77,9 +77,16 @@ def test_vocab_size_flag_decides_both_ways(tmp_path):
     assert diagnose(p, vocab_size=50257).facts["run_kind"]["kind"] == "fine_tune"
 
 
-def test_first_loss_below_every_plausible_start_is_a_fine_tune():
-    kind = diagnose(_frame(np.linspace(1.9, 1.5, 40))).facts["run_kind"]
-    assert kind["kind"] == "fine_tune" and "ln(17)" in kind["evidence"][0]
+def test_first_loss_below_every_plausible_start_is_a_fine_tune_for_a_language_model():
+    kind = diagnose(_frame(np.linspace(1.9, 1.5, 40), tokens_per_s=np.full(40, 900.0))).facts["run_kind"]
+    assert kind["kind"] == "fine_tune" and "ln(17)" in kind["evidence"][0] and "'tokens_per_s'" in kind["evidence"][0]
+
+
+def test_a_classifier_starting_at_ln2_is_not_called_a_fine_tune():
+    # a two-class model from scratch starts at ln 2 = 0.69 and logs accuracy: no tokens, no vocabulary
+    loss = 0.6931 * np.exp(-np.arange(40) / 60)
+    kind = diagnose(_frame(loss, accuracy=np.linspace(0.5, 0.8, 40))).facts["run_kind"]
+    assert kind["kind"] == "unknown" and "classifier" in kind["undecided"], kind
 
 
 # -- advice checked against what the log shows ------------------------------------------------------------------
@@ -205,7 +212,7 @@ def test_gradvar_run_without_a_loss_is_not_diverged(tmp_path):
     assert f"grad_norm median {np.median(g):.3g}, max {g.max():.3g} at step 7" in first
     assert "adam_v_max median" in first
     assert any(a.startswith("grad_norm spiked to") and "at step 7" in a for a in d.advice), d.advice
-    assert not any("NaN/inf" in a for a in d.advice)
+    assert not any("NaN/inf" in a for a in d.advice + d.notes), (d.advice, d.notes)
 
 
 def test_gradvar_run_with_a_nan_loss_is_still_diverged(tmp_path):

@@ -105,5 +105,20 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help=f"log entries ahead in which a signal must warn (default {HORIZON})",
     )
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON instead of text")
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="the model's vocabulary size, when the log does not name it: tells a run from scratch (first loss "
+        "near ln V) from a fine-tune",
+    )
+    parser.add_argument(
+        "--no-seq-axis",
+        dest="seq_axis",
+        action="store_false",
+        default=None,
+        help="the model has no sequence-length axis (an RNN/LSTM over a fixed unroll, a CNN): no Sequence Length "
+        "Warmup advice",
+    )
     parser.set_defaults(func=lazy("analysis.diagnosis.cli:main_diagnose"))
     return parser

@@ -22,6 +22,7 @@ from ..defaults import HORIZON
 from ..logs import LogData, LogError, from_frame, load_log
 from .advice import SNIPPET, build_advice
 from .attribution import attribute_records, attribution_dicts
+from .context import log_context, masked_nan_losses, no_loss_rows
 from .events import SPIKE_COLUMNS, annotate, classify, find_spikes, sub_floor_rise  # noqa: F401 (SPIKE_COLUMNS re-exported)
 from .facts import collect_facts
 from .log_advice import needs_recording
@@ -40,7 +41,7 @@ class Diagnosis:
 
     source: str
     run_class: str
-    """'stable', 'spiky' or 'diverged'."""
+    """'stable', 'spiky' or 'diverged'; 'no_loss' for a gradvar run whose loss never reached the monitor."""
     spikes: pd.DataFrame
     """One row per event: SPIKE_COLUMNS; kind is 'spike', 'sustained_rise' or 'nonfinite'."""
     signals: pd.DataFrame
@@ -86,11 +87,41 @@ class Diagnosis:
 
 
 def diagnose(
-    df_or_path, *, rule: SpikeRule = SpikeRule(), horizon: int = DEFAULT_HORIZON, sustain: int = SUSTAIN
+    df_or_path,
+    *,
+    rule: SpikeRule = SpikeRule(),
+    horizon: int = DEFAULT_HORIZON,
+    sustain: int = SUSTAIN,
+    vocab_size: int | None = None,
+    seq_axis: bool | None = None,
 ) -> Diagnosis:
-    """Diagnose a log given as a path, a LogData or a DataFrame with step and loss columns."""
+    """Diagnose a log given as a path, a LogData or a DataFrame with step and loss columns.
+
+    vocab_size: the model's vocabulary, when the log does not name it (for the run's kind). seq_axis=False: the
+    model has no sequence-length axis (an RNN over a fixed unroll, a CNN), so no Sequence Length Warmup advice.
+    """
     log = as_log(df_or_path)
     horizon, sustain = max(1, int(horizon)), max(3, int(sustain))
+    ctx = log_context(log, vocab_size, seq_axis)
+    unrecorded = no_loss_rows(log)
+    no_loss = bool(unrecorded.all())
+    if unrecorded.any() and not no_loss:
+        # Steps whose loss was never given are not NaN losses: the loss analysis reads the other steps only.
+        log = LogData(
+            log.df[~unrecorded].reset_index(drop=True), log.source, log.fmt, log.eval_df, log.meta, list(log.notes)
+        )
+        log.notes.append(
+            f"no loss was given to the monitor at {int(unrecorded.sum())} steps: left out of the loss analysis"
+        )
+    masked = masked_nan_losses(log.df)
+    if masked.any():
+        df = log.df.copy()
+        df.loc[masked, "loss"] = np.nan
+        log = LogData(df, log.source, log.fmt, log.eval_df, log.meta, list(log.notes))
+        log.notes.append(
+            f"loss 0.0 with grad_norm NaN/inf at {int(masked.sum())} entries: read as NaN losses (a loss of 0 has "
+            "a finite gradient; the HF Trainer logs 0.0 for an interval whose every step was NaN)"
+        )
     with np.errstate(all="ignore"):
         entries, spikes, notes = find_spikes(log.df, rule, sustain)
         if "lr" in log.df:
@@ -98,12 +129,21 @@ def diagnose(
         spikes = annotate(spikes, log.df)
         variants = signal_variants(log.df, entries, spikes, horizon)
         signals = rank_signals(variants)
-        facts = collect_facts(log, entries, spikes, signals, rule)
-        run_class = classify(spikes)
+        if no_loss:  # nothing to find in a loss that was never recorded; the other columns are still read
+            spikes, entries["event"] = spikes.iloc[0:0], 0
+            variants = variants.iloc[0:0]
+            signals = signals.iloc[0:0]
+        facts = collect_facts(log, entries, spikes, signals, rule, ctx)
+        facts["no_loss_entries"], facts["no_loss_all"] = int(unrecorded.sum()), no_loss
+        run_class = "no_loss" if no_loss else classify(spikes)
         if not len(spikes) and (log.df["loss"] >= 0).all():
             facts["sub_floor_rise"] = sub_floor_rise(
                 log.df["loss"].to_numpy(np.float64), rule, sustain, log.df["step"].to_numpy(np.int64)
             )
+    log_notes = list(log.notes)
+    if no_loss:  # the reader's "loss is NaN/inf" note would read as a blow-up: the loss was never given
+        log_notes = [n for n in log_notes if not n.startswith("the loss is NaN/inf in all")]
+        log_notes.append(f"no loss was given to the monitor at any of the {len(log.df)} steps")
     diag = Diagnosis(
         source=log.source,
         run_class=run_class,
@@ -113,7 +153,7 @@ def diagnose(
         summary="",
         entries=entries,
         signal_variants=variants,
-        notes=list(log.notes) + notes,
+        notes=log_notes + notes,
         facts=facts,
         interval=log.interval,
         horizon=horizon,

@@ -23,11 +23,18 @@ from .log_advice import (
     _adv_logging,
     _adv_memorise,
     _adv_near_zero,
+    _adv_no_loss,
     _adv_record,
     never_finite,
     starts_the_log,
 )
-from .words import _g
+from .words import _g, clip_fix
+
+EARLY_FRAC = 0.05
+"""Without a visible LR warmup, 'early' is the first 5% of the logged steps (and the advice says so)."""
+HUGE_LR = 1.0
+"""An LR at or above this is plain SGD's range (the PyTorch LSTM example uses 20): at a NaN in fp32 it is the
+first suspect, named before the setup."""
 
 PAPER = (
     'Li, Zhang & He 2022, "The Stability-Efficiency Dilemma: Investigating Sequence Length Warmup for '
@@ -51,6 +58,7 @@ def build_advice(diag, rule: SpikeRule) -> list:
     f, sp = diag.facts, diag.spikes
     out = []
     for make in (
+        _adv_no_loss,
         _adv_resume,
         _adv_divergence,
         _adv_sustained,
@@ -80,8 +88,9 @@ def _adv_divergence(f, sp, diag, rule):
     out, peak = [], f.get("peak_lr")
     lower = f" (e.g. {_g(peak / 2)})" if peak else ""
     nonfin = sp[sp["kind"] == "nonfinite"]
+    lr_first = huge_lr_words(f)
     if len(nonfin) and starts_the_log(nonfin.iloc[0], diag):
-        return [never_finite(nonfin.iloc[0], diag)]
+        return [never_finite(nonfin.iloc[0], diag, lr_first)]
     if len(nonfin):
         s, ev = f["first_nonfinite_step"], nonfin.iloc[0]
         tail = (
@@ -96,11 +105,13 @@ def _adv_divergence(f, sp, diag, rule):
             if len(before)
             else ""
         )
-        out.append(
-            f"The loss became NaN/inf at step {s} {tail}.{_lr_phrase(ev, f)}{warn} Restart from the last "
-            f"checkpoint saved before the trouble with the peak LR halved{lower}, gradient clipping at 1.0 "
-            "and a longer LR warmup."
+        fix = (
+            f"Restart from the last checkpoint saved before the trouble with the peak LR halved{lower}, "
+            f"{clip_fix(f)} and a longer LR warmup."
         )
+        if lr_first:
+            fix = f"{lr_first} Restart from the last checkpoint before the trouble at a lower LR, with {clip_fix(f)}."
+        out.append(f"The loss became NaN/inf at step {s} {tail}.{_lr_phrase(ev, f)}{warn} {fix}")
     ends = sp[(sp["kind"] != "nonfinite") & sp["at_end"].astype(bool)]
     if len(ends) and not len(nonfin):
         ev = ends.iloc[-1]
@@ -108,7 +119,7 @@ def _adv_divergence(f, sp, diag, rule):
             f"The loss rose from {_g(ev['ref_loss'])} to {_g(ev['peak_loss'])} ({ev['peak_ratio']:.2f}x) from "
             f"step {ev['start_step']} and had not come back by the last entry (step {ev['end_step']}): the run "
             f"diverged without NaN.{_lr_phrase(ev, f)} Restart from a checkpoint before step {ev['start_step']} "
-            f"with a lower peak LR{lower} and gradient clipping at 1.0."
+            f"with a lower peak LR{lower} and {clip_fix(f)}."
         )
     return out
 
@@ -142,17 +153,28 @@ def _adv_sustained(f, sp, diag, rule):
     return [txt + "." + (f" ({len(sus)} sustained rises in all.)" if len(sus) > 1 else "")]
 
 
+def early_window(f) -> tuple[float, str]:
+    """(last step that counts as early, how that was decided): in or near the LR warmup when the log shows one
+    (up to one warmup length past its end), else the first EARLY_FRAC of the steps, saying why."""
+    first, w = f["first_step"], f.get("warmup_end_step") if f.get("warmup_visible") else None
+    if w is not None:
+        cut = w + max(w - first, 1)
+        return cut, f"in or near the LR warmup (it ends at step {w}; events up to step {cut} count)"
+    cut = first + EARLY_FRAC * (f["last_step"] - first)
+    why = "the LR starts at its peak" if f.get("peak_lr") is not None else "no LR in the log, so no warmup to go by"
+    return cut, f"in the first {EARLY_FRAC:.0%} of the steps (up to step {cut:.0f}; {why})"
+
+
 def _early_trouble(f, sp) -> str:
-    """What went wrong early in the run at a high LR, in words ('' if nothing did)."""
-    cut = f["first_step"] + 0.3 * (f["last_step"] - f["first_step"])
+    """What went wrong early in the run (in or near the LR warmup) at a high LR, in words ('' if nothing did)."""
+    cut, where = early_window(f)
     early_grad = [s for s in _after_init(f, f.get("grad_spike_steps") or []) if s <= cut]
     grad = f"grad_norm up to {f['grad_spike_max'] / f['grad_norm_median']:.0f}x its median" if early_grad else ""
     # Isolated spikes with a normal gradient are data noise (see _adv_grad_cause); rises that last are not.
     noise = f.get("grad_at_spikes") is not None and f["grad_at_spikes"] < 1.3 and (sp["kind"] == "spike").all()
-    ev = sp[sp["position"] <= 0.3]
+    ev = sp[sp["start_step"] <= cut]
     if len(ev) and not noise:
-        last = ev["position"].max()
-        words = f"{len(ev)} loss event(s) in the first {last:.0%} of the run (first at step {ev['start_step'].iloc[0]})"
+        words = f"{len(ev)} loss event(s) {where}, the first at step {ev['start_step'].iloc[0]}"
         return words + (f", with {grad}" if grad else "")
     return ""
 
@@ -169,6 +191,12 @@ def _adv_early(f, sp, diag, rule):
     peak = f.get("peak_lr")
     alt = f" a lower peak LR (e.g. {_g(peak / 2)})" if peak else " a lower peak LR"
     longer = f" (now {w} steps; try {max(2 * w, round(0.05 * f['last_step']))})" if w else ""
+    if f.get("seq_axis") is False:
+        # An RNN unrolled over a fixed length (or any model without a sequence axis) has no length to warm up.
+        return [
+            f"Early instability at a high learning rate: {what}. The model has no sequence-length axis to "
+            f"shorten ({f['seq_axis_source']}), so the remedies are the LR's:{alt} and a longer LR warmup{longer}."
+        ]
     return [
         f"Early instability at a high learning rate: {what}. That is the regime Sequence Length Warmup (SLW) "
         f"targets ({PAPER}): early in training, long sequences at a large batch and LR give extreme gradient "
@@ -178,6 +206,18 @@ def _adv_early(f, sp, diag, rule):
         f"fluctuation during the first few multiples of the LR warmup. Otherwise, or as well:{alt} and a longer "
         f"LR warmup{longer}."
     ]
+
+
+def huge_lr_words(f) -> str:
+    """For an fp32 run at an LR >= HUGE_LR: the LR named as the first suspect ('' otherwise)."""
+    peak = f.get("peak_lr")
+    if peak is None or not np.isfinite(peak) or peak < HUGE_LR or f.get("precision") == "mixed":
+        return ""
+    return (
+        f"The LR is the first suspect: {_g(peak)} (at or above {HUGE_LR:g}, plain SGD's range) in fp32 "
+        f"({f.get('precision_source', 'no mixed precision in the log')}), where no loss scale can overflow. Lower it "
+        f"(try {_g(peak / 4)}) before looking at the setup."
+    )
 
 
 def _adv_signal(f, sp, diag, rule):
@@ -211,7 +251,7 @@ def _warns(top) -> bool:
 
 
 def _adv_stable(f, sp, diag, rule):
-    if len(sp):
+    if len(sp) or f.get("no_loss_all"):
         return []
     sub = f.get("sub_floor_rise")
     note = (

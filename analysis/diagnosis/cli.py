@@ -37,7 +37,15 @@ def main_diagnose(args) -> int:
         if getattr(args, "logging_steps", None) is not None and args.logging_steps < 1:
             raise ValueError(f"--logging-steps must be >= 1, got {args.logging_steps}")
         log = load_log(args.path, logging_steps=getattr(args, "logging_steps", None))
-        diag = diagnose(log, rule=rule, horizon=int(args.horizon))
+        if getattr(args, "vocab_size", None) is not None and args.vocab_size < 2:
+            raise ValueError(f"--vocab-size must be >= 2, got {args.vocab_size}")
+        diag = diagnose(
+            log,
+            rule=rule,
+            horizon=int(args.horizon),
+            vocab_size=getattr(args, "vocab_size", None),
+            seq_axis=getattr(args, "seq_axis", None),
+        )
         report = None
         if args.out_dir:
             from .report import write_diagnosis_report  # matplotlib only when a report is asked for

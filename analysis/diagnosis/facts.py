@@ -18,7 +18,7 @@ step may be a resume the log does not mark."""
 
 
 def collect_facts(
-    log: LogData, entries: pd.DataFrame, spikes: pd.DataFrame, signals: pd.DataFrame, rule: SpikeRule
+    log: LogData, entries: pd.DataFrame, spikes: pd.DataFrame, signals: pd.DataFrame, rule: SpikeRule, ctx=None
 ) -> dict:
     """Plain numbers about the run (LR schedule, grad norm, eval trend, noise level) for advice and summary."""
     df, x = log.df, log.df["loss"].to_numpy(np.float64)
@@ -50,14 +50,39 @@ def collect_facts(
     f.update(_lr_facts(df))
     f.update(_grad_facts(df, spikes))
     f.update(_eval_facts(log.eval_df))
-    f["run_kind"] = run_kind(df, log.fmt, log.eval_df)
+    ctx = ctx or {}
+    f.update(ctx)
+    f["run_kind"] = run_kind(
+        df, log.fmt, log.eval_df, ctx.get("vocab_size"), ctx.get("vocab_source"), ctx.get("language_model")
+    )
     f["resume_steps"] = list(log.meta.get("resume_steps", []))
     f["late_start_step"] = _late_start(f["first_step"], log.interval, f["resume_steps"])
     measured = signals[signals["role"] == "measured"]
     f["top_signal"] = measured.iloc[0].to_dict() if len(measured) else None
+    f["columns"] = _column_facts(df, ("grad_norm", "adam_v_max", "adam_v_l1", "update_rms"))
     wanted = ("grad_norm", "lr", "adam_v_max", "adam_v_l1", "grad_noise_scale", "seqlen")
     f["missing_signals"] = [c for c in wanted if c not in df or not np.isfinite(df[c].to_numpy(np.float64)).any()]
     return f
+
+
+def _column_facts(df: pd.DataFrame, names) -> dict:
+    """Median, max (and its step) and the count of NaN/inf entries of each named column the log has."""
+    out = {}
+    for c in names:
+        if c not in df:
+            continue
+        v = df[c].to_numpy(np.float64)
+        ok = np.isfinite(v)
+        if not ok.any():
+            continue
+        i = int(np.flatnonzero(ok)[np.argmax(v[ok])])
+        out[c] = {
+            "median": float(np.median(v[ok])),
+            "max": float(v[i]),
+            "max_step": int(df["step"].iloc[i]),
+            "n_nonfinite": int((~ok).sum()),
+        }
+    return out
 
 
 def _late_start(first: int, interval: float, resumes: list):

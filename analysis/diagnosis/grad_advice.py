@@ -55,10 +55,16 @@ def _adv_grad_spikes(f, sp, diag, rule):
     w = f.get("warmup_end_step") if f.get("warmup_visible") else None
     soon = w is not None and 0 <= steps[0] - w <= 5 * max(w, 1)
     near = f", just after the LR warmup ended (step {w})" if soon else ""
+    clip = f.get("clipping")
+    fix = (
+        f"Clipping is on ({clip}), so these updates were capped; if the loss suffers at these steps, lower the "
+        "clipping threshold or the peak LR,"
+        if clip
+        else "Make sure gradient clipping is on (torch.nn.utils.clip_grad_norm_ at 1.0; HF Trainer: "
+        "max_grad_norm=1.0 is its default, and it logs the norm before clipping),"
+    )
     return [
-        f"{_grad_spike_words(f, steps)}{near}. Make sure gradient clipping is on (torch.nn.utils.clip_grad_norm_ "
-        "at 1.0; HF Trainer: max_grad_norm=1.0 is its default, and it logs the norm before clipping), and "
-        "lengthen the LR warmup so the first large updates come later."
+        f"{_grad_spike_words(f, steps)}{near}. {fix} and lengthen the LR warmup so the first large updates come later."
     ]
 
 
@@ -84,7 +90,16 @@ def _adv_grad_cause(f, sp, diag, rule):
     if g >= 2:
         return [
             f"grad_norm was {g:.1f}x its recent level at the loss spikes: the spikes come with large gradient "
-            "steps (an optimizer instability, not bad data). Clip gradients at 1.0 and lower the peak LR; "
+            f"steps (an optimizer instability, not bad data). {_clip_then_lr(f)}; "
             "grad_norm jumps in the same logged step as the loss, so it is a same-step alarm."
         ]
     return []
+
+
+def _clip_then_lr(f) -> str:
+    clip = f.get("clipping")
+    return (
+        f"Clipping is on ({clip}): lower the peak LR or the clipping threshold"
+        if clip
+        else ("Clip gradients at 1.0 and lower the peak LR")
+    )

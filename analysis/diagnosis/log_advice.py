@@ -13,10 +13,17 @@ def starts_the_log(ev, diag) -> bool:
     return len(diag.entries) > 0 and ev["start_step"] == diag.entries["step"].iloc[0]
 
 
-def never_finite(ev, diag) -> str:
-    """Advice for a loss that is NaN/inf from the first entry: a broken setup, not a late instability."""
+def never_finite(ev, diag, lr_first: str = "") -> str:
+    """Advice for a loss that is NaN/inf from the first entry: a broken setup, not a late instability (unless an
+    fp32 run at a huge LR: then `lr_first`, the LR's words, come first)."""
     n = int(np.isfinite(diag.entries["loss"]).sum())
     fin = "is never finite" if n == 0 else f"is finite at only {n} later entr{'y' if n == 1 else 'ies'}"
+    if lr_first:
+        return (
+            f"The loss is NaN/inf from the first logged entry (step {ev['start_step']}) and {fin}. {lr_first} "
+            "If it is still NaN at a small LR, check that the weights loaded and the first batches (empty or "
+            "all-padding targets)."
+        )
     return (
         f"The loss is NaN/inf from the first logged entry (step {ev['start_step']}) and {fin}: there is no "
         "healthy stretch to compare with, so this is not a spike the LR caused later in the run. Check the "
@@ -89,10 +96,12 @@ def needs_recording(f: dict) -> bool:
 def _adv_record(f, sp, diag, rule):
     miss = f["missing_signals"]
     if needs_recording(f):
+        # A log that already has grad_norm is not asked for it again.
+        ask = ": log grad_norm before clipping, every step." if "grad_norm" in miss else "."
         return [
-            f"Record more next time ({', '.join(miss)} are not in this log): log grad_norm before clipping, "
-            "every step. The paper's instability measure is Adam's variance state (max and L1 norm of "
-            "exp_avg_sq), alongside the gradient variance and the sequence length; gradvar records all of them "
+            f"Record more next time ({', '.join(miss)} are not in this log){ask} The paper's instability "
+            "measure is Adam's variance state (max and L1 norm of exp_avg_sq), alongside the gradient variance "
+            "and the sequence length; gradvar records all of them "
             "with the three lines below (HF Trainer: one callback)."
         ]
     if f.get("fmt") == "gradvar" and "grad_noise_scale" in miss:  # a gradvar run: only these can be empty
@@ -101,3 +110,33 @@ def _adv_record(f, sp, diag, rule):
             "K >= 2 micro-batches per optimizer step (gradient accumulation, or DDP ranks)."
         ]
     return []
+
+
+NO_LOSS_COLUMNS = ("grad_norm", "adam_v_max", "adam_v_l1", "update_rms")
+
+
+def _adv_no_loss(f, sp, diag, rule):
+    """A gradvar run whose loss never reached the monitor: say so first, then what the other columns show."""
+    n = f.get("no_loss_entries")
+    if not n:
+        return []
+    scope = f"every step ({n})" if f.get("no_loss_all") else f"{n} steps (left out of the loss analysis)"
+    txt = (
+        "No loss recorded: pass `mon.step(loss=...)`. The records hold gradvar's note that no loss reached the "
+        f"monitor, and the loss column is empty at {scope}: a loss not given, not a NaN loss, so nothing here says "
+        "the run diverged."
+    )
+    cols = [c for c in NO_LOSS_COLUMNS if c in (f.get("columns") or {})]
+    if cols:
+        txt += " The other columns: " + "; ".join(_column_words(c, f["columns"][c]) for c in cols) + "."
+    return [txt]
+
+
+def _column_words(name: str, c: dict) -> str:
+    bad = f", NaN/inf at {c['n_nonfinite']} entries" if c["n_nonfinite"] else ", finite at every entry"
+    return (
+        f"{name} median {_g(c['median'])}, max {_g(c['max'])} at step {c['max_step']} "
+        f"({c['max'] / c['median']:.1f}x the median){bad}"
+        if c["median"] > 0
+        else f"{name} max {_g(c['max'])} at step {c['max_step']}{bad}"
+    )

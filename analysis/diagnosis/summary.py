@@ -26,10 +26,13 @@ def build_summary(diag, log: LogData) -> str:
         "wandb": "W&B CSV export",
         "lightning": "Lightning metrics.csv",
     }.get(log.fmt, log.fmt)
-    head = (
-        f"{Path(log.source).name} ({fmt}): {f['n_entries']} log entries, steps {f['first_step']}-{f['last_step']}, "
-        f"{_every(diag.interval)}. Run class: {diag.run_class}.{_kind_words(f)}"
-    )
+    where = f"{Path(log.source).name} ({fmt}): {f['n_entries']} log entries, steps {f['first_step']}-{f['last_step']}"
+    if f.get("no_loss_all"):
+        return (
+            f"{where}, {_every(diag.interval)}. Run class: none, no loss recorded: pass `mon.step(loss=...)` "
+            "(the loss never reached the monitor; the other columns are read in the advice)."
+        )
+    head = f"{where}, {_every(diag.interval)}. Run class: {diag.run_class}.{_kind_words(f)}"
     if not len(sp):
         return head + " No spike events."
     kinds = sp["kind"].value_counts()
@@ -66,4 +69,7 @@ def _every(k: float) -> str:
 def _kind_words(f) -> str:
     kind = (f.get("run_kind") or {}).get("kind")
     words = {"from_scratch": "pre-training from scratch", "fine_tune": "a fine-tune"}.get(kind)
-    return f" Kind: {words} ({f['run_kind']['evidence'][0]})." if words else ""
+    if words:
+        return f" Kind: {words} ({f['run_kind']['evidence'][0]})."
+    why = (f.get("run_kind") or {}).get("undecided")
+    return f" Kind: cannot tell from scratch from fine-tune ({why})." if why else ""

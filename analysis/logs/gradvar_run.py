@@ -30,5 +30,8 @@ def _load_gradvar(p: Path) -> LogData:
     events = tables.get("events")
     if events is not None and not events.empty and "kind" in events:
         counts = events["kind"].astype(str).value_counts()
+        msgs = events["message"].astype(str) if "message" in events else pd.Series([], dtype=str)
+        # The monitor's note that a step ended without a loss: NaN in the loss column means 'not given' then.
+        log.meta["no_loss_note"] = bool(msgs.str.contains("no loss reached the monitor", regex=False).any())
         log.notes.append("gradvar events: " + ", ".join(f"{k} x{v}" for k, v in counts.items()))
     return log

@@ -24,7 +24,8 @@ def _data(tmp_path: Path) -> Path:
     out = {}
     for name, fam in PICK.items():
         shutil.copy(DATA / name, tmp_path / name)
-        out[name] = dict(exp[name], **({"family": fam} if fam else {}))
+        entry = {k: v for k, v in exp[name].items() if k != "family"}
+        out[name] = dict(entry, **({"family": fam} if fam else {}))
     (tmp_path / "notes.txt").write_text("We trained for a while and then it went badly.\nNo numbers here.\n")
     out["notes.txt"] = {"kind": "fine_tune", "class": "stable", "events": []}  # unreadable: no answer, wrong
     out["gone.csv"] = {"kind": "fine_tune", "class": "stable", "events": []}  # listed, not on disk: left out

@@ -28,7 +28,7 @@ _NEEDED = {
     "torch.amp.GradScaler._get_scale_async": lambda: torch.amp.GradScaler._get_scale_async,
     **{
         f"torch._foreach_{op}": (lambda op=op: getattr(torch, f"_foreach_{op}"))
-        for op in ("norm", "max", "mul", "mul_", "addcmul_", "copy_", "sub", "add_", "div_")
+        for op in ("norm", "max", "mul", "mul_", "pow", "addcmul_", "copy_", "sub", "add_", "div_")
     },
 }
 
@@ -55,6 +55,7 @@ foreach_norm = torch._foreach_norm
 foreach_max = torch._foreach_max
 foreach_mul = torch._foreach_mul
 foreach_mul_ = torch._foreach_mul_
+foreach_pow = torch._foreach_pow
 foreach_addcmul_ = torch._foreach_addcmul_
 foreach_copy_ = torch._foreach_copy_
 foreach_sub = torch._foreach_sub

@@ -87,6 +87,8 @@ class GradCapture:
         self._eager_next: bool | None = None
         self.lost = False
         """The latest pass's read was due when `.grad` had changed since: its numbers are gone."""
+        self.end_unscaled = False
+        """The read was taken after a GradScaler unscaled `.grad` (true units, the scale already divided out)."""
         self._versions: list | None = None
         self.broken: str | None = None
         """Why `.grad` no longer sums this step's passes (set when the next pass starts), or None."""
@@ -180,7 +182,7 @@ class GradCapture:
 
     def _pass_read(self) -> None:
         self._versions = self._now_versions()
-        self.grad_sq_end, self._end_due, self.lost = None, True, False
+        self.grad_sq_end, self._end_due, self.lost, self.end_unscaled = None, True, False, False
         if self.eager:
             self._read_end()
         if self.on_pass_end is not None:
@@ -199,13 +201,14 @@ class GradCapture:
         and `.grad` has changed since (`lost`). The first call of a step decides whether the next step reads
         each pass as it ends: when `.grad` has changed by now, the loop changes it before the monitor's read.
         unscaled: a GradScaler has unscaled `.grad` since (its kernel leaves the tensors' versions as they were)."""
-        changed = unscaled or self.modified_since_end()
+        changed = self.modified_since_end()
         if self._eager_next is None and self._versions is not None:
-            self._eager_next = changed
+            self._eager_next = changed or unscaled
         if self._end_due:
             if changed:
                 self.lost = True
                 return None
+            self.end_unscaled = unscaled  # a uniform change the caller knows: the read is in true units
             return self._read_end()
         return self.grad_sq_end
 
@@ -285,7 +288,7 @@ class GradCapture:
         self._sq.zero_()
         self._norms, self._m2, self.first_in_grad, self._pass = [], None, None, None
         self.grad_sq_end, self._versions, self.broken = None, None, None
-        self._end_due, self.lost, self._eager_next = False, False, None
+        self._end_due, self.lost, self.end_unscaled, self._eager_next = False, False, False, None
         self.micro_batches = 0
 
     def remove(self) -> None:

@@ -47,7 +47,7 @@ def pre_clip(
         now = _norms_sq(params)
         return PreClip(now / scale.float().square() if scale is not None and not unscaled_now else now)
     inv = None if scale is None else scale.float().reciprocal()
-    grad_sq = end if inv is None else end * inv.square()
+    grad_sq = end if inv is None or capture.end_unscaled else end * inv.square()
     if not capture.modified_since_end():
         # today's .grad = end-of-pass .grad x (1/S if unscaled since) x (clip coefficient if clipped)
         factor = inv if inv is not None and not unscaled_now else None

@@ -168,3 +168,29 @@ def test_grad_scaler_losses_give_the_unscaled_statistics(tmp_path, micro):
     plain, scaled = rows
     cols = ["grad_norm", "grad_norm_clipped", "grad_sq_micro", "adam_v_max", "grad_var_max", "grad_trace_sigma"]
     np.testing.assert_allclose(scaled[cols].to_numpy(), plain[cols].to_numpy(), rtol=1e-4)
+
+
+def test_a_read_taken_after_the_scaler_unscaled_is_in_true_units(tmp_path):
+    """A scaler the monitor adopts after its first step (that step skipped by an inf) meets a .grad it has not
+    read yet and that the scaler has unscaled since (its kernel leaves the versions alone): read then, it is
+    already in true units, and the records equal an unscaled run's."""
+    x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(5))
+    rows = []
+    for scaled in (False, True):
+        model = tiny_gpt2()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, enabled=scaled)
+        mon = gradvar.Monitor(model, opt, tmp_path / str(scaled), "paper", notify=lambda *a: None)
+        for _ in range(2):
+            mon.capture.eager = False  # as after a first step that left .grad alone
+            for c in x.split(2):
+                scaler.scale(model(input_ids=c, labels=c).loss / 2).backward()
+            scaler.step(opt)  # unscales .grad, then steps: the monitor reads after the update
+            scaler.update()
+            mon.step()
+            opt.zero_grad()
+        mon.close()
+        rows.append(gradvar.read_records(tmp_path / str(scaled))["steps"])
+    plain, scaled = rows
+    cols = ["grad_norm", "grad_sq_micro", "grad_true_sq", "grad_trace_sigma", "adam_v_max"]
+    np.testing.assert_allclose(scaled[cols].to_numpy(), plain[cols].to_numpy(), rtol=1e-4)

@@ -38,7 +38,7 @@ _NEEDED = {
     ),
     **{
         f"torch._foreach_{op}": (lambda op=op: getattr(torch, f"_foreach_{op}"))
-        for op in ("norm", "max", "mul", "mul_", "addcmul_", "copy_", "sub", "add_", "div_")
+        for op in ("norm", "max", "mul", "mul_", "pow", "addcmul_", "copy_", "sub", "add_", "div_")
     },
 }
 
@@ -82,6 +82,7 @@ foreach_norm = torch._foreach_norm
 foreach_max = torch._foreach_max
 foreach_mul = torch._foreach_mul
 foreach_mul_ = torch._foreach_mul_
+foreach_pow = torch._foreach_pow
 foreach_addcmul_ = torch._foreach_addcmul_
 foreach_copy_ = torch._foreach_copy_
 foreach_sub = torch._foreach_sub

@@ -16,17 +16,27 @@ step of one micro-batch (the variance across micro-batches is undefined then) do
 |h_1|^2 is the gradient norm the monitor computes anyway (`StepContext.grad_sq`). Under DDP `.grad` holds
 the all-reduced gradient, not h_k, so every pass is held and accumulated.
 
-Every pass also ends with a read of `.grad` itself, |grad|^2 per parameter (`grad_sq_end`), after DDP's own
-end-of-backward callback has written the all-reduced gradient: the step's gradient as the last backward left
-it, before any clipping or unscaling the loop applies after it (torch's `clip_grad_norm_`, a closure passed
-to `optimizer.step`, Lightning). The versions of the `.grad` tensors at that point tell later whether the
-loop changed them since (`modified_since_end`), and, when the next pass starts, whether the loop zeroed or
-replaced them between two passes of one step (`broken`).
+Every pass ends by noting the versions of the `.grad` tensors, after DDP's own end-of-backward callback
+has written the all-reduced gradient: they tell later whether the loop changed them since
+(`modified_since_end`), and, when the next pass starts, whether the loop zeroed or replaced them between two
+passes of one step (`broken`). The read of `.grad` itself, |grad|^2 per parameter (`end_read`): the step's
+gradient as the last backward left it, before any clipping or unscaling the loop applies after it (torch's
+`clip_grad_norm_`, a closure passed to `optimizer.step`, Lightning), is taken when it is needed, not at the
+end of every pass: `.grad` is then still at the versions the last pass left, so the read sees the same
+numbers, once per step instead of once per pass. A loop that changes `.grad` before the monitor reads it is
+seen doing so (the versions moved); from its next step on every pass is read as it ends (`eager`), so that
+the last pass's read exists whatever the loop does after it. The first step of a run is read eagerly too.
+A loop that changes `.grad` at a step after steps that left it alone loses that one step's read: its
+pre-clip columns are NaN (`lost`), and a note says so.
+
+The element-wise moment sum_k h_k^2 is kept only at the steps `elementwise()` says so: it streams every
+micro-batch gradient through a parameter-sized buffer, two to three passes over the gradients per micro-batch.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import torch
 
@@ -43,7 +53,7 @@ class GradCapture:
         self,
         params: list[torch.Tensor],
         subsets: Subsets,
-        elementwise: bool = False,
+        elementwise: bool | Callable[[], bool] = False,
         lazy: bool = True,
         grad_params: list[torch.Tensor] | None = None,
     ):
@@ -51,9 +61,15 @@ class GradCapture:
         self.grad_params = params if grad_params is None else grad_params
         """Whose `.grad` the end-of-pass read sees: `params` itself, or under FSDP2 the sharded parameters
         (the hooks sit on the unsharded ones, whose `.grad` FSDP2 moves into the reduce-scatter)."""
-        self.elementwise, self.lazy = elementwise, lazy
-        self.sq = torch.zeros(len(params), device=params[0].device, dtype=torch.float32)
-        """(n_params,): sum over this step's taken passes of |h_k|^2 per parameter (see `first_in_grad`)."""
+        self.elementwise = bool(elementwise)
+        """Whether the element-wise moment is ever kept; `_m2_on` says whether at the step under way."""
+        self._elementwise_now = elementwise if callable(elementwise) else None
+        self._m2_on = self.elementwise
+        self.lazy = lazy
+        self._sq = torch.zeros(len(params), device=params[0].device, dtype=torch.float32)
+        self._norms: list[tuple[tuple, list[torch.Tensor]]] = []
+        """Passes' |h_k| per parameter not yet added into `_sq`: (parameters, norms) per pass, summed together
+        when `sq` is read (one foreach_norm per pass, a few small kernels per step whatever K)."""
         self._m2: list[torch.Tensor] | None = None
         self.micro_batches = 0  # a Python int: counting backward passes needs no device value
         self.first_in_grad: list[int] | None = None
@@ -63,7 +79,16 @@ class GradCapture:
         self._lock = threading.Lock()  # autograd may run hooks of devices on their own threads
         self._handles: list | None = None
         self.grad_sq_end: torch.Tensor | None = None
-        """(n_params,) float32 |grad|^2 per parameter when the step's latest pass ended (None before one)."""
+        """(n_params,) float32 |grad|^2 per parameter as the step's latest pass left `.grad` (None before it is
+        read; see `end_read`)."""
+        self._end_due = False  # the latest pass's read is not taken yet
+        self.eager = True
+        """Read `.grad` as each pass ends (the run's first step; a loop that changes `.grad` before the read)."""
+        self._eager_next: bool | None = None
+        self.lost = False
+        """The latest pass's read was due when `.grad` had changed since: its numbers are gone."""
+        self.end_unscaled = False
+        """The read was taken after a GradScaler unscaled `.grad` (true units, the scale already divided out)."""
         self._versions: list | None = None
         self.broken: str | None = None
         """Why `.grad` no longer sums this step's passes (set when the next pass starts), or None."""
@@ -119,6 +144,8 @@ class GradCapture:
         older than the pass's newest one was running all along (the pass began inside a nested task)."""
         ps = self._pass
         if ps is None or not (ps["open"] or task < max(ps["tasks"])):
+            if self.micro_batches == 0 and self._elementwise_now is not None:
+                self._m2_on = bool(self._elementwise_now())  # the step's first pass: its schedule decides
             self._check_unchanged()
             self._take_first()  # nothing of this backward is in .grad yet
             ps = self._pass = {
@@ -140,7 +167,7 @@ class GradCapture:
             if not ps["open"]:
                 self._end_pass(ps)
                 if self.reads_grad:
-                    tc.at_backward_end(WeakHook(self, "_read_end"))  # after DDP's callback, queued before this one
+                    tc.at_backward_end(WeakHook(self, "_pass_read"))  # after DDP's callback, queued before this one
 
     def _end_pass(self, ps: dict) -> None:
         have = sorted(ps["grads"])  # parameter order, for stable layouts
@@ -153,26 +180,50 @@ class GradCapture:
             ps["counted"] = True
             self.micro_batches += 1
 
-    def _read_end(self) -> None:
-        grads = self._grads()
-        self._versions = [None if g is None else (id(g), g._version) for g in grads]
-        have = [g if g is not None else torch.zeros(1, device=p.device) for g, p in zip(grads, self.params)]
-        self.grad_sq_end = torch.stack(tc.foreach_norm(have, 2, dtype=torch.float32)).square()
+    def _pass_read(self) -> None:
+        self._versions = self._now_versions()
+        self.grad_sq_end, self._end_due, self.lost, self.end_unscaled = None, True, False, False
+        if self.eager:
+            self._read_end()
         if self.on_pass_end is not None:
             self.on_pass_end()
+
+    def _read_end(self) -> torch.Tensor:
+        """|grad|^2 per parameter now (the versions the latest pass left: the caller checked)."""
+        grads = self._grads()
+        have = [g if g is not None else torch.zeros(1, device=p.device) for g, p in zip(grads, self.params)]
+        self.grad_sq_end, self._end_due = torch.stack(tc.foreach_norm(have, 2, dtype=torch.float32)).square(), False
+        return self.grad_sq_end
+
+    def end_read(self, unscaled: bool = False) -> torch.Tensor | None:
+        """The monitor's read of the step's gradient: |grad|^2 per parameter as the latest pass left `.grad`,
+        read now if it was not read when that pass ended; None before any pass, or when it was not read then
+        and `.grad` has changed since (`lost`). The first call of a step decides whether the next step reads
+        each pass as it ends: when `.grad` has changed by now, the loop changes it before the monitor's read.
+        unscaled: a GradScaler has unscaled `.grad` since (its kernel leaves the tensors' versions as they were)."""
+        changed = self.modified_since_end()
+        if self._eager_next is None and self._versions is not None:
+            self._eager_next = changed or unscaled
+        if self._end_due:
+            if changed:
+                self.lost = True
+                return None
+            self.end_unscaled = unscaled  # a uniform change the caller knows: the read is in true units
+            return self._read_end()
+        return self.grad_sq_end
 
     def modified_since_end(self) -> bool:
         """True when a `.grad` is not the tensor, or not at the version, the latest pass left."""
         if self._versions is None:
             return False
-        for g, seen in zip(self._grads(), self._versions):
-            if (None if g is None else (id(g), g._version)) != seen:
-                return True
-        return False
+        return self._now_versions() != self._versions
 
     def mark_unchanged(self) -> None:
-        """The caller changed `.grad` in a way it accounts for itself (Monitor.clip_grad_norm_)."""
-        self._versions = [None if g is None else (id(g), g._version) for g in self._grads()]
+        """The caller changed `.grad` in a way it accounts for itself (Monitor.clip_grad_norm_), after reading it."""
+        self._versions = self._now_versions()
+
+    def _now_versions(self) -> list:
+        return [None if g is None else (id(g), g._version) for g in self._grads()]
 
     def _grads(self) -> list:
         return [None if p.grad is None else local(p.grad) for p in self.grad_params]
@@ -188,18 +239,18 @@ class GradCapture:
         norms are the pass-end read's: `.grad` has not changed since (else `broken` is set)."""
         if self.first_in_grad is not None:
             have, self.first_in_grad = self.first_in_grad, None
-            self.sq += self.grad_sq_end
-            if self.elementwise:
+            self._sq += self.grad_sq_end if not self._end_due else self._read_end()
+            if self._m2_on:
                 self._accumulate(have, [self.params[i].grad for i in have], norms=False)
 
     def _accumulate(self, have: list[int], gs: list[torch.Tensor], norms: bool = True) -> None:
-        gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
-        if norms:
-            self.sq.index_add_(0, self._subsets(have).index, torch.stack(tc.foreach_norm(gs)).square())
-        if not self.elementwise:
+        if norms:  # one multi-tensor kernel; summed with the other passes' when `sq` is read
+            self._norms.append((tuple(have), tc.foreach_norm(gs, 2, dtype=torch.float32)))
+        if not self._m2_on:
             return
+        gs = [g if g.dtype == torch.float32 else g.float() for g in gs]
         if self._m2 is None:  # the step's first contribution: write h^2, no zeroing pass
-            squares = tc.foreach_mul(gs, gs)
+            squares = tc.foreach_pow(gs, 2)
             if len(have) == len(self.params):
                 self._m2 = squares
             else:
@@ -209,17 +260,35 @@ class GradCapture:
         else:
             tc.foreach_addcmul_([self._m2[i] for i in have], gs, gs)
 
+    @property
+    def sq(self) -> torch.Tensor:
+        """(n_params,): sum over this step's taken passes of |h_k|^2 per parameter (see `first_in_grad`)."""
+        if self._norms:
+            pending, self._norms = self._norms, []
+            full = tuple(range(len(self.params)))
+            if all(have == full for have, _ in pending):  # every pass reached every parameter: one stack
+                flat = torch.stack([n for _, norms in pending for n in norms]).square()
+                self._sq += flat.view(len(pending), -1).sum(0)
+            else:
+                for have, norms in pending:
+                    self._sq.index_add_(0, self._subsets(have).index, torch.stack(norms).square())
+        return self._sq
+
     def second_moment(self) -> list[torch.Tensor] | None:
-        """sum_k h_k^2 per parameter, float32; None when not kept or when one micro-batch is all there is in
-        a single process. The caller owns it until `reset` (GradVariance transforms it in place)."""
-        if not self.elementwise or (self.lazy and self.micro_batches < 2):
+        """sum_k h_k^2 per parameter, float32; None when not kept (at this step) or when one micro-batch is all
+        there is in a single process. The caller owns it until `reset` (GradVariance transforms it in place)."""
+        if not self._m2_on or (self.lazy and self.micro_batches < 2):
             return None
         return self._m2
 
     def reset(self) -> None:
-        self.sq.zero_()
-        self._m2, self.first_in_grad, self._pass = None, None, None
+        if self._eager_next is not None:
+            # read every pass as it ends where the loop changed .grad before the monitor's read, or a read was lost
+            self.eager = self._eager_next or self.lost
+        self._sq.zero_()
+        self._norms, self._m2, self.first_in_grad, self._pass = [], None, None, None
         self.grad_sq_end, self._versions, self.broken = None, None, None
+        self._end_due, self.lost, self.end_unscaled, self._eager_next = False, False, False, None
         self.micro_batches = 0
 
     def remove(self) -> None:

@@ -65,7 +65,11 @@ class LoopHooks:
         unsharded = sharded.unsharded_params if self.sharded else lambda _, params: contextlib.nullcontext(params)
         with unsharded(self.module, self.params) as hooked:
             self.capture = GradCapture(
-                hooked, self.subsets, elementwise=elementwise, lazy=self.world_size == 1, grad_params=self.params
+                hooked,
+                self.subsets,
+                elementwise=WeakHook(self, "_elementwise_now") if elementwise else False,
+                lazy=self.world_size == 1,
+                grad_params=self.params,
             )
         self.capture.on_pass_end = WeakHook(self, "_after_pass")
 
@@ -102,6 +106,15 @@ class LoopHooks:
                 loss = loss * total / count
             self._inputs.losses.append(loss)
 
+    def _elementwise_now(self) -> bool:
+        """Whether the step under way keeps the element-wise moment: a quantity that needs it runs at this step
+        (its own schedule, and its `elementwise_at` where it has one)."""
+        step = self.step_num + 1
+        return any(
+            q.needs_elementwise and q.schedule(step) and getattr(q, "elementwise_at", _always)(step)
+            for q in self.quantities
+        )
+
     def _after_pass(self):
         if self._grads_read:  # the gradient statistics were taken before this pass reached .grad
             self._stale_read = True
@@ -137,6 +150,8 @@ class LoopHooks:
                 self._grad_stats.update(q.on_grads(ctx))
         if cap.broken:
             self._note_once(*notes.grads_changed_between_passes(self.step_num + 1, cap.broken))
+        if cap.lost:
+            self._note_once(*notes.read_lost(self.step_num + 1))
 
     def _pre_step(self, optimizer, args, kwargs):
         self._took_step = True
@@ -197,3 +212,7 @@ class LoopHooks:
         scale = None if s is None else tc.scaler_scale(s)
         unscaled = s is not None and tc.scaler_unscaled(s, self.optimizer)
         return pre_clip(self.capture, self.params, scale, unscaled, self._clip_coef)
+
+
+def _always(step: int) -> bool:
+    return True

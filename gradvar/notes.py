@@ -18,6 +18,16 @@ def grads_changed_between_passes(step: int, broken: str) -> Note:
     )
 
 
+def read_lost(step: int) -> Note:
+    return (
+        "read_lost",
+        f"step {step}: the loop changed .grad (clipping, unscaling, zero_grad) before the monitor read it, "
+        "at a step after steps where it left .grad alone, so the monitor had not read the last backward "
+        "pass as it ended: the pre-clip gradient columns (grad_norm, grad_true_sq, grad_trace_sigma, "
+        "grad_noise_scale, grad_var_*) are NaN for that step; every later step is read as each pass ends",
+    )
+
+
 def backward_after_read(step: int) -> Note:
     return (
         "backward_after_read",

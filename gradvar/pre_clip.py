@@ -2,12 +2,13 @@
 
 Loops change `.grad` between the last backward and the optimizer's update: torch's `clip_grad_norm_`, a
 GradScaler's `unscale_`, Lightning's clipping inside the closure it passes to `optimizer.step`. The capture
-read |grad|^2 per parameter when the last pass ended; here that read becomes
+reads |grad|^2 per parameter as the last pass left it (`GradCapture.end_read`); here that read becomes
 - `grad_sq`: (n_params,) |G|^2 per parameter in true units (the loss scale S divided out), before clipping;
 - `applied_sq`: |grad|^2 per parameter as the optimizer is handed it (None: equal to grad_sq);
 - `factor`: what turns today's `.grad` into G, elementwise (None: 1; a scalar tensor; or (n_params,)).
 A uniform change (clipping, unscaling) is undone exactly; `.grad` changed otherwise gives NaN factors for the
-parameters whose gradient vanished (the element-wise variance is then NaN, never a wrong number).
+parameters whose gradient vanished (the element-wise variance is then NaN, never a wrong number). A read
+the capture lost (it was due when `.grad` had changed already) gives NaN for every parameter.
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ def pre_clip(
     """scale: the loss scale of the step's passes (None without a GradScaler); unscaled_now: the scaler has
     divided it out of `.grad` since; clip_coef: Monitor.clip_grad_norm_'s factor, the only change since the
     last pass when `capture.modified_since_end()` is False."""
-    end = capture.grad_sq_end
+    end = capture.end_read(unscaled_now)
+    if capture.lost:  # the pass's gradient is gone: NaN, never the changed one
+        nan = torch.full((len(params),), torch.nan, device=capture.params[0].device)
+        return PreClip(nan, None, nan)
     if end is None:  # no backward pass seen (gradients set by hand): `.grad` is all there is
         now = _norms_sq(params)
         return PreClip(now / scale.float().square() if scale is not None and not unscaled_now else now)
     inv = None if scale is None else scale.float().reciprocal()
-    grad_sq = end if inv is None else end * inv.square()
+    grad_sq = end if inv is None or capture.end_unscaled else end * inv.square()
     if not capture.modified_since_end():
         # today's .grad = end-of-pass .grad x (1/S if unscaled since) x (clip coefficient if clipped)
         factor = inv if inv is not None and not unscaled_now else None

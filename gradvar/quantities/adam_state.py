@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from .. import _torch_compat as tc
-from ..sharded import nonempty
 from .base import MAX, MIN, SAME, SUM, Quantity, Stat, group_max, group_min, group_sum
 
 
@@ -37,11 +36,12 @@ class AdamState(Quantity):
         vs = [ctx.local(state[ctx.params[i]]["exp_avg_sq"]) for i in have]  # this rank's shard under FSDP2
         ms = [ctx.local(state[ctx.params[i]]["exp_avg"]) for i in have]
         sub = ctx.subsets(have)
-        vmax = torch.stack(tc.foreach_max(nonempty(vs, -math.inf))).float()
         vl1 = torch.stack(tc.foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
-        # No multi-tensor min exists, and _foreach_norm's -inf order is one kernel per tensor too on CUDA
-        # (it has multi-tensor kernels for orders 1, 2, inf only) but 9x slower than amin on CPU.
-        vmin = torch.stack([v.amin() for v in nonempty(vs, math.inf)]).float()
+        # Min and max in one read of v (aminmax), one kernel per tensor: no multi-tensor min exists, and
+        # _foreach_norm's -inf order is one kernel per tensor too on CUDA (it has multi-tensor kernels for
+        # orders 1, 2, inf only) but 9x slower than amin on CPU. A multi-tensor max beside it would read v again.
+        lo, hi = zip(*(torch.aminmax(v) if v.numel() else _cannot_win(v) for v in vs))
+        vmin, vmax = torch.stack(lo).float(), torch.stack(hi).float()
         g, op = ctx.n_groups, ctx.shard_op
         c = bias_correction(ctx.optimizer, [ctx.params[i] for i in have]).to(vmax.device, vmax.dtype)
         return {
@@ -78,13 +78,23 @@ class AdamState(Quantity):
         return cols, per_group
 
 
+def _cannot_win(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min, max) of an empty shard (a small parameter with fewer rows than ranks): values no min or max keeps."""
+    return torch.full((), math.inf, device=v.device, dtype=v.dtype), torch.full(
+        (), -math.inf, device=v.device, dtype=v.dtype
+    )
+
+
 def bias_correction(optimizer, params) -> torch.Tensor:
     """(len(params),) float64 1 / (1 - beta2^t) per parameter, on the device of the step counts; NaN for a
     parameter whose state has no step count or has taken no step (t < 1), or whose group has no betas."""
     beta2 = {id(p): g.get("betas", (math.nan, math.nan))[1] for g in optimizer.param_groups for p in g["params"]}
     counts = [torch.as_tensor(optimizer.state[p].get("step", math.nan)) for p in params]
     dev = counts[0].device  # CPU for torch's default AdamW; the parameters' device when fused or capturable
-    t = torch.stack([x.reshape(()).to(dev, torch.float64) for x in counts])
+    if all(x.dim() == 0 and x.device == dev and x.dtype == counts[0].dtype for x in counts):
+        t = torch.stack(counts).to(torch.float64)  # two kernels, not one copy per parameter
+    else:
+        t = torch.stack([x.reshape(()).to(dev, torch.float64) for x in counts])
     b2 = _betas(tuple(beta2.get(id(p), math.nan) for p in params), dev)
     return torch.where(t >= 1, 1.0 / (1.0 - b2**t), math.nan)
 

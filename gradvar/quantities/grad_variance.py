@@ -8,6 +8,11 @@ With K micro-batches of B_s sequences (B_b = K * B_s), |G_s|^2 = mean_k |g_k|^2 
 Per rank we keep sum_k |h_k|^2 with h_k = g_k / K_local (loss scaled by 1/K_local); a sum over ranks at
 flush time combines them. The element-wise maximum under DDP is the max over ranks of each rank's second
 moment about the global mean, an upper bound of the exact value (exact with one process).
+
+grad_var_sum = |G_s|^2 - |G_b|^2 comes from the squared norms, every step. grad_var_max needs the element-wise
+moment sum_k h_k^2, a parameter-sized buffer that every micro-batch gradient streams through (about 4K + 3
+passes over the gradients at K micro-batches, against K + 1 for everything else): `elementwise_at` says at
+which steps it is kept; grad_var_max is NaN at the others.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 import torch
 
 from .. import _torch_compat as tc
-from .base import MAX, RANK, SUM, Quantity, Stat, group_max, group_sum
+from .base import MAX, RANK, SUM, Quantity, Schedule, Stat, every, group_max, group_sum
 
 
 def noise_estimates(gs: np.ndarray, gb: np.ndarray, k: np.ndarray, b_s: np.ndarray) -> dict:
@@ -60,9 +65,11 @@ class GradVariance(Quantity):
     reads_state = False  # the capture's moments; .grad only with one process (never under ZeRO)
     needs_micro_batches = True
 
-    def __init__(self, schedule=None, elementwise: bool = True):
+    def __init__(self, schedule=None, elementwise: bool = True, elementwise_at: Schedule | None = None):
         super().__init__(schedule)
         self.needs_elementwise = elementwise
+        self.elementwise_at = elementwise_at or every(1)
+        """The steps at which grad_var_max is measured (the `paper` preset: every ELEMENTWISE_EVERY steps)."""
 
     def on_grads(self, ctx):
         cap = ctx.capture

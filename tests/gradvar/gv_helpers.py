@@ -42,11 +42,20 @@ def step_batches(k: int, b_s: int, steps: int) -> list[torch.Tensor]:
 
 
 def paper_quantities() -> list:
-    """The paper preset with a probe batch, plus the update size."""
+    """The paper preset with a probe batch and grad_var_max at every step, plus the update size."""
     from gradvar import quantities as Q
 
     probe = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
-    return Q.build("paper", probe_batch=probe) + [Q.UpdateSize()]
+    return every_step(Q.build("paper", probe_batch=probe)) + [Q.UpdateSize()]
+
+
+def every_step(quantities="paper") -> list:
+    """A preset (or list) with the element-wise variance at every step: `paper` measures grad_var_max every
+    ELEMENTWISE_EVERY steps only, and a test that checks it at each of a few steps needs it at each."""
+    from gradvar import quantities as Q
+
+    qs = Q.build(quantities) if isinstance(quantities, str) else quantities
+    return [Q.GradVariance(q.schedule) if isinstance(q, Q.GradVariance) else q for q in qs]
 
 
 def single_reference(model, opt, run_dir, batches, b_s: int, clip: float) -> None:

@@ -141,30 +141,50 @@ def test_adam_state_of_the_parameters_that_have_it(tmp_path):
             assert steps[col][i] == pytest.approx(value, rel=1e-5), (i, col)
 
 
-@pytest.mark.parametrize("micro", [2, 4], ids=["K2", "K1"])
-def test_grad_scaler_losses_give_the_unscaled_statistics(tmp_path, micro):
-    """fp16 loops backpropagate a GradScaler's scaled loss: the captured micro-batch gradients are S times
-    the true ones until the scaler unscales .grad. Told the scaler, the monitor records what an unscaled
-    loop records."""
+def plain_and_scaled(tmp_path, micro: int, defer: bool = False, monitor_clips: bool = True):
+    """The steps tables of two 2-step loops over the same micro-batches, without and with a GradScaler (S = 2^12).
+    monitor_clips: the loop unscales and clips through the monitor (the scaler given); else the scaler's step
+    unscales after the monitor's first step. defer: each step starts as after a step that left .grad alone."""
     x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(5))
     rows = []
     for scaled in (False, True):
         model = tiny_gpt2()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, enabled=scaled)
-        mon = gradvar.Monitor(model, opt, tmp_path / str(scaled), "paper", grad_scaler=scaler)
+        given = scaler if monitor_clips else None
+        mon = gradvar.Monitor(model, opt, tmp_path / str(scaled), "paper", grad_scaler=given, notify=lambda *a: None)
         for _ in range(2):
+            if defer:
+                mon.capture.eager = False
             chunks = x.split(micro)
             for c in chunks:
                 scaler.scale(model(input_ids=c, labels=c).loss / len(chunks)).backward()
-            scaler.unscale_(opt)
-            mon.clip_grad_norm_(0.5)
-            scaler.step(opt)
+            if monitor_clips:
+                scaler.unscale_(opt)
+                mon.clip_grad_norm_(0.5)
+            scaler.step(opt)  # unscales .grad (unless done), then steps: the monitor reads after the update
             scaler.update()
             mon.step()
             opt.zero_grad()
         mon.close()
         rows.append(gradvar.read_records(tmp_path / str(scaled))["steps"])
-    plain, scaled = rows
+    return rows
+
+
+@pytest.mark.parametrize("micro", [2, 4], ids=["K2", "K1"])
+def test_grad_scaler_losses_give_the_unscaled_statistics(tmp_path, micro):
+    """fp16 loops backpropagate a GradScaler's scaled loss: the captured micro-batch gradients are S times
+    the true ones until the scaler unscales .grad. Told the scaler, the monitor records what an unscaled
+    loop records."""
+    plain, scaled = plain_and_scaled(tmp_path, micro)
     cols = ["grad_norm", "grad_norm_clipped", "grad_sq_micro", "adam_v_max", "grad_var_max", "grad_trace_sigma"]
+    np.testing.assert_allclose(scaled[cols].to_numpy(), plain[cols].to_numpy(), rtol=1e-4)
+
+
+def test_a_read_taken_after_the_scaler_unscaled_is_in_true_units(tmp_path):
+    """A scaler the monitor adopts after its first step (that step skipped by an inf) meets a .grad it has not
+    read yet and that the scaler has unscaled since (its kernel leaves the versions alone): read then, it is
+    already in true units, and the records equal an unscaled run's."""
+    plain, scaled = plain_and_scaled(tmp_path, 2, defer=True, monitor_clips=False)
+    cols = ["grad_norm", "grad_sq_micro", "grad_true_sq", "grad_trace_sigma", "adam_v_max"]
     np.testing.assert_allclose(scaled[cols].to_numpy(), plain[cols].to_numpy(), rtol=1e-4)

@@ -261,3 +261,39 @@ def test_grad_scaler_skip_keeps_its_row(tmp_path, order):
     else:
         assert steps.grad_norm.isna().tolist() == steps.nonfinite_grad.isna().tolist() == [False, True, False]
         assert any(m.startswith("step 2: no optimizer step ran and .grad was set to None") for m in said)
+
+
+def test_loop_that_starts_clipping_with_torch_loses_one_step_then_reads_every_pass(tmp_path):
+    """The monitor reads .grad once per step, when it needs it, as long as the loop leaves .grad alone until then
+    (Monitor.clip_grad_norm_ here at steps 1-2). A loop that then clips with torch's function changes .grad
+    before the read: that step's pre-clip columns are NaN with a note, never the clipped gradient's; from the
+    next step on every pass is read as it ends, and the records are exact again."""
+    model = tiny_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
+    refs, eager = [], []
+    for step, x in enumerate(batches(5), start=1):
+        chunks = x.split(len(x) // K)
+        with mon.paused():
+            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+        eager.append(mon.capture.eager)
+        for c in chunks:
+            (model(input_ids=c, labels=c).loss / K).backward()
+        if step <= 2:
+            mon.clip_grad_norm_(CLIP)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        mon.step()
+        opt.zero_grad(set_to_none=True)
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    assert eager == [True, False, False, True, True]  # the run's first step, and after the loop was seen clipping
+    lost = steps.step == 3
+    pre_clip = ["grad_norm", "grad_norm_clipped", "grad_true_sq", "grad_trace_sigma", "grad_noise_scale"]
+    assert steps.loc[lost, pre_clip].isna().all(axis=None) and steps.loc[~lost, pre_clip].notna().all(axis=None)
+    assert steps.loc[lost, "grad_sq_micro"].notna().all()  # the micro-batch norms are the hooks' own reads
+    check(steps[~lost].reset_index(drop=True).assign(step=[1, 2, 3, 4]), [r for i, r in enumerate(refs) if i != 2],
+          b_s=2, seqlen=None)  # fmt: skip
+    (said,) = [m for m in notes(tmp_path) if "before the monitor read it" in m]
+    assert said.startswith("step 3:")

@@ -8,7 +8,7 @@ the arithmetic inside them (and take a minute of C++ compilation on a 2-core mac
 import numpy as np
 import pytest
 import torch
-from gv_helpers import tiny_gpt2
+from gv_helpers import every_step, tiny_gpt2
 
 import gradvar
 
@@ -32,7 +32,7 @@ def run(tmp_path, compiled: bool):
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     m = torch.compile(model, backend="aot_eager") if compiled else model
-    mon = gradvar.Monitor(m, opt, tmp_path / str(compiled), "paper")
+    mon = gradvar.Monitor(m, opt, tmp_path / str(compiled), every_step("paper"))
     x = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
     for _ in range(3):
         for chunk in x.split(2):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from gv_helpers import PAPER_COLUMNS, accumulate, tiny_gpt2
+from gv_helpers import PAPER_COLUMNS, accumulate, every_step, tiny_gpt2
 
 import gradvar
 
@@ -25,7 +25,7 @@ def _worker(rank, world, port, run_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     model = torch.nn.parallel.DistributedDataParallel(tiny_gpt2())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    mon = gradvar.Monitor(model, opt, run_dir, "paper", flush_every=2)
+    mon = gradvar.Monitor(model, opt, run_dir, every_step("paper"), flush_every=2)
     per_rank = K // world
     for x in _batches():
         chunks = x.split(B_S)[rank * per_rank : (rank + 1) * per_rank]
@@ -55,7 +55,7 @@ def test_ddp_variance_equals_single_process(tmp_path):
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, start_method="spawn")
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    mon = gradvar.Monitor(model, opt, tmp_path / "single", "paper")
+    mon = gradvar.Monitor(model, opt, tmp_path / "single", every_step("paper"))
     for x in _batches():
         accumulate(model, x.split(B_S))
         opt.step()

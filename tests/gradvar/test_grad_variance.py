@@ -4,7 +4,7 @@ estimators on a synthetic problem whose true tr(Sigma) and |G|^2 are known in cl
 import numpy as np
 import pytest
 import torch
-from gv_helpers import accumulate, micro_grads, tiny_gpt2
+from gv_helpers import accumulate, every_step, micro_grads, tiny_gpt2
 
 import gradvar
 from gradvar.quantities import noise_estimates
@@ -29,7 +29,7 @@ def reference(g: torch.Tensor, b_s: int) -> dict:
 def test_monitor_matches_per_microbatch_reference(tmp_path, k, b_s):
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    mon = gradvar.Monitor(model, opt, tmp_path, "paper", flush_every=100)
+    mon = gradvar.Monitor(model, opt, tmp_path, every_step("paper"), flush_every=100)
     refs = []
     for step in range(3):
         x = torch.randint(0, 64, (k * b_s, 16), generator=torch.Generator().manual_seed(step))
@@ -155,7 +155,7 @@ def test_bf16_matches_reference_of_the_same_gradients(tmp_path, mode):
     if mode == "bf16-params":
         model = model.to(torch.bfloat16)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    mon = gradvar.Monitor(model, opt, tmp_path, "paper")
+    mon = gradvar.Monitor(model, opt, tmp_path, every_step("paper"))
     ctx = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "autocast")  # noqa: E731
     refs = []
     for step in range(2):
@@ -176,3 +176,36 @@ def test_bf16_matches_reference_of_the_same_gradients(tmp_path, mode):
     for i, ref in enumerate(refs):
         for col, want in ref.items():
             assert steps[col][i] == pytest.approx(want, rel=tol, abs=1e-9), (i, col)
+
+
+def test_sampled_elementwise_variance_is_nan_between_and_exact_at_its_steps(tmp_path):
+    """grad_var_max on its own schedule: NaN at the other steps, the every-step value at its own; every other
+    column (grad_var_sum and the McCandlish estimators among them) is the same at every step."""
+    runs = {}
+    for name, at in (("every", None), ("sampled", gradvar.quantities.every(3))):
+        model = tiny_gpt2()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        qs = [gradvar.quantities.GradVariance(elementwise_at=at) if isinstance(q, gradvar.quantities.GradVariance)
+              else q for q in gradvar.quantities.build("paper")]  # fmt: skip
+        mon = gradvar.Monitor(model, opt, tmp_path / name, qs, notify=lambda *a: None)
+        for step in range(5):
+            accumulate(model, torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(step)).split(2))
+            mon.clip_grad_norm_(1.0)
+            opt.step(), mon.step(), opt.zero_grad()
+        mon.close()
+        runs[name] = gradvar.read_records(tmp_path / name)["steps"].set_index("step")
+    every, sampled = runs["every"], runs["sampled"]
+    at = [1, 4]
+    assert every.grad_var_max.notna().all() and sampled.grad_var_max.notna().tolist() == [s in at for s in range(1, 6)]
+    np.testing.assert_allclose(sampled.grad_var_max[at], every.grad_var_max[at], rtol=1e-6)
+    cols = ["grad_norm", "grad_var_sum", "grad_trace_sigma", "grad_true_sq", "grad_noise_scale", "adam_v_max"]
+    np.testing.assert_allclose(sampled[cols].to_numpy(), every[cols].to_numpy(), rtol=1e-6)
+    events = gradvar.read_records(tmp_path / "sampled").get("events")
+    assert events is None or not events.message.str.contains("grad_var_max").any()  # docs/records.md says why
+
+
+def test_paper_measures_the_elementwise_variance_every_20_steps():
+    (paper,) = [q for q in gradvar.quantities.build("paper") if isinstance(q, gradvar.quantities.GradVariance)]
+    (full,) = [q for q in gradvar.quantities.build("full") if isinstance(q, gradvar.quantities.GradVariance)]
+    assert [s for s in range(1, 62) if paper.elementwise_at(s)] == [1, 21, 41, 61]
+    assert all(full.elementwise_at(s) for s in range(1, 62))

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 import torch
-from gv_helpers import tiny_gpt2
+from gv_helpers import every_step, tiny_gpt2
 
 import gradvar
 
@@ -40,7 +40,7 @@ def run(run_dir, world: int = 1, pass_loss: bool = True) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    mon = gradvar.Monitor(model, optimizer, run_dir, "paper", notify=lambda *a: None)
+    mon = gradvar.Monitor(model, optimizer, run_dir, every_step(), notify=lambda *a: None)  # grad_var_max each step
     plain = accelerator.unwrap_model(model)
     params = [p for p in plain.parameters() if p.requires_grad]
     steps, current = [], []

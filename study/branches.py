@@ -1,5 +1,5 @@
 """The study's causal 2 x 2 branches: after the grid, each run of the source group is branched at each
-checkpoint step into four arms (trainer/branch.py), which are then trained like grid runs. Arms that exist
+checkpoint step into four arms (study/branch.py), which are then trained like grid runs. Arms that exist
 are not rewritten, so a rerun continues where it stopped."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.grid import Grid, RunSpec, is_complete, run_all
+from .grid import Grid, RunSpec, is_complete, run_all
 
 FOLDER = "branches"
 
 
 def branch_arms(study, out_root: Path) -> list[dict]:
     """Make (if missing) every arm directory of the study's branches; one record per arm."""
-    from trainer.branch import branch_plan, make_branches
+    from .branch import branch_plan, make_branches
 
     b = study.branches
     records = []

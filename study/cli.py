@@ -56,7 +56,8 @@ def _study(args):
 
 def main_study(args) -> int:
     from trainer.config import ConfigError
-    from trainer.grid import command, run_all
+
+    from .grid import command, run_all
 
     try:
         study = _study(args)
@@ -82,7 +83,7 @@ def main_study(args) -> int:
     if not run_dirs:
         print("gradvar study: error: no run finished", file=sys.stderr)
         return 1
-    from analysis.report.study_report import write_study_report
+    from .report.study_report import write_study_report
 
     path = write_study_report(
         out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(), extra_lead=lead
@@ -102,6 +103,30 @@ def _command_line() -> str:
 
 def register(sub) -> None:
     add_arguments(sub.add_parser("study", help="run the baseline/SLW study grid and write its report"))
+
+
+def register_tune(sub) -> None:
+    """`gradvar tune-slw` (study/tune.py), registered from here so that its --help imports no numpy."""
+    from gradvar.cli import lazy
+    from trainer.options import add_config_options
+
+    p = sub.add_parser(
+        "tune-slw",
+        help="choose SLW's start length and duration T by the paper's low-cost rule",
+        usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] [--SECTION.FIELD VALUE ...]",
+        epilog="Config options (--optim.lr 0.1) are set in every trial run.",
+    )
+    p.add_argument(
+        "--preset", default="tiny", metavar="NAME", help="trainer preset the trials start from (default tiny)"
+    )
+    p.add_argument("-o", "--output", default="runs/tune-slw", metavar="DIR", help="trial runs, tune.json and slw.json")
+    p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup (default 3)")
+    p.add_argument(
+        "--tol", type=float, default=0.05, help="significant perplexity rise between evaluations (default 0.05)"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="trials side by side (default 2)")
+    add_config_options(p, exclude=("name", "out_dir", "seed"))
+    p.set_defaults(func=lazy("study.tune:main_tune"))
 
 
 def add_arguments(p) -> None:

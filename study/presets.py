@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainer.grid import Grid, RunSpec
+from .grid import Grid, RunSpec
 
 
 @dataclass

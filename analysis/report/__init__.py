@@ -1,3 +1,3 @@
-"""The reports: a report of runs (`report`, with its `summary`, `sections` and `figures`), the study's report
-(`study_report`, with the paper's `claims`), markdown helpers (`markdown`) and the HTML rendering (`md_html`).
+"""The reports: a report of runs (`report`, with its `summary`, `sections` and `figures`), the paper's `claims`
+beside a report's numbers, markdown helpers (`markdown`) and the HTML rendering (`md_html`).
 `gradvar report` is registered in analysis.cli."""

@@ -100,7 +100,7 @@ def test_report_md_has_findings_tables_and_valid_figures(report):
     md = path.read_text()
     head = "\n".join(md.splitlines()[:20])
     assert "## Summary" in head and "**What was run:** 2 runs" in head and "Spike events" in head
-    # the paper's claims belong to the study's report only (analysis.report.study_report asks for them)
+    # the paper's claims belong to the study's report only (study.report.study_report asks for them)
     assert "paper's claims" not in md and "| claim |" not in md and "Reproduced here" not in md
     for table_head in ("| run | method | seed | batch_size |", "| rank | signal | transform |", "| method | n_runs |"):
         assert table_head in md

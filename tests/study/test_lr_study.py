@@ -7,11 +7,11 @@ import re
 import pytest
 
 from analysis.records.load import load_runs
-from analysis.records.lr_grid import arm_outcomes, grid_rows, noise_margin
-from analysis.report import lr_rules
 from analysis.report.md_html import render_file
-from analysis.report.study_report import relabel, write_study_report
 from gradvar.cli import main
+from study.report import lr_rules
+from study.report.study_report import relabel, write_study_report
+from study.stats.lr_grid import arm_outcomes, grid_rows, noise_margin
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ORDER = (

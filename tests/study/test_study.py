@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from analysis.report.causal_section import causal_section
-from analysis.report.study_report import write_study_report
 from gradvar.cli import main
+from study.report.causal_section import causal_section
+from study.report.study_report import write_study_report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -7,8 +7,9 @@ import json
 import math
 from pathlib import Path
 
-from ..records.causal import OUTCOMES, arm_rows, block_effects, effect_table, probe_by_length
-from .markdown import fmt, md_table
+from analysis.report.markdown import fmt, md_table
+
+from ..stats.causal import OUTCOMES, arm_rows, block_effects, effect_table, probe_by_length
 
 CLAIM = "C6 long sequences drive extreme variance early"
 RULE = (
@@ -90,7 +91,7 @@ def _figure(arms, out_dir: Path, n_blocks: int):
     fig, caption = fig_causal(arms, n_blocks)
     if fig is None:
         return None
-    from .figure_style import save_png
+    from analysis.report.figure_style import save_png
 
     save_png(fig, out_dir / "causal_2x2.png")
     import matplotlib.pyplot as plt

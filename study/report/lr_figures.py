@@ -11,9 +11,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..records.lr_grid import EARLY_FACTOR, paired, unstable_lrs  # noqa: E402
-from .figure_style import styles  # noqa: E402
-from .markdown import fmt  # noqa: E402
+from analysis.report.figure_style import styles  # noqa: E402
+from analysis.report.markdown import fmt  # noqa: E402
+
+from ..stats.lr_grid import EARLY_FACTOR, paired, unstable_lrs  # noqa: E402
 
 KNOWN = ("baseline", "slw", "batch-warmup", "warmup20")
 

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..records.lr_grid import arm_outcomes, noise_margin, paired
-from .figure_style import save_png
+from analysis.report.figure_style import save_png
+from analysis.report.markdown import fmt, md_table
+from analysis.report.md_html import render_file
+from analysis.report.sections import reproduce, versions_table
+
+from ..stats.lr_grid import arm_outcomes, noise_margin, paired
 from .lr_figures import fig_loss_vs_lr, fig_paired_effects, fig_spike_window
 from .lr_rules import as_row, evaluate, rules_md
-from .markdown import fmt, md_table
-from .md_html import render_file
-from .sections import reproduce, versions_table
 
 PAPER_NUMBERS = (
     ("GPT-2: stable training with 8x larger batch and 4x larger LR", "abstract"),
@@ -155,7 +156,7 @@ def reproduce_md(runs, manifest: dict, command_line: str) -> list[str]:
 
 def appendix_md(runs, manifest: dict, out_dir: Path) -> list[str]:
     """The full gradvar report of the primary pair in out_dir/primary (a few runs: cheap)."""
-    from .report import write_report
+    from analysis.report.report import write_report
 
     groups = {r["name"]: r["group"] for r in manifest["runs"]}
     primary = set((manifest.get("primary") or {}).values())

@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from gradvar.slw import token_matched_batch
-
-from .config import ConfigError, TrainConfig, apply_overrides, load_json
-from .lr import lr_at
+from trainer.config import ConfigError, TrainConfig, apply_overrides, load_json
+from trainer.lr import lr_at
 
 ARMS = ("short-low", "full-low", "short-high", "full-high")
 
@@ -111,7 +110,7 @@ def make_branches(source: Path, step: int, out_root: Path, short: int, steps: in
 def main(argv=None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m trainer.branch", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m study.branch", description=__doc__.split("\n\n")[0])
     p.add_argument("source", help="the run directory to branch from")
     p.add_argument("--step", type=int, required=True, help="the checkpoint step to branch at")
     p.add_argument("--short", type=int, default=64, help="the short length (default 64)")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradvar
-from trainer.tune import choose_t, fluctuation
+from study.tune import choose_t, fluctuation, main
 
 
 def test_fluctuation_is_largest_relative_ppl_rise():
@@ -32,11 +32,8 @@ def rise_by_hand(run_dir) -> float:
 
 @pytest.mark.slow
 def test_tune_slw_end_to_end(tmp_path, data_cache, capsys):
-    from gradvar.cli import main
-
     out = tmp_path / "tune"
-    argv = [
-        "tune-slw",
+    argv = [  # `gradvar tune-slw ...`
         "--preset",
         "smoke",
         "-o",

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.records.load import load_run
+
 from .bootstrap import run_bootstrap
-from .load import load_run
 
 ARMS = ("short-low", "full-low", "short-high", "full-high")
 OUTCOMES = {

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..records.compare import compare_runs, default_target, stability_grid
-from ..records.load import load_runs
-from ..records.lr_grid import grid_rows, is_lr_grid
-from .figure_style import save_png
-from .figures import fig_stability_grid
-from .markdown import md_table
-from .report import write_report
+from analysis.records.compare import compare_runs, default_target, stability_grid
+from analysis.records.load import load_runs
+from analysis.report.figure_style import save_png
+from analysis.report.figures import fig_stability_grid
+from analysis.report.markdown import md_table
+from analysis.report.report import write_report
+
+from ..stats.lr_grid import grid_rows, is_lr_grid
 
 COLS = {
     "probe_spike_events": "probe spike events",

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from analysis.records.load import Run
-from analysis.records.lr_grid import arm_outcomes, noise_margin, paired, run_row, unstable_lrs
-from analysis.report import lr_rules as R
+from study.report import lr_rules as R
+from study.stats.lr_grid import arm_outcomes, noise_margin, paired, run_row, unstable_lrs
 
 LRS = (0.01, 0.1, 1.0)
 

@@ -109,8 +109,8 @@ def tune(
 
 
 def main_tune(args) -> int:
-    from .config import ConfigError, apply_overrides
-    from .recipes import preset
+    from trainer.config import ConfigError, apply_overrides
+    from trainer.recipes import preset
 
     try:
         overrides = args.overrides
@@ -152,3 +152,19 @@ def main_tune(args) -> int:
     )
     print(f"use it: gradvar train --preset {args.preset} --config {out / 'slw.json'}")
     return 0
+
+
+def main(argv=None) -> int:
+    """`python -m study.tune ...`: the same command as `gradvar tune-slw ...`."""
+    from gradvar.cli import Parser
+
+    from .cli import register_tune
+
+    parser = Parser(prog="gradvar")
+    register_tune(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["tune-slw", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

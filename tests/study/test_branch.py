@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.branch import ARMS, make_branches
+from study.branch import ARMS, make_branches
 from trainer.config import ConfigError, TrainConfig, apply_overrides, load_json
 from trainer.train import Trainer
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .live import Progress
+from trainer.live import Progress
 
 
 @dataclass

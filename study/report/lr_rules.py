@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from ..records.bootstrap import run_bootstrap
-from ..records.lr_grid import STATES, UNSTABLE, WITHIN, paired, unstable_lrs
-from .markdown import fmt
+from analysis.report.markdown import fmt
+
+from ..stats.bootstrap import run_bootstrap
+from ..stats.lr_grid import STATES, UNSTABLE, WITHIN, paired, unstable_lrs
 
 SUPPORTED, REFUTED, INCONCLUSIVE, NOT_TESTED = "supported", "refuted", "inconclusive", "not tested"
 

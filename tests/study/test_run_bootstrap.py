@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from analysis.records.bootstrap import pooled, run_bootstrap
-from analysis.records.lr_sensitivity import excess_area, largest_lr_within, lr_curves, lr_sensitivity, peak_ratio
+from study.stats.bootstrap import pooled, run_bootstrap
+from study.stats.lr_sensitivity import excess_area, largest_lr_within, lr_curves, lr_sensitivity, peak_ratio
 
 
 def _runs(n=6, seed=1):

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..records.causal import ARMS, OUTCOMES  # noqa: E402
+from ..stats.causal import ARMS, OUTCOMES  # noqa: E402
 
 
 def fig_causal(arms, n_blocks: int):

@@ -23,13 +23,20 @@ STEP_MARGIN = 0.10
 """Margin on steps to target: 'fewer steps' means at most (1 - 0.10) x the other's steps."""
 LENGTH_RATIO = 1.25
 """Margin of the length rule: the longest probe length's grad_sq_max at least 1.25 x the shortest's."""
-BASELINE, CONTROL, SLW, MATCHED = "baseline", "warmup12", "slw", "batch-warmup"
-"""The arms: the baseline (5-step LR warmup), the positive control (a longer LR warmup: a known stabiliser),
-SLW and its token-matched control (full-length sequences at SLW's tokens per step)."""
+BASELINE, SLW, MATCHED = "baseline", "slw", "batch-warmup"
+"""The arms: the baseline (5-step LR warmup), SLW and its token-matched control (full-length sequences at SLW's
+tokens per step); the positive control is the arm named warmup<N> (a longer LR warmup: a known stabiliser)."""
+
+
+def control_arm(o: pd.DataFrame) -> str:
+    """The positive control: the arm whose name starts with 'warmup' (warmup12 in `cpu`)."""
+    names = sorted(a for a in set(o["arm"]) if str(a).startswith("warmup")) if len(o) else []
+    return names[0] if names else "warmup"
+
 
 RULES = {
-    "G": "Positive control. The longer LR warmup resolves the dilemma when D1 is supported and it is stable at "
-    "the LR that limits the baseline in every seed (no blow-up, no spike), or when it is one of the arms that "
+    "G": "Positive control. The longer LR warmup (the warmup<N> arm) resolves the dilemma when D1 is supported "
+    "and it is stable at the LR that limits the baseline in every seed (no blow-up, no spike), or when it is one of the arms that "
     "support D2. If it does neither, the design cannot show the dilemma at this scale, and the report says so "
     "before anything about SLW.",
     "D1": "The dilemma exists. At the large batch, the baseline's best LR is the one reaching the target in the "
@@ -48,8 +55,8 @@ RULES = {
     "either arm spikes or blows up in some seed, efficiency cells only where either arm reaches the target. "
     "Supported: some cell better and none worse; refuted: some cell worse and none better, or every counted "
     "cell within the margins in every seed; not shown: no cell counts, the seeds disagree, or cells conflict.",
-    "D4": "SLW beats the longer LR warmup (the plain stabiliser it has to beat): the D3 rule with the 12-step LR "
-    "warmup in place of the token-matched control.",
+    "D4": "SLW beats the longer LR warmup (the plain stabiliser it has to beat): the D3 rule with the longer LR "
+    "warmup (12 steps in `cpu`) in place of the token-matched control.",
     "S": "Long sequences drive extreme gradient variance early. In the large-batch baseline's equal-token "
     "length probe at the probed steps of the common early window, the ratio of grad_sq_max at the longest "
     "length to that at the shortest (median over those steps) is a unit's value, one unit per (LR, seed). "
@@ -175,6 +182,7 @@ def d2(o: pd.DataFrame, measurable: bool = True) -> Verdict:
 
 
 def gate(o: pd.DataFrame, v1: Verdict, v2: Verdict) -> Verdict:
+    CONTROL = control_arm(o)
     ctrl = _arm(o, CONTROL)
     faster = [(a, lr) for a, lr in v2.extra.get("faster", []) if a == CONTROL]
     if faster:
@@ -279,7 +287,7 @@ def d3(o: pd.DataFrame) -> Verdict:
 
 
 def d4(o: pd.DataFrame) -> Verdict:
-    return compare_rule(o, "D4", SLW, CONTROL)
+    return compare_rule(o, "D4", SLW, control_arm(o))
 
 
 def length_units(probes: pd.DataFrame, window_end: float, stat: str = "grad_sq_max") -> pd.DataFrame:

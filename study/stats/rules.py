@@ -36,9 +36,9 @@ def control_arm(o: pd.DataFrame) -> str:
 
 RULES = {
     "G": "Positive control. The longer LR warmup (the warmup<N> arm) resolves the dilemma when D1 is supported "
-    "and it is stable at the LR that limits the baseline in every seed (no blow-up, no spike), or when it is one of the arms that "
-    "support D2. If it does neither, the design cannot show the dilemma at this scale, and the report says so "
-    "before anything about SLW.",
+    "and it is stable at the LR that limits the baseline in every seed (no blow-up, no spike), or when it is "
+    "one of the arms that support D2. If it does neither, the design cannot show the dilemma at this scale, "
+    "and the report says so before anything about SLW.",
     "D1": "The dilemma exists. At the large batch, the baseline's best LR is the one reaching the target in the "
     "fewest steps in its worst seed (if none reaches it in every seed: the lowest mean final validation loss). "
     "Supported when a larger LR was run and at the next LR up every seed blows up (probe loss above ln V) or "

@@ -24,7 +24,6 @@ def write_manifest(study, out_root: Path) -> None:
         "study": study.name,
         "preset": study.preset,
         "description": study.description,
-        "primary": study.primary,
         "runs": [
             {"name": s.name, "group": s.group, "role": s.role, "labels": s.labels, "overrides": s.overrides}
             for s in study.runs
@@ -57,7 +56,7 @@ def _study(args):
 def main_study(args) -> int:
     from trainer.config import ConfigError
 
-    from .grid import command, run_all
+    from .grid import command, is_complete, run_all
 
     try:
         study = _study(args)
@@ -75,15 +74,14 @@ def main_study(args) -> int:
         for s in study.runs:
             print(s.name, " ".join(command(study, s, out_root)[3:]))
         return 0
-    run_dirs = run_all(study, out_root, args.jobs or study.jobs)
-    if study.branches:
-        from .branches import run_branches
-
-        run_branches(study, out_root, args.jobs or study.jobs)
+    if args.report_only:
+        run_dirs = [out_root / s.name for s in study.runs if is_complete(out_root / s.name)]
+    else:
+        run_dirs = run_all(study, out_root, args.jobs or study.jobs)
     if not run_dirs:
         print("gradvar study: error: no run finished", file=sys.stderr)
         return 1
-    from .report.study_report import write_study_report
+    from .report.layout import write_study_report
 
     path = write_study_report(
         out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(), extra_lead=lead
@@ -135,7 +133,7 @@ def add_arguments(p) -> None:
     from .presets import STUDIES
 
     p.usage = (
-        "%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
+        "%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--report-only] [--lead FILE]\n"
         "       [--SECTION.FIELD VALUE ...]"
     )
     p.epilog = "Config options (--data.source my_corpus.txt) are set in every run of the study."
@@ -144,6 +142,11 @@ def add_arguments(p) -> None:
     p.add_argument("--runs-dir", metavar="DIR", help="where the runs go (default runs/study-<preset>)")
     p.add_argument("--jobs", type=int, metavar="N", help="runs side by side (default: the preset's, 2 on CPU)")
     p.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="start no run: write the report from the runs already finished (e.g. while the study still runs)",
+    )
     p.add_argument(
         "--lead",
         metavar="FILE",

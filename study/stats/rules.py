@@ -251,9 +251,13 @@ def compare_rule(o: pd.DataFrame, key: str, a: str, b: str) -> Verdict:
     cells = paired_cells(o, a, b)
     if not len(cells):
         return Verdict(key, NOT_SHOWN, f"{a} and {b} never ran at the same LR and seed")
+
+    def show(value, blown):
+        return f"{value:.4g}" + (" (blow-up)" if blown else "")
+
     values = [
-        f"LR {r.lr:g} {r.outcome} seed {r.seed}: {a} {r.a:.4g} vs {b} {r.b:.4g} -> {r.sign}"
-        + ("" if r.informative else " (not counted)")
+        f"LR {r.lr:g} {r.outcome} seed {r.seed}: {a} {show(r.a, r.a_blowup)} vs {b} {show(r.b, r.b_blowup)} -> "
+        f"{r.sign}" + ("" if r.informative else " (not counted)")
         for r in cells.itertuples()
     ]
     kinds = {}

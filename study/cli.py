@@ -84,7 +84,11 @@ def main_study(args) -> int:
     from .report.layout import write_study_report
 
     path = write_study_report(
-        out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(), extra_lead=lead
+        out_root,
+        Path(args.output or f"reports/{study.name}"),
+        command_line=_command_line(),
+        extra_lead=lead,
+        cache_dir=(getattr(args, "overrides", None) or {}).get("data.cache_dir"),
     )
     print(f"report written: {path}")
     return 0 if len(run_dirs) == len(study.runs) else 1

@@ -99,9 +99,11 @@ def reference_md(t: StudyTables) -> list[str]:
     o, ref = t.outcomes, t.ref
     ok = o[np.isfinite(o["final_val_loss"])]
     best = ok.loc[ok["final_val_loss"].idxmin()] if len(ok) else None
+    note = [f"**Unigram and bigram are NaN: {ref['note']}.**", ""] if ref.get("note") else []
     return [
         "## Where the runs end: the unigram and bigram lines",
         "",
+        *note,
         f"On the validation split ({fmt(ref['val_tokens'])} tokens, vocabulary {ref['vocab']}; fitted on the "
         f"{fmt(ref['train_tokens'])} training tokens): unigram (add-one) cross-entropy **{ref['unigram']:.3f}**, "
         f"bigram (Witten-Bell interpolated with that unigram) **{ref['bigram']:.3f}**, ln V = "
@@ -265,13 +267,14 @@ def how_md(t: StudyTables, command_line: str) -> list[str]:
 
 
 def write_study_report(
-    runs_root, out_dir, command_line: str = "", extra_lead: list[str] | None = None, ref=None
+    runs_root, out_dir, command_line: str = "", extra_lead: list[str] | None = None, ref=None, cache_dir=None
 ) -> Path:
     """report.md (and report.html beside it) in out_dir from the finished runs in runs_root. `ref`: the
-    unigram/bigram numbers when already known (tests); computed from the runs' data otherwise."""
+    unigram/bigram numbers when already known (tests); computed from the runs' data (in `cache_dir`, default
+    their config's) otherwise."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t = load_study(runs_root, ref)
+    t = load_study(runs_root, ref, cache_dir)
     title = f"gradvar study '{t.manifest['study']}': the stability-efficiency dilemma on the batch axis"
     md = [
         f"# {title}",

@@ -61,17 +61,30 @@ def final_val_loss(run) -> float:
         return math.nan
 
 
-def _data_config(config: dict):
+def _data_config(config: dict, cache_dir=None):
     from trainer.config import TrainConfig, apply_overrides
 
-    return apply_overrides(TrainConfig(), {"data": config.get("data") or {}}).data
+    data = dict(config.get("data") or {})
+    if cache_dir:
+        data["cache_dir"] = str(cache_dir)
+    return apply_overrides(TrainConfig(), {"data": data}).data
 
 
-def references(config: dict) -> dict:
-    """unigram and bigram cross-entropies of the run's data (trainer.data), ln V and the target."""
-    ref = reference_losses(_data_config(config))
+def references(config: dict, cache_dir=None) -> dict:
+    """unigram and bigram cross-entropies of the run's data (trainer.data, its cache built if missing), ln V and
+    the target. NaN, with a note, when the tokens are not the ones the run trained on (another tokenizer or
+    split than the run's config.json records)."""
+    ref = reference_losses(_data_config(config, cache_dir))
     ref["ln_vocab"] = math.log(ref["vocab"])
     ref["target"] = ref["unigram"] - TARGET_MARGIN
+    ran = ((config.get("meta") or {}).get("data")) or {}
+    got = ref.pop("meta", {})
+    differ = [k for k in ("tokenizer_sha256", "val_tokens", "train_tokens") if k in ran and ran[k] != got.get(k)]
+    if differ:
+        ref["note"] = (
+            "the data differ from the runs' (" + ", ".join(f"{k} {got.get(k)} vs {ran[k]}" for k in differ) + ")"
+        )
+        ref["unigram"] = ref["bigram"] = ref["target"] = math.nan
     return ref
 
 
@@ -86,9 +99,9 @@ def _labels(spec: dict, run) -> dict:
     }
 
 
-def load_study(runs_root, ref: dict | None = None) -> StudyTables:
+def load_study(runs_root, ref: dict | None = None, cache_dir=None) -> StudyTables:
     """Every finished run of the study in runs_root; `ref` (unigram, bigram, vocab...) is computed from the
-    first run's data config when not given."""
+    first run's data config (its tokenized data in `cache_dir`, default the config's) when not given."""
     runs_root = Path(runs_root)
     manifest = json.loads((runs_root / "study.json").read_text())
     specs = [s for s in manifest["runs"] if (runs_root / s["name"] / "summary.json").exists()]
@@ -96,7 +109,7 @@ def load_study(runs_root, ref: dict | None = None) -> StudyTables:
         raise FileNotFoundError(f"{runs_root}: no finished run of the study")
     runs = load_runs([runs_root / s["name"] for s in specs])
     if ref is None:
-        ref = references(runs[0].config)
+        ref = references(runs[0].config, cache_dir)
     ref.setdefault("ln_vocab", math.log(ref["vocab"]))
     labels = [_labels(s, r) for s, r in zip(specs, runs)]
     rows, steps, probes = [], [], []

@@ -1,2 +1,2 @@
-"""The study's statistics: the LR-grid tables (`lr_grid`), LR-sensitivity outcomes (`lr_sensitivity`), the causal
-branches' outcomes (`causal`) and run-level bootstrap intervals (`bootstrap`)."""
+"""The study's statistics: per-run outcomes over optimizer steps (`outcomes`), the decision rules (`rules`),
+correlations within an LR and the common early window (`within_lr`), unigram/bigram references (`ngram`)."""

@@ -57,4 +57,5 @@ def reference_losses(data_cfg) -> dict:
         "vocab": int(data.vocab_size),
         "val_tokens": len(val),
         "train_tokens": len(train),
+        "meta": dict(data.meta),
     }

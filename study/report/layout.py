@@ -42,6 +42,9 @@ RUN_COLS = [
     "excess_steps",
     "blowup",
     "blowup_max",
+    "blowup_first_step",
+    "blowup_steps",
+    "first_probe_loss",
     "final_probe_loss",
     "final_val_loss",
     "tokens",
@@ -100,6 +103,16 @@ def reference_md(t: StudyTables) -> list[str]:
     ok = o[np.isfinite(o["final_val_loss"])]
     best = ok.loc[ok["final_val_loss"].idxmin()] if len(ok) else None
     note = [f"**Unigram and bigram are NaN: {ref['note']}.**", ""] if ref.get("note") else []
+    blown = o[o["blowup"]]
+    if len(blown):
+        note += [
+            f"Blow-ups (probe loss above ln V = {ref['ln_vocab']:.3f}): {len(blown)} of {len(o)} runs, first at "
+            f"steps {fmt(blown['blowup_first_step'].min())}-{fmt(blown['blowup_first_step'].max())}, "
+            f"{fmt(blown['blowup_steps'].min())}-{fmt(blown['blowup_steps'].max())} steps above it per run; the "
+            f"first probe loss of the runs is {fmt(o['first_probe_loss'].min())}-{fmt(o['first_probe_loss'].max())} "
+            "(a model at initialisation sits near ln V).",
+            "",
+        ]
     return [
         "## Where the runs end: the unigram and bigram lines",
         "",

@@ -85,6 +85,8 @@ def run_outcomes(steps: pd.DataFrame, target: float, ln_vocab: float) -> dict:
         "blowup": bool(blown),
         "blowup_max": max((b for _, b in blown), default=math.nan),
         "blowup_steps": len(blown),
+        "blowup_first_step": float(blown[0][0]) if blown else math.nan,
+        "first_probe_loss": float(probe[last[0]]) if len(last) else math.nan,
         "final_probe_loss": float(probe[last[-1]]) if len(last) else math.nan,
         "last_step": float(np.nanmax(step)) if len(step) else math.nan,
     }

@@ -210,35 +210,30 @@ def fig_forest(rows: pd.DataFrame) -> Figure:
         fin = g["effect"][np.isfinite(g["effect"])]
         span = max([abs(v - null) for v in fin] + [hi - null]) * 1.25
         for r in g.itertuples():
-            y = labels.index(f"{r.contrast}, LR {r.lr:g}")
-            s = seed_style[seeds.index(r.seed)]
-            x = r.effect
-            if not np.isfinite(x) or (outcome == "efficiency" and x == 0.0):
-                text = "blow-up" if outcome == "stability" else ("only a reaches" if x == 0.0 else "only b reaches")
+            k = seeds.index(r.seed)
+            y = labels.index(f"{r.contrast}, LR {r.lr:g}") + (k - (len(seeds) - 1) / 2) * 0.25  # seeds side by side
+            s = seed_style[k]
+            x, text = r.effect, None
+            if outcome == "stability" and not np.isfinite(x):
+                x, text = (null, "both blow up") if np.isnan(x) else (null + np.sign(x) * 0.95 * span, "blow-up")
+            elif outcome == "efficiency" and (not np.isfinite(x) or x == 0.0):
                 if np.isnan(x):
-                    text = "both blow up" if outcome == "stability" else "neither reaches"
-                xe = null + (span if (np.isinf(x) and x > 0) else -span) * (
-                    0.95 if np.isfinite(x) or not np.isnan(x) else 0
-                )
+                    x, text = null, "neither reaches"
+                else:
+                    text = "only b reaches" if np.isinf(x) else "only a reaches"
+                    x = null + (0.95 if np.isinf(x) else -0.95) * span
+            ax.scatter([x], [y], color=s["color"], marker=s["marker"], s=24, zorder=3, label=f"seed {r.seed}")
+            if text:
+                right = x > null
                 ax.annotate(
                     f"s{r.seed}: {text}",
-                    (xe, y),
+                    (x, y),
                     fontsize=6,
-                    ha="center",
-                    va="bottom",
-                    xytext=(0, 3),
+                    va="center",
+                    ha="right" if right else "left",
+                    xytext=(-6 if right else 6, 0),
                     textcoords="offset points",
                 )
-                x = xe
-            ax.scatter(
-                [x],
-                [y],
-                color=s["color"],
-                marker=s["marker"],
-                s=28,
-                zorder=3,
-                label=f"seed {r.seed}" if y == 0 else None,
-            )
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_ylim(-0.7, len(labels) - 0.3)
         ax.invert_yaxis()

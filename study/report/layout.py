@@ -241,7 +241,13 @@ def figures_md(t: StudyTables, v: dict, out_dir: Path, lr: float) -> list[str]:
     out = ["## Figures", ""]
     out += _fig(F.fig_dilemma(t.steps, ref), out_dir, "dilemma", F.cap_dilemma(o, ref))
     out += _fig(F.fig_final_vs_lr(o, ref), out_dir, "final_loss_vs_lr", F.cap_final_vs_lr(o, ref))
-    cells = {f"{R.SLW} vs {R.MATCHED}": R.paired_cells(o, R.SLW, R.MATCHED)}
+    cells = {}
+    best = v["D1"].extra.get("best")
+    if best is not None:  # D2's contrasts: each arm above the baseline's best LR against the baseline there
+        for arm in sorted(set(o["arm"]) - {R.BASELINE}, key=F.arm_key):
+            c = R.paired_cells(o, arm, R.BASELINE, b_lr=best)
+            cells[f"{arm} vs baseline@{best:g}"] = c[c["lr"] > best] if len(c) else c
+    cells[f"{R.SLW} vs {R.MATCHED}"] = R.paired_cells(o, R.SLW, R.MATCHED)
     cells[f"{R.SLW} vs {R.control_arm(o)}"] = R.paired_cells(o, R.SLW, R.control_arm(o))
     rows = F.forest_rows({k: c for k, c in cells.items() if len(c)})
     if len(rows):

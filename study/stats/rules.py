@@ -230,12 +230,14 @@ def efficiency_sign(a, b) -> tuple[str, bool]:
 OUTCOMES = {"stability": (stability_sign, "peak_ratio"), "efficiency": (efficiency_sign, "steps_to_target")}
 
 
-def paired_cells(o: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """One row per (lr, outcome, seed) where both arms ran: the two values, the sign of a vs b, informative."""
+def paired_cells(o: pd.DataFrame, a: str, b: str, b_lr: float | None = None) -> pd.DataFrame:
+    """One row per (lr, outcome, seed) where both arms ran: the two values, the sign of a vs b, informative.
+    b_lr: compare every LR of a with b at that one LR (D2: an arm against the baseline at its best LR)."""
     A, B = _arm(o, a), _arm(o, b)
     rows = []
-    for lr in sorted(set(A["lr"]) & set(B["lr"])):
-        ra, rb = _by_seed(A[A["lr"] == lr]), _by_seed(B[B["lr"] == lr])
+    lrs = sorted(set(A["lr"]) & set(B["lr"])) if b_lr is None else sorted(set(A["lr"]))
+    for lr in lrs:
+        ra, rb = _by_seed(A[A["lr"] == lr]), _by_seed(B[B["lr"] == (lr if b_lr is None else b_lr)])
         for s in sorted(set(ra) & set(rb)):
             for name, (fn, col) in OUTCOMES.items():
                 sign, informative = fn(ra[s], rb[s])

@@ -222,7 +222,8 @@ def length_md(t: StudyTables, out_dir: Path) -> list[str]:
     if not len(t.probes):
         return []
     units = R.length_units(t.probes, t.window[1])
-    base = t.probes[(t.probes["arm"] == "baseline") & (t.probes["step"] <= t.window[1])]
+    base = R.large_baseline_probes(t.probes)
+    base = base[base["step"] <= t.window[1]]
     cols = ["grad_sq_max", "grad_sq_max_micro", "grad_trace_sigma_per_token"]
     table = base.groupby(["lr", "probe_seqlen"])[cols].median().reset_index()
     return [

@@ -296,9 +296,19 @@ def d4(o: pd.DataFrame) -> Verdict:
     return compare_rule(o, "D4", SLW, control_arm(o))
 
 
+def large_baseline_probes(probes: pd.DataFrame) -> pd.DataFrame:
+    """The probe rows of the large-batch baseline (a reference run at another batch may probe too)."""
+    p = probes
+    if "batch" in p and len(p):
+        p = p[p["batch"] == p["batch"].max()]
+    return p[p["arm"] == BASELINE] if "arm" in p else p
+
+
 def length_units(probes: pd.DataFrame, window_end: float, stat: str = "grad_sq_max") -> pd.DataFrame:
-    """One row per (lr, seed): the median over probed steps <= window_end of stat(longest) / stat(shortest)."""
-    p = probes[probes["step"] <= window_end]
+    """One row per (lr, seed) of the large-batch baseline: the median over probed steps <= window_end of
+    stat(longest) / stat(shortest)."""
+    p = large_baseline_probes(probes)
+    p = p[p["step"] <= window_end]
     rows = []
     for (lr, seed), g in p.groupby(["lr", "seed"]):
         ratios = []

@@ -114,6 +114,10 @@ def test_length_rule():
     assert R.length_rule(probes({0: 1.02, 1: 0.9}), 30).verdict == R.REFUTED
     assert R.length_rule(probes({0: 1.5, 1: 1.0}), 30).verdict == R.NOT_SHOWN
     assert R.length_rule(pd.DataFrame(), 30).verdict == R.NOT_SHOWN
+    mixed = pd.concat(
+        [probes({0: 1.5, 1: 1.3}).assign(batch=32, arm="baseline"), probes({0: 0.5}).assign(batch=8, arm="baseline")]
+    )  # a reference run's probe at batch 8
+    assert R.length_rule(mixed, 30).verdict == R.SUPPORTED and len(R.length_units(mixed, 30)) == 2
     units = R.length_units(probes({0: 1.5, 1: 1.3}), 30)
     assert units["ratio"].tolist() == pytest.approx([1.5, 1.3]) and units["steps"].tolist() == [3, 3]
 

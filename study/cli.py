@@ -69,7 +69,8 @@ def main_study(args) -> int:
         except OSError as e:
             return _fail(f"cannot read --lead {args.lead}: {e.strerror}")
     out_root = Path(args.runs_dir or f"runs/study-{study.name}")
-    write_manifest(study, out_root)
+    if not (args.report_only and (out_root / "study.json").exists()):  # --report-only writes nothing beside the runs
+        write_manifest(study, out_root)
     if args.list:
         for s in study.runs:
             print(s.name, " ".join(command(study, s, out_root)[3:]))

@@ -129,10 +129,13 @@ def d1(o: pd.DataFrame) -> Verdict:
     rows = _by_seed(base[base["lr"] == nxt])
     seeds = sorted(set(rows) & set(ref))
     flags = {s: unstable(rows[s], ref[s]) for s in seeds}
+
+    def blow(row) -> str:
+        return f" (blow-up to {row['blowup_max']:.3g})" if row["blowup"] else ""
+
     values = [
-        f"seed {s}: LR {nxt:g} peak ratio {rows[s]['peak_ratio']:.3g} vs {ref[s]['peak_ratio']:.3g} at LR {best:g}"
-        + (f", blow-up to {rows[s]['blowup_max']:.3g}" if rows[s]["blowup"] else "")
-        + f" -> {'unstable' if flags[s] else 'stable'}"
+        f"seed {s}: LR {nxt:g} peak ratio {rows[s]['peak_ratio']:.3g}{blow(rows[s])} vs "
+        f"{ref[s]['peak_ratio']:.3g}{blow(ref[s])} at LR {best:g} -> {'unstable' if flags[s] else 'stable'}"
         for s in seeds
     ]
     extra = {"best": best, "next": nxt}

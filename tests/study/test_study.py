@@ -34,7 +34,7 @@ def test_smoke_study_end_to_end(tmp_path, data_cache, capsys):
     assert 0 < t.ref["bigram"] < t.ref["unigram"] < t.ref["ln_vocab"]
     for col in ("grad_trace_sigma", "grad_noise_scale", "grad_true_sq"):  # K = 2: the noise columns are recorded
         assert t.steps[col].notna().any(), col
-    assert set(t.probes["step"]) == {2, 4} and set(t.probes["arm"]) == {"baseline"}
+    assert {2, 4} <= set(t.probes["step"]) and set(t.probes["arm"]) == {"baseline"}  # the probe also runs at step 1
     verdicts = R.evaluate(t.outcomes, t.probes, t.window[1], t.ref["measurable"])
     for key in ("D1", "D2", "D3", "D4", "S"):  # the report prints what the rules give on the tables read back
         assert f"| {key} | {verdicts[key].verdict} |" in md, key

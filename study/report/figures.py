@@ -173,10 +173,8 @@ def forest_rows(cells: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for contrast, c in cells.items():
         for r in c.itertuples():
-            if r.outcome == "stability":
-                a = math.inf if r.a_blowup else r.a
-                b = math.inf if r.b_blowup else r.b
-                eff = a - b if not (math.isinf(a) and math.isinf(b)) else math.nan
+            if r.outcome == "stability":  # the ratios' difference is drawn even where an arm blew up (labelled)
+                eff = r.a - r.b
             else:
                 a, b = r.a, r.b
                 eff = (
@@ -184,8 +182,10 @@ def forest_rows(cells: dict[str, pd.DataFrame]) -> pd.DataFrame:
                     if np.isfinite(a) and np.isfinite(b)
                     else (0.0 if np.isfinite(a) else (math.inf if np.isfinite(b) else math.nan))
                 )
+            blown = "".join(k for k, v in (("a", r.a_blowup), ("b", r.b_blowup)) if v)
             rows.append(
-                {"contrast": contrast, "lr": r.lr, "outcome": r.outcome, "seed": r.seed, "effect": eff, "sign": r.sign}
+                {"contrast": contrast, "lr": r.lr, "outcome": r.outcome, "seed": r.seed, "effect": eff}
+                | {"sign": r.sign, "blown": blown}
             )
     return pd.DataFrame(rows)
 
@@ -214,8 +214,8 @@ def fig_forest(rows: pd.DataFrame) -> Figure:
             y = labels.index(f"{r.contrast}, LR {r.lr:g}") + (k - (len(seeds) - 1) / 2) * 0.25  # seeds side by side
             s = seed_style[k]
             x, text = r.effect, None
-            if outcome == "stability" and not np.isfinite(x):
-                x, text = (null, "both blow up") if np.isnan(x) else (null + np.sign(x) * 0.95 * span, "blow-up")
+            if outcome == "stability" and r.blown:
+                text = {"ab": "both blow up", "a": "a blows up", "b": "b blows up"}[r.blown]
             elif outcome == "efficiency" and (not np.isfinite(x) or x == 0.0):
                 if np.isnan(x):
                     x, text = null, "neither reaches"
@@ -258,7 +258,8 @@ def cap_forest(rows: pd.DataFrame) -> str:
     count = signs.value_counts().to_dict()
     return (
         f"Paired effects, one row per contrast (a vs b) and LR, {n} rows, each seed a point (the seed is the unit; "
-        f"no interval at n <= 3). Top: difference in peak probe-loss ratio (margin ±{RATIO_MARGIN:g}, shaded); "
+        f"no interval at n <= 3). Top: difference in peak probe-loss ratio (margin ±{RATIO_MARGIN:g}, shaded; drawn "
+        f"even where an arm blew up, which the rules count as a blow-up, not by the ratio); "
         f"bottom: ratio of steps to target (margin {1 - STEP_MARGIN:g}x-{1 / (1 - STEP_MARGIN):.2f}x, shaded). "
         f"Rows with the same sign in every seed: " + ", ".join(f"{k} {v}" for k, v in sorted(count.items())) + "."
     )

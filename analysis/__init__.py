@@ -21,18 +21,16 @@ _EXPORTS = {
     "load_runs": "records.load",
     "load_log": "logs",
     "write_report": "report.report",
-    "write_study_report": "report.study_report",
 }
 _SUBMODULES = ("diagnosis", "errors", "logs", "records", "report")
 
-__all__ = ["diagnose", "load_log", "load_run", "load_runs", "write_report", "write_study_report"]
+__all__ = ["diagnose", "load_log", "load_run", "load_runs", "write_report"]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ binds the same names
     from .diagnosis import diagnose
     from .logs import load_log
     from .records.load import load_run, load_runs
     from .report.report import write_report
-    from .report.study_report import write_study_report
 
 
 def __getattr__(name):

@@ -24,7 +24,6 @@ def write_manifest(study, out_root: Path) -> None:
         "study": study.name,
         "preset": study.preset,
         "description": study.description,
-        "primary": study.primary,
         "runs": [
             {"name": s.name, "group": s.group, "role": s.role, "labels": s.labels, "overrides": s.overrides}
             for s in study.runs
@@ -56,7 +55,8 @@ def _study(args):
 
 def main_study(args) -> int:
     from trainer.config import ConfigError
-    from trainer.grid import command, run_all
+
+    from .grid import command, is_complete, run_all
 
     try:
         study = _study(args)
@@ -69,23 +69,27 @@ def main_study(args) -> int:
         except OSError as e:
             return _fail(f"cannot read --lead {args.lead}: {e.strerror}")
     out_root = Path(args.runs_dir or f"runs/study-{study.name}")
-    write_manifest(study, out_root)
+    if not (args.report_only and (out_root / "study.json").exists()):  # --report-only writes nothing beside the runs
+        write_manifest(study, out_root)
     if args.list:
         for s in study.runs:
             print(s.name, " ".join(command(study, s, out_root)[3:]))
         return 0
-    run_dirs = run_all(study, out_root, args.jobs or study.jobs)
-    if study.branches:
-        from .branches import run_branches
-
-        run_branches(study, out_root, args.jobs or study.jobs)
+    if args.report_only:
+        run_dirs = [out_root / s.name for s in study.runs if is_complete(out_root / s.name)]
+    else:
+        run_dirs = run_all(study, out_root, args.jobs or study.jobs)
     if not run_dirs:
         print("gradvar study: error: no run finished", file=sys.stderr)
         return 1
-    from analysis.report.study_report import write_study_report
+    from .report.layout import write_study_report
 
     path = write_study_report(
-        out_root, Path(args.output or f"reports/{study.name}"), command_line=_command_line(), extra_lead=lead
+        out_root,
+        Path(args.output or f"reports/{study.name}"),
+        command_line=_command_line(),
+        extra_lead=lead,
+        cache_dir=(getattr(args, "overrides", None) or {}).get("data.cache_dir"),
     )
     print(f"report written: {path}")
     return 0 if len(run_dirs) == len(study.runs) else 1
@@ -104,13 +108,37 @@ def register(sub) -> None:
     add_arguments(sub.add_parser("study", help="run the baseline/SLW study grid and write its report"))
 
 
+def register_tune(sub) -> None:
+    """`gradvar tune-slw` (study/tune.py), registered from here so that its --help imports no numpy."""
+    from gradvar.cli import lazy
+    from trainer.options import add_config_options
+
+    p = sub.add_parser(
+        "tune-slw",
+        help="choose SLW's start length and duration T by the paper's low-cost rule",
+        usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] [--SECTION.FIELD VALUE ...]",
+        epilog="Config options (--optim.lr 0.1) are set in every trial run.",
+    )
+    p.add_argument(
+        "--preset", default="tiny", metavar="NAME", help="trainer preset the trials start from (default tiny)"
+    )
+    p.add_argument("-o", "--output", default="runs/tune-slw", metavar="DIR", help="trial runs, tune.json and slw.json")
+    p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup (default 3)")
+    p.add_argument(
+        "--tol", type=float, default=0.05, help="significant perplexity rise between evaluations (default 0.05)"
+    )
+    p.add_argument("--jobs", type=int, default=2, help="trials side by side (default 2)")
+    add_config_options(p, exclude=("name", "out_dir", "seed"))
+    p.set_defaults(func=lazy("study.tune:main_tune"))
+
+
 def add_arguments(p) -> None:
     from trainer.options import add_config_options
 
     from .presets import STUDIES
 
     p.usage = (
-        "%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--lead FILE]\n"
+        "%(prog)s [--preset NAME] [-o DIR] [--runs-dir DIR] [--jobs N] [--list] [--report-only] [--lead FILE]\n"
         "       [--SECTION.FIELD VALUE ...]"
     )
     p.epilog = "Config options (--data.source my_corpus.txt) are set in every run of the study."
@@ -119,6 +147,11 @@ def add_arguments(p) -> None:
     p.add_argument("--runs-dir", metavar="DIR", help="where the runs go (default runs/study-<preset>)")
     p.add_argument("--jobs", type=int, metavar="N", help="runs side by side (default: the preset's, 2 on CPU)")
     p.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="start no run: write the report from the runs already finished (e.g. while the study still runs)",
+    )
     p.add_argument(
         "--lead",
         metavar="FILE",

@@ -1,14 +1,16 @@
-"""Study grids as plain functions. Each is an LR-sensitivity grid (the final loss across peak LRs per arm, as
-Wortsman et al. 2023 measure instability): arms paired by seed, a token-matched control that tells sequence
-length apart from tokens per step, and, in `cpu`, a longer LR warmup and the causal 2 x 2 branches. In the
-CPU regime (tiny GPT-2, context 512, batch 8) a 5-step warmup to LR >= 0.1 spikes at steps 3-10. Every run
-of a grid ends at the same token budget."""
+"""Study presets as plain functions. `cpu` and `gpu-117m` put the paper's stability-efficiency dilemma on the
+batch axis: at a fixed token budget a larger batch takes fewer serial steps only if it can take a larger LR. The
+arms: the baseline (5-step LR warmup), a longer LR warmup (the positive control: a known stabiliser), SLW, and
+its token-matched control (full-length sequences at SLW's tokens per step), which tells sequence length apart
+from tokens per step. Seeds are paired (seed s gives every arm the same initialisation and data order), every
+run of a study ends at the same token budget, and every run has K >= 2 micro-batches, so the gradient-noise
+columns (tr(Σ), |G|², B_simple, the element-wise variance) are recorded."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from trainer.grid import Grid, RunSpec
+from .grid import Grid, RunSpec
 
 
 @dataclass
@@ -17,17 +19,6 @@ class Study(Grid):
 
     description: str = ""
     """One line on the model and the budget, for the report."""
-    primary: dict = field(default_factory=dict)
-    """The main comparison: {"baseline": group, "slw": group}; every group at that batch and LR joins it."""
-    branches: dict = field(default_factory=dict)
-    """The causal 2 x 2 branches: {"from": group, "steps": [...], "short": length, "steps_each": n}; empty for
-    none (study/branches.py)."""
-
-
-ARMS = ("baseline", "slw", "batch-warmup", "warmup20")
-"""The LR-sensitivity arms: the baseline (5-step LR warmup); SLW; its token-matched control (full-length
-sequences, SLW's tokens per step at every step), which tells sequence length apart from tokens per step; and
-a 20-step LR warmup, the plain stabiliser SLW has to beat."""
 
 
 def _slw(start: int, total: int, step: int = 8) -> dict:
@@ -38,62 +29,6 @@ def _runs(group: str, base: dict, seeds, role="grid", **labels) -> list[RunSpec]
     return [RunSpec(f"{group}-s{s}", {**base, "seed": s}, group, role, labels) for s in seeds]
 
 
-def _common(budget_steps: int, quantities: str = "full", batch: int = 8) -> dict:
-    return {
-        "optim.train_tokens": budget_steps * 8 * 512,
-        "optim.batch_size": batch,
-        "optim.micro_batch_size": 8,
-        "monitor.quantities": quantities,
-        "monitor.probe_every": 25,
-        "eval.every": 10,
-        "checkpoint.every": 25,
-        "log_every": 10,
-    }
-
-
-def arm(name: str, lr: float, slw_steps: int) -> dict:
-    """One arm at peak LR `lr` (cosine to lr / 10). SLW goes 64 -> 512 in steps of 64: at batch 8 that is a
-    whole number of full-length sequences per step (1 ... 8), so the control matches it exactly; a start at 8
-    (the paper's) would carry 64 tokens, less than one full sequence."""
-    base = {"optim.lr": lr, "optim.min_lr": lr / 10, "optim.warmup_steps": 5}
-    slw = {**base, **_slw(64, slw_steps, 64)}
-    return {
-        "baseline": base,
-        "slw": slw,
-        "batch-warmup": {**slw, "slw.control": "batch"},
-        "warmup20": {**base, "optim.warmup_steps": 20},
-    }[name]
-
-
-def lr_grid(common: dict, lrs, arms, seeds, slw_steps: int, batch: int = 8) -> list[RunSpec]:
-    """Every arm at every LR; seed s gives every arm the same initialisation and data order (paired)."""
-    return [
-        spec
-        for lr in lrs
-        for a in arms
-        for spec in _runs(f"{a}-lr{lr:g}", {**common, **arm(a, lr, slw_steps)}, seeds, method=a, lr=lr, batch=batch)
-    ]
-
-
-def quick() -> Study:
-    """The README's main job, a demonstration and not a verdict (under 7 min on 2 cores with the install): one
-    seed of the baseline, SLW (128 -> 512), its token-matched control and a 20-step LR warmup at peak LR 0.1,
-    batch 8 x 512 in 2 micro-batches (so the gradient-noise columns are recorded), 40 baseline steps each."""
-    c = {**_common(40, quantities="paper"), "optim.micro_batch_size": 4, "monitor.probe_loss_every": 1}
-    runs = lr_grid(c, (0.1,), ARMS, [0], slw_steps=24)
-    for spec in runs:  # a 4-sequence micro-batch of the control holds whole sequences at multiples of 128
-        if spec.overrides.get("slw.enabled"):
-            spec.overrides.update({"slw.min_seqlen": 128, "slw.difficulty_step": 128})
-    return Study(
-        "quick",
-        "tiny",
-        runs,
-        2,
-        "tiny GPT-2 (1.9M), context 512, batch 8 (2 micro-batches), 163,840 tokens per run; peak LR 0.1; one seed",
-        {"baseline": "baseline-lr0.1", "slw": "slw-lr0.1"},
-    )
-
-
 CPU_TOKENS = 819_200
 """Every run of the CPU study: 200 x 8 x 512 = 50 x 32 x 512 tokens, 0.35 epoch of the corpus (no data reused)."""
 CPU_SEEDS = (0, 1)
@@ -101,10 +36,12 @@ CPU_PROBE_AT = [2, 4, 6, 8, 10, 15, 20]
 """Early steps at which the large-batch baseline runs the equal-token sequence-length probe."""
 
 
-def _batch_run(method: str, lr: float, batch: int, micro: int, seeds, role="grid", warmup=5, **extra) -> list:
-    """One arm at one batch size and peak LR (cosine to LR / 10), every run CPU_TOKENS long."""
+def _batch_run(
+    method: str, lr: float, batch: int, micro: int, seeds, role="grid", warmup=5, tokens=CPU_TOKENS, **extra
+) -> list:
+    """One arm at one batch size and peak LR (cosine to LR / 10), every run `tokens` long."""
     over = {
-        "optim.train_tokens": CPU_TOKENS,
+        "optim.train_tokens": tokens,
         "optim.batch_size": batch,
         "optim.micro_batch_size": micro,
         "optim.lr": lr,
@@ -154,83 +91,79 @@ def cpu() -> Study:
         runs,
         2,
         "tiny GPT-2 (1.9M), context 512, 819,200 tokens per run; batch 8 (reference) and 32; peak LR 0.03-0.24",
-        {"baseline": "baseline-b32-lr0.12", "slw": "slw-b32-lr0.12"},
     )
+
+
+def quick() -> Study:
+    """The README's main job, a demonstration and not a verdict (under 7 min on 2 cores with the install): one
+    seed of the baseline, SLW (128 -> 512 over 24 steps), its token-matched control and a 20-step LR warmup at
+    peak LR 0.1, batch 8 x 512 in 2 micro-batches (so the gradient-noise columns are recorded), 40 steps each.
+    SLW starts at 128, not 64: a 4-sequence micro-batch of the control holds whole sequences only at
+    multiples of 128."""
+    tokens, runs = 40 * 8 * 512, []
+    runs += _batch_run("baseline", 0.1, 8, 4, [0], tokens=tokens)
+    runs += _batch_run("slw", 0.1, 8, 4, [0], tokens=tokens, **_slw(128, 24, 128))
+    runs += _batch_run("batch-warmup", 0.1, 8, 4, [0], tokens=tokens, **_slw(128, 24, 128), **{"slw.control": "batch"})
+    runs += _batch_run("warmup20", 0.1, 8, 4, [0], tokens=tokens, warmup=20)
+    desc = "tiny GPT-2 (1.9M), context 512, batch 8 (2 micro-batches), 163,840 tokens per run; peak LR 0.1; one seed"
+    return Study("quick", "tiny", runs, 2, desc)
 
 
 def smoke() -> Study:
-    """Seconds: two smoke-model runs (baseline and SLW) and the 2 x 2 branches of the baseline at step 4, for the
-    end-to-end test."""
-    c = {
-        "optim.train_tokens": 24 * 4 * 128,
-        "monitor.quantities": "full",
-        "monitor.probe_every": 8,
-        "eval.every": 8,
-        "checkpoint.every": 8,
-        "optim.lr": 0.05,
-        "optim.warmup_steps": 3,
-    }
-    runs = _runs("base", {**c, "checkpoint.steps": [4]}, [0], method="baseline", lr=0.05, batch=4) + _runs(
-        "slw", {**c, **_slw(16, 12)}, [0], method="slw", lr=0.05, batch=4
-    )
-    return Study(
-        "smoke",
-        "smoke",
-        runs,
-        2,
-        "smoke GPT-2 (2 layers, width 64), context 128",
-        {"baseline": "base", "slw": "slw"},
-        branches={"from": "base", "steps": [4], "short": 64, "steps_each": 3},
-    )
+    """The batch-axis design on the smoke model, for the end-to-end test (about a minute on 2 cores): the
+    reference at batch 4 (2 micro-batches, LR 0.01, one seed), and at batch 8 (2 micro-batches, 8 steps of
+    8 x 128 tokens) the baseline at LR 0.01 and 0.3 (with the length probe at steps 2 and 4), the 6-step LR
+    warmup, SLW (64 -> 128 over 4 steps) and its token-matched control at 0.3; seeds 0 and 1. A run's start-up
+    dominates its seconds, so the grid has as few cells as the design allows."""
+    tokens, seeds = 8 * 8 * 128, (0, 1)
+    common = {"tokens": tokens, "warmup": 2, "eval.every": 4, "checkpoint.every": 0, "log_every": 4}
+    probe = {"monitor.quantities": "full", "monitor.probe_at": [2, 4]}
+    runs = _batch_run("baseline", 0.01, 4, 2, [0], role="reference", **common)
+    runs += _batch_run("baseline", 0.01, 8, 4, seeds, **common, **probe)
+    runs += _batch_run("baseline", 0.3, 8, 4, seeds, **common, **probe)
+    runs += _batch_run("warmup6", 0.3, 8, 4, seeds, **{**common, "warmup": 6})
+    runs += _batch_run("slw", 0.3, 8, 4, seeds, **common, **_slw(64, 4, 64))
+    runs += _batch_run("batch-warmup", 0.3, 8, 4, seeds, **common, **_slw(64, 4, 64), **{"slw.control": "batch"})
+    return Study("smoke", "smoke", runs, 2, "smoke GPT-2 (2 layers, width 64), context 128, 8,192 tokens per run")
 
 
-def smoke_lr() -> Study:
-    """The LR-grid design on the smoke model for the report's end-to-end test (2-3 min on 2 cores). Baseline, SLW
-    (64 -> 128 over 10 steps) and the token-matched control at LR 0.01 and 0.3 (30x), seeds 0 and 1, 16
-    steps of 4 x 128 tokens, 'paper' quantities; a 3-step LR warmup, so the early window (steps <= 9, where
-    the probe loss is taken every step) lies inside the run. A run's start-up dominates its seconds, so
-    the grid has as few cells as the design allows."""
-    c = {
-        "optim.train_tokens": 16 * 4 * 128,
-        "monitor.quantities": "paper",
-        "eval.every": 8,
-        "checkpoint.every": 0,
-    }
-    runs = lr_grid(c, (0.01, 0.3), ARMS[:3], [0, 1], slw_steps=10, batch=4)
-    for spec in runs:
-        spec.overrides["optim.warmup_steps"] = 3  # the arms' 5 steps would leave too short a run after them
-    return Study(
-        "smoke-lr",
-        "smoke",
-        runs,
-        2,
-        "smoke GPT-2 (2 layers, width 64), context 128, batch 4, 8,192 tokens per run; LR 0.01-0.3",
-        {"baseline": "baseline-lr0.3", "slw": "slw-lr0.3"},
-    )
+GPU_LR = 2.4e-3
+"""The large LR of gpt-117m: 4 x the paper's baseline LR 6e-4. The 4x is the abstract's ("8x larger batch size
+and 4x larger learning rate" for GPT-2); the 6e-4 base is GPT-2 small's usual LR, which the abstract does not
+state (trainer/recipes.py)."""
 
 
 def gpu_117m() -> Study:
-    """GPT-2 117M on one H100/H200 in about 8 minutes, the CPU study's design: peak LR 6e-4 ... 2e-2 (33x) x
-    {baseline, SLW, token-matched control}, one seed, batch 16 x 1024, 100 baseline steps (1.6M tokens, under
-    one epoch of the embedded corpus in GPT-2 tokens), bf16, no compile (its warm-up would outlast a run)."""
-    c = {
-        **_common(100, quantities="paper", batch=16),
-        "optim.train_tokens": 100 * 16 * 1024,
-        "optim.micro_batch_size": 16,
+    """GPT-2 117M on one H100/H200, about 6.5 minutes: batch 16 x 1024 in 2 micro-batches (K = 2, so the noise
+    columns are recorded), 100 steps (1,638,400 tokens, under one epoch of the embedded corpus in GPT-2
+    tokens), bf16, no compile (its warm-up would outlast a run). At peak LR 2.4e-3: the baseline (5-step LR
+    warmup, with the length probe at early steps), SLW 128 -> 1024 over 30 steps, its token-matched control
+    and a 30-step LR warmup, seeds 0, 1, 2; plus the baseline at 6e-4 (seed 0) as the reference. SLW starts
+    at 128, not 64: an 8-sequence micro-batch of the control holds whole 1024-token sequences only at
+    multiples of 128."""
+    tokens, seeds = 100 * 16 * 1024, (0, 1, 2)
+    common = {
+        "tokens": tokens,
         "monitor.flush_every": 20,
         "checkpoint.every": 0,
         "eval.every": 20,
         "optim.fused": True,
         "model.compile": "off",
     }
-    runs = lr_grid(c, (6e-4, 2e-3, 6e-3, 2e-2), ARMS[:3], [0], slw_steps=60, batch=16)
+    probe = {"monitor.quantities": "full", "monitor.probe_at": [2, 4, 6, 8, 10, 15, 20]}
+    runs = _batch_run("baseline", 6e-4, 16, 8, [0], role="reference", **common)
+    runs += _batch_run("baseline", GPU_LR, 16, 8, seeds, **common, **probe)
+    runs += _batch_run("slw", GPU_LR, 16, 8, seeds, **common, **_slw(128, 30, 128))
+    ctrl = {**_slw(128, 30, 128), "slw.control": "batch"}
+    runs += _batch_run("batch-warmup", GPU_LR, 16, 8, seeds, **common, **ctrl)
+    runs += _batch_run("warmup30", GPU_LR, 16, 8, seeds, **{**common, "warmup": 30})
     return Study(
         "gpu-117m",
         "gpt2-117m",
         runs,
         1,
-        "GPT-2 117M, context 1024, batch 16, bf16, one GPU, 1.6M tokens per run; peak LR 6e-4-2e-2",
-        {"baseline": "baseline-lr0.006", "slw": "slw-lr0.006"},
+        "GPT-2 117M, context 1024, batch 16 (2 micro-batches), bf16, one GPU, 1,638,400 tokens per run; "
+        "peak LR 2.4e-3 (reference 6e-4)",
     )
 
 
@@ -250,7 +183,6 @@ def paper() -> Study:
         runs,
         1,
         "the paper's GPT-2 117M setting (multi-GPU: launch each run with torchrun)",
-        {"baseline": "gpt2-117m-base-b4096", "slw": "gpt2-117m-slw-b4096"},
     )
 
 
@@ -258,7 +190,6 @@ STUDIES = {
     "quick": quick,
     "cpu": cpu,
     "smoke": smoke,
-    "smoke-lr": smoke_lr,
     "gpu-117m": gpu_117m,
     "paper": paper,
 }

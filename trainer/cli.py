@@ -138,29 +138,6 @@ def register_train(sub) -> None:
     p.set_defaults(func=run)
 
 
-def register_tune(sub) -> None:
-    """`gradvar tune-slw` (trainer/tune.py), registered from here so that its --help imports no numpy."""
-    from gradvar.cli import lazy
-
-    p = sub.add_parser(
-        "tune-slw",
-        help="choose SLW's start length and duration T by the paper's low-cost rule",
-        usage="%(prog)s [--preset NAME] [-o DIR] [--multiples N] [--tol X] [--jobs N] [--SECTION.FIELD VALUE ...]",
-        epilog="Config options (--optim.lr 0.1) are set in every trial run.",
-    )
-    p.add_argument(
-        "--preset", default="tiny", metavar="NAME", help="trainer preset the trials start from (default tiny)"
-    )
-    p.add_argument("-o", "--output", default="runs/tune-slw", metavar="DIR", help="trial runs, tune.json and slw.json")
-    p.add_argument("--multiples", type=int, default=3, help="trial length in multiples of the LR warmup (default 3)")
-    p.add_argument(
-        "--tol", type=float, default=0.05, help="significant perplexity rise between evaluations (default 0.05)"
-    )
-    p.add_argument("--jobs", type=int, default=2, help="trials side by side (default 2)")
-    add_config_options(p, exclude=("name", "out_dir", "seed"))
-    p.set_defaults(func=lazy("trainer.tune:main_tune"))
-
-
 def main(argv=None) -> int:
     from gradvar.cli import Parser
 

@@ -1,7 +1,7 @@
 """A report of gradvar runs: report.md, its figures and report.html, from run directories (`gradvar report`).
 
 The findings come first (what was run, what was found, with numbers); tables, figures, reproduction details
-and method notes follow. A study's report adds the paper's claims beside its numbers (`claims=True`).
+and method notes follow.
 report.html is self-contained (figures embedded as base64) and is rendered from the markdown by
 analysis.report.md_html (markdown-it-py, raw HTML off), so names from paths and configs reach the page as
 escaped text and can never inject markup.
@@ -22,7 +22,6 @@ from ..records.load import NotARunDirError, Run, concat, is_run_dir, load_runs
 from ..records.ranking import aligned, analyze_runs, ranking
 from ..records.seqlen import HYPOTHESIS_STATS, probe_variance_by_length, seqlen_hypothesis, warmup_by_run
 from .attribution_section import attribution_section
-from .claims import claims_lines, claims_table
 from .figure_style import save_png
 from .figures import (
     fig_adam_variance,
@@ -42,8 +41,8 @@ from .summary import METHOD_NOTES, summary_lines
 MAX_RUN_FIGURES = 12
 
 
-def analyze(runs, target=None, n_boot: int = N_BOOT, claims: bool = False) -> dict:
-    """Every table the report shows; `claims`: the paper's claims beside the numbers too."""
+def analyze(runs, target=None, n_boot: int = N_BOOT) -> dict:
+    """Every table the report shows."""
     cmp = compare(runs, target)
     res = {"metrics": cmp["per_run"], "compare": cmp}  # one row per run: run_metrics plus the comparison columns
     res["corr"] = analyze_runs(runs, source="train", n_boot=n_boot)
@@ -60,8 +59,6 @@ def analyze(runs, target=None, n_boot: int = N_BOOT, claims: bool = False) -> di
         [seqlen_hypothesis(probes, stat, last_steps=last, warmup_steps=warm) for stat in HYPOTHESIS_STATS],
         ignore_index=True,
     )
-    if claims:
-        res["claims"] = claims_table(res["compare"], res["ranking"], res["seqlen_hyp"])
     return res
 
 
@@ -155,9 +152,7 @@ def build_markdown(runs, res, figs, title: str, extra_sections=None, lead_sectio
     for section in lead_sections or []:
         out += [section.strip(), ""]
     out += ["## Summary", ""]
-    out += [f"- {line}" for line in summary_lines(runs, res) + claims_lines(res.get("claims"))]
-    if "claims" in res:
-        out += ["", "### The paper's claims beside this study", "", md_table(res["claims"])]
+    out += [f"- {line}" for line in summary_lines(runs, res)]
     out += ["", "## Runs", "", md_table(runs_table(runs, res["metrics"])), ""]
     out += md_metrics(res, figs) + md_compare(res, figs) + md_signals(res, figs) + md_seqlen(res, figs)
     for section in extra_sections or []:
@@ -186,17 +181,16 @@ def write_report(
     target=None,
     n_boot: int = N_BOOT,
     lead_sections=None,
-    claims: bool = False,
 ) -> Path:
     """Analyse the runs (directories, or Run objects already loaded), write out_dir/report.md (+ PNGs) and
     out_dir/report.html; returns report.md. lead_sections go before the summary, extra_sections after
-    the analysis; claims: the paper's claims beside the numbers (the study's report)."""
+    the analysis."""
     runs = [r for r in run_dirs if isinstance(r, Run)] or load_runs(run_dirs)
     if not runs:
         raise ValueError("no run directories given")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    res = analyze(runs, target, n_boot, claims)
+    res = analyze(runs, target, n_boot)
     figs = _figures(runs, res, out)
     moved_first = attribution_section(runs, out)
     extra_sections = [*(extra_sections or []), *([moved_first] if moved_first else [])]

@@ -6,7 +6,6 @@ import pytest
 
 from analysis.records.compare import compare, default_target, reach, stability_grid, val_summary
 from analysis.records.load import Run
-from analysis.report.claims import claims_table
 
 
 def make_run(
@@ -88,33 +87,3 @@ def test_grid_over_batch_and_lr_with_divergence():
     # One diverged and one stable seed: a tie goes to the less stable class.
     assert grid.loc[(8, 1e-2), "class"] == "diverged" and grid.loc[(8, 1e-2), "n_diverged"] == 1
     assert grid.loc[(16, 1e-3), "class"] == "spiky"
-
-
-def test_claims_verdicts():
-    res = compare(study())
-    rank = pd.DataFrame(
-        {
-            "signal": ["adam_v_max", "adam_v_max"],
-            "transform": ["raw", "dlog"],
-            "spearman_r": [-0.4, 0.6],
-            "spearman_lo": [-0.5, 0.5],
-            "spearman_hi": [-0.3, 0.7],
-        }
-    )
-    hyp = pd.DataFrame(
-        {
-            "run": ["pooled"],
-            "window": ["early"],
-            "stat": ["grad_sq_max"],
-            "spearman_rho": [-0.5],
-            "p_value": [0.001],
-            "fold_change": [0.5],
-            "verdict": ["longer → smaller: hypothesis contradicted"],
-        }
-    )
-    c = claims_table(res, rank, hyp).set_index("claim")["verdict"]
-    assert c["stability"] == "supported"  # slw 0, 0 vs baseline 1, 2: ranges do not overlap
-    assert c["correlation"] == "supported" and c["seqlen"] == "contradicted"
-    assert c["efficiency"] == "supported"
-    none = claims_table(compare(study()[:2]), rank.iloc[:0], hyp.iloc[:0]).set_index("claim")["verdict"]
-    assert (none == "not testable here").all()

@@ -100,8 +100,6 @@ def test_report_md_has_findings_tables_and_valid_figures(report):
     md = path.read_text()
     head = "\n".join(md.splitlines()[:20])
     assert "## Summary" in head and "**What was run:** 2 runs" in head and "Spike events" in head
-    # the paper's claims belong to the study's report only (analysis.report.study_report asks for them)
-    assert "paper's claims" not in md and "| claim |" not in md and "Reproduced here" not in md
     for table_head in ("| run | method | seed | batch_size |", "| rank | signal | transform |", "| method | n_runs |"):
         assert table_head in md
     assert "gradvar train --preset tiny --seed 0" in md and "test-box" in md and "2.13.0" in md
@@ -139,7 +137,6 @@ def test_main_report_writes(report, tmp_path, capsys):
     assert main_report(args) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert md.startswith("# One run") and "## Summary" in md and "**What was run:** 1 run" in md
-    assert "The paper's claims beside this study" not in md and "| claim |" not in md
     assert "report.md" in capsys.readouterr().out
 
 
@@ -149,9 +146,7 @@ def test_report_survives_empty_and_diverged_runs_without_config(tmp_path):
     for s in range(1, 80):
         w.append("steps", {"step": s, "tokens": s * 10, "seqlen": 16, "loss": 5 - s / 100 if s < 60 else np.nan})
     w.close()
-    md = write_report([tmp_path / "empty", tmp_path / "nan"], tmp_path / "rep", n_boot=50, claims=True).read_text()
+    md = write_report([tmp_path / "empty", tmp_path / "nan"], tmp_path / "rep", n_boot=50).read_text()
     assert "| nan | baseline | – | 1 |" in md and "diverged" in md
-    assert "### The paper's claims beside this study" in md and "| claim | paper (abstract) | here | verdict |" in md
-    assert "not testable here" in md  # no SLW run: every claim says so rather than guessing
     for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (tmp_path / "rep" / name).read_bytes()[:8] == PNG

@@ -118,9 +118,9 @@ def test_study_sets_config_options_in_every_run(capsys, tmp_path):
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all("--data.cache_dir /tmp/c" in x and "--optim.lr 0.02" in x for x in lines)
+    assert len(lines) == 11 and all("--data.cache_dir /tmp/c" in x and "--optim.lr 0.02" in x for x in lines)
     runs = json.loads((tmp_path / "study.json").read_text())["runs"]
-    assert [r["overrides"]["optim.lr"] for r in runs] == ["0.02", "0.02"]
+    assert [r["overrides"]["optim.lr"] for r in runs] == ["0.02"] * 11
     # the study sets these per run, so they are not its options
     assert "unrecognized arguments: --seed" in one_line_error(capsys, ["study", "--seed", "3", "--list"])
     assert "unrecognized arguments: --override" in one_line_error(capsys, ["study", "--override", "seed=1"])
@@ -194,5 +194,7 @@ def test_python_m_study_takes_the_same_arguments(tmp_path):
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
-    assert [line.split()[0] for line in res.stdout.splitlines()] == ["base-s0", "slw-s0"]
+    from study.presets import smoke
+
+    assert [line.split()[0] for line in res.stdout.splitlines()] == [s.name for s in smoke().runs]
     assert "--optim.lr 0.02" in res.stdout

@@ -28,7 +28,8 @@ checks = load(ROOT / "scripts" / "gpu_checks.py")
 
 @pytest.mark.parametrize("dry", [False, True])
 def test_every_planned_step_parses(dry, tmp_path):
-    steps = checks.plan(dry, tmp_path / "numbers.jsonl")
+    study, *steps = checks.plan(dry, tmp_path / "numbers.jsonl", study_s=400)
+    assert study.name.startswith("study") and study.cap_s == 400  # the study first, with its own cap
     assert [s.name.split(",")[0] for s in steps][:4] == [
         "syncs per step",
         "monitor cost",
@@ -42,7 +43,7 @@ def test_every_planned_step_parses(dry, tmp_path):
     k = [load(Path(s.argv[0])).build_parser().parse_args(s.argv[1:]).micro for s in steps[1:3]]
     assert k == [1, 4]
     assert steps[4].cuda_only and Path(steps[4].argv[0]).exists()  # the HF fp16 check
-    study = steps[-1].argv
+    study = study.argv
     assert study[:4] == ["-m", "study", "--preset", "smoke" if dry else "gpu-117m"]
     from study.presets import STUDIES
 

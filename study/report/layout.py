@@ -295,16 +295,20 @@ def write_study_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = load_study(runs_root, ref, cache_dir)
-    title = f"gradvar study '{t.manifest['study']}': the stability-efficiency dilemma on the batch axis"
+    batches = sorted(t.outcomes["batch"].unique()) if len(t.outcomes) else []
+    what = (
+        "the stability-efficiency dilemma on the batch axis"
+        if len(batches) > 1
+        else f"the baseline, SLW and their controls at batch {', '.join(f'{b:g}' for b in batches)}"
+    )
+    # a one-seed study has no findings to write: the slot would only invite them
+    lead = ["## What we found", "", *(extra_lead or [LEAD_SLOT]), ""] if extra_lead or t.n_seeds > 1 else []
     md = [
-        f"# {title}",
+        f"# gradvar study '{t.manifest['study']}': {what}",
         "",
         f"_Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `gradvar study` from {len(t.runs)} runs._",
         "",
-        "## What we found",
-        "",
-        *(extra_lead or [LEAD_SLOT]),
-        "",
+        *lead,
         *design_md(t),
     ]
     lr = F.focus_lr(t.steps)

@@ -50,3 +50,13 @@ def test_logit_maxima_match_direct_reads(tmp_path):
     assert steps.max_output_logit.tolist() == pytest.approx(want_out, rel=1e-6)
     assert steps.max_attn_logit.tolist() == pytest.approx(want_att, rel=1e-5)
     assert want_att[2] != pytest.approx(want_att[0], rel=1e-3), "the updates must move the maxima"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_abs_max_is_the_largest_magnitude_either_sign(dtype):
+    from gradvar.quantities.logits import abs_max
+
+    x = torch.tensor([[0.5, -7.25], [3.0, 1.0]], dtype=dtype)
+    assert abs_max(x).item() == 7.25 and abs_max(-x).item() == 7.25 and abs_max(x).dtype == torch.float32
+    assert abs_max(torch.tensor([1.0, float("nan"), -2.0], dtype=dtype)).isnan()  # a NaN logit is not hidden
+    assert abs_max(torch.tensor([1.0, float("-inf")], dtype=dtype)).item() == float("inf")

@@ -60,6 +60,30 @@ def print_times(totals: dict, n: int) -> None:
         print(f"  {m:<6} {1000 * total / n:8.1f} ms/step")
 
 
+def interleaved(arms: dict, n: int, warmup: int, device="cpu", before=None) -> dict[str, list[float]]:
+    """Seconds of each of n steps of every arm, one step of each arm in turn, the order reversed every other
+    turn (A B C, C B A, ...): a drift of the machine (its clock, other processes, the allocator's state) falls
+    on every arm alike, where blocks of steps per arm would hand it to whichever arm ran then. `warmup`
+    untimed steps per arm first; `before()` runs before each timed step (a barrier across ranks)."""
+    for fn in arms.values():
+        for _ in range(warmup):
+            fn()
+    names, times = list(arms), {a: [] for a in arms}
+    for i in range(n):
+        for a in names if i % 2 == 0 else names[::-1]:
+            if before is not None:
+                before()
+            times[a].append(timed(arms[a], 1, device))
+    return times
+
+
+def noise_floor(times: dict, a: str, b: str) -> float:
+    """The relative difference of the mean step times of two identical loops (an A/A control): how far apart
+    two arms with no difference in their work come out in this run, the scale below which an overhead is
+    not shown."""
+    return sum(times[b]) / sum(times[a]) - 1
+
+
 def peak_memory_mb(device="cpu") -> float:
     """Peak GPU memory allocated on CUDA, peak resident set size on CPU."""
     if torch.device(device).type == "cuda":

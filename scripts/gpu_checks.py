@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,10 +43,10 @@ class Step:
 def plan(dry: bool, numbers: Path, study_overrides=(), study_s: float = 420) -> list[Step]:
     """The steps in order, most wanted first: the study (its own cap), then the monitor's cost, then speed."""
     js = ["--json", str(numbers)]
-    if dry:  # the smoke model (2 x 64, context 128), one round of two steps, aot_eager for the compiled sides
+    if dry:  # the smoke model (2 x 64, context 128), one round of three steps, aot_eager for the compiled sides
         model, big, small = ["--preset", "smoke"], ["--batch", "4"], ["--batch", "4"]
         short, mfu_extra, study = (
-            ["--rounds", "1", "--steps", "2", "--warmup", "1"],
+            ["--rounds", "1", "--steps", "3", "--warmup", "1"],
             ["--compile-backend", "aot_eager"],
             "smoke",
         )
@@ -189,7 +190,8 @@ def summary(numbers: Path, took: dict, out: Path, log) -> None:
             o, m = rec["overhead"], rec["peak_mb_added"]
             rows.append(
                 f"monitor K={rec['k']} batch {rec['batch']}: paper {o['paper']:+.1%} (budget 2%), "
-                f"full {o['full']:+.1%} (budget 10%); peak MB added paper {m['paper']:+.0f}, full {m['full']:+.0f}"
+                f"full {o['full']:+.1%} (budget 10%), noise floor {rec.get('noise_floor', math.nan):+.1%}; "
+                f"peak MB added paper {m['paper']:+.0f}, full {m['full']:+.0f}"
             )
         elif rec["check"] == "mfu":
             rows += [
@@ -272,7 +274,7 @@ def main(argv=None) -> int:
 
     start = time.monotonic()
     if args.dry_run:
-        log("dry run (GRADVAR_DRY_RUN=1): smoke model, one round of two steps; syncs skipped without CUDA")
+        log("dry run (GRADVAR_DRY_RUN=1): smoke model, one round of three steps; syncs skipped without CUDA")
     environment(out, log)
     took = {}
     for step in steps:

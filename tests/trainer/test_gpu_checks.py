@@ -98,6 +98,8 @@ def test_dry_run_writes_what_comes_back(tmp_path, data_cache):
     files = sorted(p.name for p in out.iterdir())
     assert files == ["gpu.txt", "log.txt", "numbers.jsonl", "study.tar.gz", "summary.txt"]  # at most 8 come back
     recs = {r["check"]: r for r in map(json.loads, (out / "numbers.jsonl").read_text().splitlines())}
-    assert recs["monitor_overhead"]["k"] == 4 and set(recs["monitor_overhead"]["overhead"]) == {"paper", "full"}
+    rec = recs["monitor_overhead"]
+    assert rec["k"] == 4 and set(rec["overhead"]) == {"paper", "paper_tb", "full"}
+    assert set(rec["ms_per_step"]) == {"none", "paper", "paper_tb", "full", "none_b"} and "noise_floor" in rec
     assert "dry run" in (out / "log.txt").read_text()
     assert "monitor cost" in (out / "summary.txt").read_text()

@@ -2,6 +2,14 @@
 
 Before clipping: the gradient as the step's last backward pass left it (gradvar.pre_clip), whoever clips it
 afterwards. After clipping: the gradient the optimizer is handed.
+
+The non-finite count is of the gradient the last pass left, read from `.grad` when the monitor reads the step.
+A loop may have changed `.grad` by then. Clipping and unscaling multiply by a finite factor, which keeps every
+element's finiteness (x 0 too: inf becomes NaN, a finite number 0), except torch's clipping of a NaN norm, which
+multiplies by NaN; zero_grad(set_to_none=False) zeroes it. So where `.grad` changed since the last pass, a
+parameter whose pre-clip norm is finite counts 0 (it has no non-finite element), the others count what `.grad`
+shows now, and the step is NaN with a note when that cannot be the count: the pre-clip norm is NaN (or the read
+was lost), or it is infinite and `.grad` now shows no non-finite element.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ class GradNorm(Quantity):
 
     def on_grads(self, ctx):
         # g * 0 is NaN exactly where g is non-finite, and the L0 "norm" counts those: two multi-tensor kernels
-        bad = torch.stack(tc.foreach_norm(tc.foreach_mul(ctx.grads(), 0.0), 0)).sum().float()
+        now = torch.stack(tc.foreach_norm(tc.foreach_mul(ctx.grads(), 0.0), 0)).float()
+        bad = nonfinite_count(now, ctx.grad_sq()) if ctx.capture.modified_since_end() else now.sum()
         out = {
             "grad_sq_group": Stat(group_sum(ctx.grad_sq(), ctx.group_index, ctx.n_groups), ctx.shard_op(SUM)),
             "nonfinite_grad": Stat(bad, ctx.shard_op(SUM)),
@@ -29,6 +38,20 @@ class GradNorm(Quantity):
         if applied is not None:
             out["grad_sq_applied"] = Stat(applied.sum(), ctx.shard_op(SUM))
         return out
+
+    def notes(self, raw):
+        bad, k = raw.get("nonfinite_grad"), raw.get("_k_local")
+        if bad is None or k is None or not (np.isnan(bad[:, 0]) & (k[:, 0] > 0)).any():
+            return []
+        return [
+            (
+                "nonfinite_grad_unknown",
+                "nonfinite_grad is NaN at steps whose gradient the loop changed before the monitor read it in a "
+                "way that hides the count: a NaN gradient norm under torch's clip_grad_norm_ (which then "
+                "multiplies every element by NaN), zero_grad before Monitor.step, or a lost read; clip with "
+                "Monitor.clip_grad_norm_, which reads first, and call Monitor.step before zero_grad",
+            )
+        ]
 
     def on_step(self, ctx):
         out = {}
@@ -56,3 +79,13 @@ class GradNorm(Quantity):
             "grad_norm_clipped": clipped,
             "nonfinite_grad": raw["nonfinite_grad"][:, 0],
         }, per_group
+
+
+def nonfinite_count(now: torch.Tensor, pre_sq: torch.Tensor) -> torch.Tensor:
+    """Non-finite elements of the gradient the last pass left, from the per-parameter counts `.grad` shows `now`
+    after the loop changed it, and the per-parameter pre-clip |G|^2 (NaN where the read was lost); NaN when the
+    count cannot be known (see the module's docstring). On the device: no sync."""
+    total = pre_sq.sum()
+    count = torch.where(torch.isfinite(pre_sq), 0.0, now).sum()
+    unknown = torch.isnan(total) | (~torch.isfinite(total) & (count == 0))
+    return torch.where(unknown, torch.nan, count)

@@ -291,9 +291,10 @@ def test_loop_that_starts_clipping_with_torch_loses_one_step_then_reads_every_pa
     assert eager == [True, False, False, True, True]  # the run's first step, and after the loop was seen clipping
     lost = steps.step == 3
     pre_clip = ["grad_norm", "grad_norm_clipped", "grad_true_sq", "grad_trace_sigma", "grad_noise_scale"]
+    pre_clip.append("nonfinite_grad")
     assert steps.loc[lost, pre_clip].isna().all(axis=None) and steps.loc[~lost, pre_clip].notna().all(axis=None)
     assert steps.loc[lost, "grad_sq_micro"].notna().all()  # the micro-batch norms are the hooks' own reads
     check(steps[~lost].reset_index(drop=True).assign(step=[1, 2, 3, 4]), [r for i, r in enumerate(refs) if i != 2],
           b_s=2, seqlen=None)  # fmt: skip
-    (said,) = [m for m in notes(tmp_path) if "before the monitor read it" in m]
+    (said,) = [m for m in notes(tmp_path) if "had not read the last backward pass" in m]
     assert said.startswith("step 3:")

@@ -1,0 +1,87 @@
+"""nonfinite_grad: the count of non-finite elements of the gradient the last backward pass left, checked against a
+direct count of `.grad` taken right after the backward, whoever changes `.grad` before the monitor reads it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from client_loops import notes
+from gv_helpers import tiny_gpt2
+
+import gradvar
+
+BAD = {2: math.inf, 3: math.nan}
+"""Steps whose gradient of the `w` parameter is all inf (a finite forward whose backward overflows float32) or NaN."""
+
+
+class Blowup(torch.nn.Module):
+    """A small regression whose extra parameter `w` gets a gradient of inf or NaN on demand, the rest finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.w = torch.nn.Parameter(torch.ones(3))
+        self.bad = 0.0
+
+    def forward(self, x):
+        loss = self.lin(x).pow(2).mean()
+        if math.isinf(self.bad):  # d/dw = 1e30 * 1e30: inf in float32
+            return loss + (self.w * 1e30).sum() * 1e30
+        if math.isnan(self.bad):
+            return loss + (self.w * math.nan).sum()
+        return loss + self.w.sum() * 0.0  # a finite gradient (zeros): every parameter has one at every step
+
+
+@pytest.mark.parametrize("clip", ["none", "monitor", "torch"])
+def test_count_is_the_passes_or_nan_with_a_note(tmp_path, clip):
+    torch.manual_seed(0)
+    model = Blowup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
+    want = []
+    for step in range(1, 5):
+        model.bad = BAD.get(step, 0.0)
+        for x in torch.randn(2, 5, 4).unbind():
+            (model(x) / 2).backward()
+        want.append(sum(int((~torch.isfinite(p.grad)).sum()) for p in model.parameters()))
+        if clip == "monitor":
+            mon.clip_grad_norm_(1.0)
+        elif clip == "torch":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        model.load_state_dict(start)  # a non-finite update would carry into the next steps' gradients
+        opt.zero_grad()
+        mon.step(loss=1.0, batch_size=2, seqlen=5)
+    mon.close()
+    got = gradvar.read_records(tmp_path)["steps"].nonfinite_grad.tolist()
+    assert want == [0, 3, 3, 0]
+    said = [m for m in notes(tmp_path) if m.startswith("nonfinite_grad is NaN")]
+    if clip == "torch":  # a NaN norm: torch multiplies every element by NaN before the monitor's read
+        assert got[:2] == want[:2] and math.isnan(got[2]) and got[3] == 0 and len(said) == 1
+    else:
+        assert got == want and not said
+
+
+def test_zero_grad_before_monitor_step_after_a_scaler_skip(tmp_path):
+    """A step the GradScaler skips, then zero_grad(set_to_none=False) before Monitor.step: .grad holds zeros, not
+    the gradient that made the scaler skip, so the count is NaN with a note, never 0."""
+    model = tiny_gpt2()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
+    for i in range(3):
+        x = torch.randint(0, 64, (4, 17), generator=torch.Generator().manual_seed(i))
+        for c in x.split(2):
+            loss = model(input_ids=c, labels=c).loss
+            scaler.scale(loss * (math.inf if i == 1 else 1.0) / 2).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=False)
+        mon.step()
+    mon.close()
+    steps = gradvar.read_records(tmp_path)["steps"]
+    assert steps.nonfinite_grad[1] != 0 and math.isnan(steps.nonfinite_grad[1])
+    assert any(m.startswith("nonfinite_grad is NaN") for m in notes(tmp_path))

@@ -30,6 +30,7 @@ from .inputs import StepInputs
 from .loop_hooks import LoopHooks, no_step_due, torch_optimizer
 from .output import Output
 from .rows import RowBuilder
+from .run_state import RunState
 from .spikes import SpikeRule
 
 PROBE_OPTIONS = ("probe_batch", "probe_every", "probe_loss_every", "probe_micro_batch", "probe_seqlens", "loss_fn")
@@ -88,8 +89,11 @@ class Monitor(LoopHooks):
         self._hook_loop(infer_inputs)
         self.flush_every, self.layers_every = flush_every, layers_every
         self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
-        self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
-        self._out = Output(self.run_dir, self.rows, self.world_size, self.rank, resume_step, sinks, self._sink_note)
+        self.run_state = RunState(spike_rule)
+        self.rows = RowBuilder(self.groups, self.world_size, self.run_state)
+        self._out = Output(
+            self.run_dir, self.rows, self.run_state, self.world_size, self.rank, resume_step, sinks, self._sink_note
+        )
         self.writer, self.sinks = self._out.writer, self._out.sinks
         self.step_num = 0 if resume_step is None else int(resume_step)
         self._buffer: list[tuple[dict, dict]] = []  # (host meta, {name: Stat}) per step
@@ -225,12 +229,13 @@ class Monitor(LoopHooks):
             lr = self._extras.get("lr_applied", self.optimizer.param_groups[0].get("lr", math.nan))
         k = self._extras.get("k_local", 0)
         meta, why = self._inputs.meta(
-            self.step_num, k, self.world_size, self.rows.tokens, seqlen=seqlen, tokens=tokens,
+            self.step_num, k, self.world_size, self.run_state.tokens, seqlen=seqlen, tokens=tokens,
             batch_size=batch_size, lr=lr, time_s=now - self._last_time,
         )  # fmt: skip
         if why and self._has[Q.GradVariance]:
             self._note_once(*notes.batch_size_unknown(self.step_num, why))
-        self.rows.tokens, self._last_time = meta["tokens"], now
+        self.run_state.advance(meta["tokens"])
+        self._last_time = now
         return meta
 
     def _reset_step(self):
@@ -244,13 +249,11 @@ class Monitor(LoopHooks):
 
     def log_event(self, kind: str, message: str, value: float = math.nan, step: int | None = None) -> None:
         """Record an event (checkpoint, resume, preemption, ...) in the events table (rank 0 only)."""
-        self.rows.events.append(self.rows.event(step or self.step_num, kind, message, value))
+        self.run_state.add_event(step or self.step_num, kind, message, value)
 
     def log_row(self, table: str, row: dict) -> None:
         """Append a row to another table (e.g. `evals`); it carries step, tokens and seqlen."""
-        self.rows.extra.append(
-            (table, {"step": self.step_num, "tokens": self.rows.tokens, "seqlen": self.rows.last_seqlen, **row})
-        )
+        self.run_state.add_row(table, self.step_num, row)
 
     def flush(self) -> None:
         """Combine buffered statistics across ranks (collective under DDP) and write them (rank 0)."""
@@ -263,12 +266,22 @@ class Monitor(LoopHooks):
         """True once SIGTERM arrived (the trainer checkpoints and exits at the next step boundary)."""
         return self._guard.stop_requested
 
+    @property
+    def tokens(self) -> int:
+        """Training tokens consumed so far, all ranks (the latest step's `tokens` column)."""
+        return self.run_state.tokens
+
+    def set_tokens(self, tokens: int) -> None:
+        """Continue the tokens column from `tokens` (a resume whose count comes from the records)."""
+        self.run_state.advance(tokens)
+
     def state_dict(self) -> dict:
-        return {"step": self.step_num, "rows": self.rows.state_dict()}
+        # "rows": the key of the run state in checkpoints written before it had its own object
+        return {"step": self.step_num, "rows": self.run_state.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_num = int(state["step"])
-        self.rows.load_state_dict(state["rows"])
+        self.run_state.load_state_dict(state["rows"])
 
     def truncate_after(self, step: int) -> None:
         """Drop the recorded rows after `step` (a rewind to a checkpoint redoes them); flush first. Rank 0 only

@@ -130,8 +130,10 @@ class LoopHooks:
             self.capture,
             self.subsets,
             self.world_size,
-            self._extras,
+            self._facts,
             self.sharded,
+            self.rank,
+            self._side_rows,
         )
 
     def _read_grads(self):
@@ -140,10 +142,10 @@ class LoopHooks:
             return
         self._grads_read = True
         cap = self.capture
-        self._extras["k_local"] = cap.micro_batches
-        self._extras["pre_clip"] = self._pre_clip()
-        if self.grad_scaler is not None:
-            self._extras["grad_scale"] = tc.scaler_scale(self.grad_scaler)
+        before = self._pre_clip()
+        self._facts.read(
+            cap.micro_batches, before, None if self.grad_scaler is None else tc.scaler_scale(self.grad_scaler)
+        )
         ctx = self._ctx()
         for q in self._scheduled():
             if not (cap.broken and q.needs_micro_batches):
@@ -159,13 +161,14 @@ class LoopHooks:
             self.grad_scaler = scaler  # the step runs inside scaler.step(optimizer): it scaled the losses
             self.log_event("note", notes.SCALER_ADOPTED, value=1.0)
         # the LR this update applies: loops (HF Trainer too) step their scheduler before Monitor.step
-        self._extras["lr_applied"] = optimizer.param_groups[0].get("lr", math.nan)
+        lr, snapshot = optimizer.param_groups[0].get("lr", math.nan), None
         if any(q.needs_snapshot for q in self._scheduled()):
             params = [sharded.local(p.detach()) for p in self.params]
             if self._snapshot is None:
                 self._snapshot = [torch.empty_like(p) for p in params]
             tc.foreach_copy_(self._snapshot, params)
-            self._extras["snapshot"] = self._snapshot
+            snapshot = self._snapshot
+        self._facts.stepping(lr, snapshot)
 
     def _post_step(self, optimizer, args, kwargs):
         # after the update, not before it: a closure passed to optimizer.step (Lightning's automatic
@@ -174,7 +177,7 @@ class LoopHooks:
         ctx = self._ctx()
         for q in self._scheduled():
             self._pending.update(q.on_after_step(ctx))
-        self._extras.pop("snapshot", None)
+        self._facts.updated()
 
     def _scheduled(self):
         step = self.step_num + 1
@@ -203,7 +206,7 @@ class LoopHooks:
         if not changed:  # the monitor knows this change exactly: no norm of the clipped gradient needed
             self._clip_coef = coef if self._clip_coef is None else self._clip_coef * coef
             self.capture.mark_unchanged()
-            self._extras["clip_coef"] = self._clip_coef
+            self._facts.clipped(self._clip_coef)
         return norm
 
     def _pre_clip(self):

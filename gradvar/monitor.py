@@ -176,7 +176,8 @@ class Monitor(LoopHooks):
         """The step's gradient statistics and what the quantities' on_step needs besides them."""
         if not self._grads_read and self.capture.micro_batches and all(p.grad is None for p in self.params):
             # no optimizer step and `.grad` set to None since (zero_grad after a GradScaler's skip): only NaN
-            self._grads_read, self._extras["k_local"] = True, self.capture.micro_batches
+            self._grads_read = True
+            self._facts.read(self.capture.micro_batches)
             self._note_once(*notes.grads_cleared(self.step_num + 1))
         if not self._grads_read and (self.capture.micro_batches or any(p.grad is not None for p in self.params)):
             self._read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
@@ -184,25 +185,23 @@ class Monitor(LoopHooks):
             self._grad_stats = {}
             self._note_once(*notes.backward_after_read(self.step_num + 1))
         self._pending.update(self._grad_stats)
-        self._extras.update(
-            losses=self._losses(loss),
-            loss_given=loss is not None,
-            forward_losses=torch.stack(self._inputs.losses) if self._inputs.losses else None,
+        self._facts.closed(
+            self._losses(loss),
+            loss is not None,
+            torch.stack(self._inputs.losses) if self._inputs.losses else None,
+            None if grad_norm is None else torch.as_tensor(sharded.replicated(grad_norm)).detach().float(),
         )
-        if grad_norm is not None:
-            self._extras["grad_norm_user"] = torch.as_tensor(sharded.replicated(grad_norm)).detach().float()
-        self._extras.update(rank=self.rank, module=self.module, side_rows=self._side_rows)
 
     def _notes(self) -> None:
         """Say why a column of the step just closed stays empty (once per monitor and reason)."""
-        k, n = self._extras.get("k_local", 0), self.step_num
+        k, n = self._facts.k_local, self.step_num
         if k and not self._took_step:
             self._note_once(*notes.no_optimizer_step(n))
         elif k * self.world_size == 1 and self._has[Q.GradVariance]:
             self._note_once(*notes.single_micro_batch(n))
         for reason, msg in sharded.notes(self.quantities, self._whole_only, n) if self.sharded else ():
             self._note_once(reason, msg)
-        if k and self._extras.get("losses") is None and self._has[Q.Loss]:
+        if k and self._facts.losses is None and self._has[Q.Loss]:
             self._note_once(*notes.no_loss(n))
 
     def _note_once(self, reason: str, msg: str) -> None:
@@ -226,8 +225,9 @@ class Monitor(LoopHooks):
     def _meta(self, seqlen, tokens, lr, batch_size) -> dict:
         now = time.perf_counter()
         if lr is None:  # no update this step (a GradScaler skipped it): the current LR
-            lr = self._extras.get("lr_applied", self.optimizer.param_groups[0].get("lr", math.nan))
-        k = self._extras.get("k_local", 0)
+            lr = self._facts.lr_applied
+            lr = self.optimizer.param_groups[0].get("lr", math.nan) if lr is None else lr
+        k = self._facts.k_local
         meta, why = self._inputs.meta(
             self.step_num, k, self.world_size, self.run_state.tokens, seqlen=seqlen, tokens=tokens,
             batch_size=batch_size, lr=lr, time_s=now - self._last_time,
@@ -240,7 +240,8 @@ class Monitor(LoopHooks):
 
     def _reset_step(self):
         self.capture.reset()
-        self._pending, self._extras, self._grad_stats = {}, {}, {}
+        self._pending, self._grad_stats = {}, {}
+        self._facts = Q.StepFacts()
         self._grads_read = self._stale_read = False
         self._clip_coef = None
         self._inputs = StepInputs()

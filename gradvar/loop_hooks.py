@@ -55,9 +55,18 @@ class LoopHooks:
     about the loop's wiring goes to the run's notes and events."""
 
     def __init__(
-        self, module, optimizer, quantities, world_size: int, rank: int, *, infer_inputs, grad_scaler, note_once,
+        self,
+        module,
+        optimizer,
+        quantities,
+        world_size: int,
+        rank: int,
+        *,
+        infer_inputs: bool,
+        grad_scaler,
+        note_once,
         log_event,
-    ):  # fmt: skip
+    ):
         self.module, self.optimizer, self.quantities = module, optimizer, quantities
         self.world_size, self.rank = world_size, rank
         self.grad_scaler = grad_scaler

@@ -142,8 +142,8 @@ def test_zero_keeps_out_what_it_cannot_compute():
 
 
 def fact_reads(source: str) -> set[str]:
-    """The step facts a module reads or sets: `<x>.facts.<name>` and `<x>._facts.<name>` attributes, loads and
-    stores alike, whatever <x> is (a quantity's `ctx`, the monitor's own)."""
+    """The step facts a module reads or sets: `<x>.facts.<name>` attributes, loads and stores alike, whatever
+    <x> is (a quantity's `ctx`, the monitor's step)."""
     import ast
 
     return {
@@ -151,7 +151,7 @@ def fact_reads(source: str) -> set[str]:
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.Attribute)
         and isinstance(node.value, ast.Attribute)
-        and node.value.attr in ("facts", "_facts")
+        and node.value.attr == "facts"
     }
 
 
@@ -167,7 +167,7 @@ def test_every_step_fact_is_a_declared_field():
     root = Path(gradvar.__file__).parent
     used = {k: p.name for p in root.rglob("*.py") for k in fact_reads(p.read_text())}
     assert {"pre_clip", "losses", "snapshot", "k_local", "clip_coef"} <= used.keys()  # the reader sees them
-    assert fact_reads("ctx.facts.a; self._facts.b = 1; ctx.facts.c.d(); facts.e") == {"a", "b", "c"}
+    assert fact_reads("ctx.facts.a; self.facts.b = 1; ctx.facts.c.d(); facts.e") == {"a", "b", "c"}
     fields = {f.name for f in dataclasses.fields(StepFacts)}
     methods = {n for n, v in vars(StepFacts).items() if callable(v) and not n.startswith("_")}
     undeclared = {k: f for k, f in used.items() if k not in fields | methods}

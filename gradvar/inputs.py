@@ -83,6 +83,10 @@ class StepInputs:
             self.tokens += mb.tokens
             self.seqlen = mb.seqlen
 
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """A loss a forward returned (a 0-dim device tensor)."""
+        self.losses.append(loss)
+
     def sequences_per_step(self, passes: int, world_size: int, tokens: int | None, seqlen) -> tuple[int | None, str]:
         """Sequences of the step, all ranks, and why they are unknown ("" when known). From the forwards when
         there was one per backward pass, else from the step's tokens and sequence length."""

@@ -1,9 +1,9 @@
 """How the monitor hears the loop: forward hooks (inputs and losses), the optimizer's step hooks (the gradient
 read before clipping, the update), the end of each backward pass, and clipping that reuses the read norm.
 
-A base class of Monitor: it reads and writes the monitor's per-step state (`_inputs`, `_extras`,
-`_grad_stats`, `_pending`, `_grads_read`, `_stale_read`, `_clip_coef`, `_took_step`), which
-Monitor._reset_step sets up.
+`LoopHooks` owns the hooks, the gradient capture and the step under way (a gradvar.step.MonitorStep, fresh for
+each step), which it fills through the step's methods; the monitor closes the step and starts the next one.
+The hooks hold the owner weakly (gradvar.hooks): copies of the model stay possible.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from .capture import GradCapture
 from .groups import Subsets, build_groups, trainable_params
 from .hooks import WeakHook
 from .inputs import describe, loss_share, output_loss
-from .pre_clip import pre_clip
+from .pre_clip import PreClip, pre_clip
+from .step import MonitorStep
 
 
 def torch_optimizer(optimizer):
@@ -48,8 +49,32 @@ def no_step_due(stepper) -> bool:
 
 
 class LoopHooks:
-    def _hook_loop(self, infer_inputs: bool) -> None:
+    """The hooks of one monitor and the step under way.
+
+    note_once(reason, message) and log_event(kind, message, value=) are the monitor's: what the hooks find out
+    about the loop's wiring goes to the run's notes and events."""
+
+    def __init__(
+        self,
+        module,
+        optimizer,
+        quantities,
+        world_size: int,
+        rank: int,
+        *,
+        infer_inputs: bool,
+        grad_scaler,
+        note_once,
+        log_event,
+    ):
+        self.module, self.optimizer, self.quantities = module, optimizer, quantities
+        self.world_size, self.rank = world_size, rank
+        self.grad_scaler = grad_scaler
+        """The GradScaler whose scaled losses the loop backpropagates: given, or found in the optimizer step."""
+        self._note_once, self._log_event = note_once, log_event
         self._snapshot = self._loss_share = None
+        self.step = MonitorStep(1)
+        """The step under way; `begin_step` starts the next."""
         self._hook_params()
         self._handles = self._install_hooks(infer_inputs)
 
@@ -87,6 +112,73 @@ class LoopHooks:
                 q.attach(self.module)
         return handles
 
+    def remove(self) -> None:
+        """Take every hook off the model, the optimizer and the parameters."""
+        for h in self._handles:
+            h.remove()
+        for q in self.quantities:
+            if hasattr(q, "detach"):
+                q.detach()
+        self.capture.remove()
+
+    # ----------------------------------------------------------------- the steps
+    def begin_step(self, number: int) -> None:
+        """The previous step closed: `number` is under way, with nothing captured yet."""
+        self.capture.reset()
+        self.step = MonitorStep(number)
+
+    def renumber(self, number: int) -> None:
+        """The run's step count changed (a checkpoint loaded): the step under way is `number`."""
+        self.step.renumber(number)
+
+    def scheduled(self) -> list:
+        """The quantities that run at the step under way."""
+        step = self.step.number
+        return [q for q in self.quantities if q.schedule(step)]
+
+    def ctx(self) -> Q.StepContext:
+        """What the quantities see of the step under way, now."""
+        step = self.step
+        return Q.StepContext(
+            step.number,
+            self.module,
+            self.optimizer,
+            tuple(self.params),
+            self.group_index,
+            len(self.groups),
+            self.capture,
+            self.subsets,
+            self.world_size,
+            step.facts,
+            self.sharded,
+            self.rank,
+            step.side_rows,
+        )
+
+    def close_grads(self, loss, grad_norm) -> None:
+        """Monitor.step: the step's gradient statistics (read now if no optimizer step read them) and what the
+        quantities' on_step needs besides them."""
+        step, cap = self.step, self.capture
+        if not step.grads_read and cap.micro_batches and all(p.grad is None for p in self.params):
+            # no optimizer step and `.grad` set to None since (zero_grad after a GradScaler's skip): only NaN
+            step.gradient_gone(cap.micro_batches)
+            self._note_once(*notes.grads_cleared(step.number))
+        if not step.grads_read and (cap.micro_batches or any(p.grad is not None for p in self.params)):
+            self.read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
+        if step.stale_read:
+            self._note_once(*notes.backward_after_read(step.number))
+        step.close(loss, grad_norm)
+
+    @contextlib.contextmanager
+    def paused(self):
+        # GradCapture.active is the capture's own on/off switch (the probes turn it off the same way)
+        was, self.capture.active = self.capture.active, False
+        try:
+            yield
+        finally:
+            self.capture.active = was
+
+    # ----------------------------------------------------------------- the hooks
     def _recording(self) -> bool:
         """A forward that can feed a backward pass of the step: any mode (eval mode too), gradients on."""
         return self.capture.active and torch.is_grad_enabled()
@@ -94,7 +186,7 @@ class LoopHooks:
     def _on_forward_pre(self, mod, args, kwargs):
         self._loss_share = None
         if self._recording():
-            self._inputs.add(describe(args, kwargs))  # shapes are host values: no sync
+            self.step.saw_forward(describe(args, kwargs))  # shapes are host values: no sync
             self._loss_share = loss_share(kwargs)
 
     def _on_forward(self, mod, args, out):
@@ -104,92 +196,67 @@ class LoopHooks:
             if self._loss_share is not None:  # the micro-batch's share of the step loss: back to its mean
                 total, count = self._loss_share
                 loss = loss * total / count
-            self._inputs.losses.append(loss)
+            self.step.saw_loss(loss)
 
     def _elementwise_now(self) -> bool:
         """Whether the step under way keeps the element-wise moment: a quantity that needs it runs at this step
         (its own schedule, and its `elementwise_at` where it has one)."""
-        step = self.step_num + 1
+        step = self.step.number
         return any(
             q.needs_elementwise and q.schedule(step) and getattr(q, "elementwise_at", _always)(step)
             for q in self.quantities
         )
 
     def _after_pass(self):
-        if self._grads_read:  # the gradient statistics were taken before this pass reached .grad
-            self._stale_read = True
+        self.step.pass_ended()
 
-    def _ctx(self) -> Q.StepContext:
-        return Q.StepContext(
-            self.step_num + 1,
-            self.module,
-            self.optimizer,
-            tuple(self.params),
-            self.group_index,
-            len(self.groups),
-            self.capture,
-            self.subsets,
-            self.world_size,
-            self._extras,
-            self.sharded,
-        )
-
-    def _read_grads(self):
+    def read_grads(self):
         """Run the quantities that need the step's gradient before clipping (once per step)."""
-        if self._grads_read:
+        step = self.step
+        if step.grads_read:
             return
-        self._grads_read = True
         cap = self.capture
-        self._extras["k_local"] = cap.micro_batches
-        self._extras["pre_clip"] = self._pre_clip()
-        if self.grad_scaler is not None:
-            self._extras["grad_scale"] = tc.scaler_scale(self.grad_scaler)
-        ctx = self._ctx()
-        for q in self._scheduled():
+        before = self.pre_clip()
+        step.read(cap.micro_batches, before, None if self.grad_scaler is None else tc.scaler_scale(self.grad_scaler))
+        ctx = self.ctx()
+        for q in self.scheduled():
             if not (cap.broken and q.needs_micro_batches):
-                self._grad_stats.update(q.on_grads(ctx))
+                step.add_grad_stats(q.on_grads(ctx))
         if cap.broken:
-            self._note_once(*notes.grads_changed_between_passes(self.step_num + 1, cap.broken))
+            self._note_once(*notes.grads_changed_between_passes(step.number, cap.broken))
         if cap.lost:
-            self._note_once(*notes.read_lost(self.step_num + 1))
+            self._note_once(*notes.read_lost(step.number))
 
     def _pre_step(self, optimizer, args, kwargs):
-        self._took_step = True
         if self.grad_scaler is None and (scaler := tc.calling_scaler()) is not None:
             self.grad_scaler = scaler  # the step runs inside scaler.step(optimizer): it scaled the losses
-            self.log_event("note", notes.SCALER_ADOPTED, value=1.0)
+            self._log_event("note", notes.SCALER_ADOPTED, value=1.0)
         # the LR this update applies: loops (HF Trainer too) step their scheduler before Monitor.step
-        self._extras["lr_applied"] = optimizer.param_groups[0].get("lr", math.nan)
-        if any(q.needs_snapshot for q in self._scheduled()):
+        lr, snapshot = optimizer.param_groups[0].get("lr", math.nan), None
+        if any(q.needs_snapshot for q in self.scheduled()):
             params = [sharded.local(p.detach()) for p in self.params]
             if self._snapshot is None:
                 self._snapshot = [torch.empty_like(p) for p in params]
             tc.foreach_copy_(self._snapshot, params)
-            self._extras["snapshot"] = self._snapshot
+            snapshot = self._snapshot
+        self.step.stepping(lr, snapshot)
 
     def _post_step(self, optimizer, args, kwargs):
         # after the update, not before it: a closure passed to optimizer.step (Lightning's automatic
         # optimization among others) runs the step's last forward and backward inside the step
-        self._read_grads()
-        ctx = self._ctx()
-        for q in self._scheduled():
-            self._pending.update(q.on_after_step(ctx))
-        self._extras.pop("snapshot", None)
-
-    def _scheduled(self):
-        step = self.step_num + 1
-        return [q for q in self.quantities if q.schedule(step)]
+        self.read_grads()
+        ctx = self.ctx()
+        for q in self.scheduled():
+            self.step.add_stats(q.on_after_step(ctx))
+        self.step.updated()
 
     def clip_grad_norm_(self, max_norm: float, foreach: bool | None = None) -> torch.Tensor:
-        """Clip like torch.nn.utils.clip_grad_norm_, reusing the norm the monitor read at the end of the last
-        backward pass (one pass over the gradients fewer, and the gradient statistics read before the
-        multiply). torch's own function works as well: the monitor records the gradient before it either
-        way. max_norm=inf only measures."""
+        """Monitor.clip_grad_norm_."""
         # the step's passes are over when the loop clips: read now, while .grad is the pre-clip gradient (a
         # backward after this still shows, see _after_pass)
-        self._read_grads()
+        self.read_grads()
         changed = self.capture.modified_since_end()
-        before = self._pre_clip()
+        before = self.pre_clip()
         sq = (before.grad_sq if before.applied_sq is None else before.applied_sq).sum()
         norm = (sharded.global_sq_sum(sq) if self.sharded else sq).sqrt()  # FSDP2: over all shards
         if math.isinf(max_norm):
@@ -201,17 +268,17 @@ class LoopHooks:
         if grads:
             tc.foreach_mul_(grads, coef)
         if not changed:  # the monitor knows this change exactly: no norm of the clipped gradient needed
-            self._clip_coef = coef if self._clip_coef is None else self._clip_coef * coef
+            self.step.clipped(coef)
             self.capture.mark_unchanged()
-            self._extras["clip_coef"] = self._clip_coef
         return norm
 
-    def _pre_clip(self):
+    def pre_clip(self) -> PreClip:
+        """The step's gradient before clipping and unscaling (gradvar.pre_clip), as `.grad` holds it now."""
         s = self.grad_scaler
         # the scale of this step's backward passes (it changes in scaler.update(), after the step)
         scale = None if s is None else tc.scaler_scale(s)
         unscaled = s is not None and tc.scaler_unscaled(s, self.optimizer)
-        return pre_clip(self.capture, self.params, scale, unscaled, self._clip_coef)
+        return pre_clip(self.capture, self.params, scale, unscaled, self.step.clip_coef)
 
 
 def _always(step: int) -> bool:

@@ -14,7 +14,6 @@ and written every `flush_every` steps. What the monitor needs and infers: docs/m
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -26,16 +25,16 @@ import torch.distributed as dist
 from . import notes, sharded
 from . import quantities as Q
 from .exit_guard import ExitGuard
-from .inputs import StepInputs
 from .loop_hooks import LoopHooks, no_step_due, torch_optimizer
 from .output import Output
 from .rows import RowBuilder
+from .run_state import RunState
 from .spikes import SpikeRule
 
 PROBE_OPTIONS = ("probe_batch", "probe_every", "probe_loss_every", "probe_micro_batch", "probe_seqlens", "loss_fn")
 
 
-class Monitor(LoopHooks):
+class Monitor:
     """Records gradient variance, Adam variance state and loss spikes, per step and sequence length.
 
     notify: called on rank 0 as notify(reason, message) with each once-per-run note (why a column stays empty,
@@ -45,7 +44,14 @@ class Monitor(LoopHooks):
     itself when the loop steps through `scaler.step(optimizer)` or a wrapper that holds one (accelerate's).
     writer: the records writer (rank 0; None elsewhere). sinks: the dashboards (gradvar.sinks) that get each
     flush's rows on rank 0, after the records are written.
+
+    What it holds: the loop's hooks and the step under way (gradvar.loop_hooks, gradvar.step), the run's host
+    state (gradvar.run_state), the row builder and the write path (gradvar.rows, gradvar.output), and the
+    steps buffered until the next flush.
     """
+
+    loop_class = LoopHooks
+    """What hears the loop (DeepSpeedMonitor's reads ZeRO's partitions)."""
 
     def __init__(
         self,
@@ -85,30 +91,52 @@ class Monitor(LoopHooks):
         if sharded.is_sharded(self.module):
             self.quantities, self._whole_only = Q.shard_local(self.quantities)
         self._has = {cls: any(isinstance(q, cls) for q in self.quantities) for cls in (Q.GradVariance, Q.Loss)}
-        self._hook_loop(infer_inputs)
+        self._loop = self.loop_class(
+            self.module,
+            self.optimizer,
+            self.quantities,
+            self.world_size,
+            self.rank,
+            infer_inputs=infer_inputs,
+            grad_scaler=grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None,
+            note_once=self._note_once,
+            log_event=self.log_event,
+        )
+        loop = self._loop
+        self.capture, self.params, self.groups, self.subsets = loop.capture, loop.params, loop.groups, loop.subsets
+        self.group_index, self.sharded = loop.group_index, loop.sharded
         self.flush_every, self.layers_every = flush_every, layers_every
-        self.grad_scaler = grad_scaler if grad_scaler is not None and grad_scaler.is_enabled() else None
-        self.rows = RowBuilder(self.groups, spike_rule, self.world_size)
-        self._out = Output(self.run_dir, self.rows, self.world_size, self.rank, resume_step, sinks, self._sink_note)
+        self.run_state = RunState(spike_rule)
+        self.rows = RowBuilder(self.groups, self.world_size, self.run_state)
+        self._out = Output(
+            self.run_dir, self.rows, self.run_state, self.world_size, self.rank, resume_step, sinks, self._sink_note
+        )
         self.writer, self.sinks = self._out.writer, self._out.sinks
         self.step_num = 0 if resume_step is None else int(resume_step)
         self._buffer: list[tuple[dict, dict]] = []  # (host meta, {name: Stat}) per step
-        self._side_rows: list = []
+        self._side_rows: list = []  # (table, row) of the buffered steps
         self._last_time = time.perf_counter()
         self._closed = False
         self._told: set[str] = set()
-        self._reset_step()
+        self._loop.begin_step(self.step_num + 1)
         self._guard = ExitGuard(self, handle_sigterm)
 
     # ----------------------------------------------------------------- public API
-    @contextlib.contextmanager
     def paused(self):
         """Forward/backward passes inside this block are not recorded (your own probes, evaluation)."""
-        was, self.capture.active = self.capture.active, False
-        try:
-            yield
-        finally:
-            self.capture.active = was
+        return self._loop.paused()
+
+    def clip_grad_norm_(self, max_norm: float, foreach: bool | None = None) -> torch.Tensor:
+        """Clip like torch.nn.utils.clip_grad_norm_, reusing the norm the monitor read at the end of the last
+        backward pass (one pass over the gradients fewer, and the gradient statistics read before the
+        multiply). torch's own function works as well: the monitor records the gradient before it either
+        way. max_norm=inf only measures."""
+        return self._loop.clip_grad_norm_(max_norm, foreach)
+
+    @property
+    def grad_scaler(self):
+        """The GradScaler whose scale the statistics divide out: given, or found in the optimizer step."""
+        return self._loop.grad_scaler
 
     def step(
         self,
@@ -138,67 +166,39 @@ class Monitor(LoopHooks):
             raise RuntimeError("Monitor.step() after close()")
         given = {"seqlen": seqlen, "tokens": tokens, "lr": lr, "grad_norm": grad_norm, "batch_size": batch_size}
         given["extra"] = extra
-        if not self._took_step and no_step_due(self._stepper):
-            self._held.append((_detached(loss), given))  # the graph of a held loss is not kept
+        step = self._loop.step
+        if not step.took_step and no_step_due(self._stepper):
+            step.hold(loss, given)
             return
-        loss, given = self._with_held(loss, given)
+        loss, given = step.with_held(loss, given)
         self._write_step(loss, **given)
 
-    def _with_held(self, loss, given: dict) -> tuple:
-        """The step's loss and options with those of the calls that took no step: the losses of every call (the
-        forwards' when a call gave none), the latest value of each option."""
-        calls = [*self._held, (loss, given)]
-        if len(calls) == 1:
-            return loss, given
-        losses = [x for call_loss, _ in calls for x in _as_list(call_loss)]
-        merged = {k: next((kw[k] for _, kw in reversed(calls) if kw[k] is not None), None) for k in given}
-        return (None if any(x is None for x in losses) else losses), merged
-
     def _write_step(self, loss, *, seqlen, tokens, lr, grad_norm, batch_size, extra) -> None:
-        self._close_grads(loss, grad_norm)
-        ctx = self._ctx()
-        for q in self._scheduled():
-            self._pending.update(q.on_step(ctx))
+        loop = self._loop
+        loop.close_grads(loss, grad_norm)
+        step, ctx = loop.step, loop.ctx()
+        for q in loop.scheduled():
+            step.add_stats(q.on_step(ctx))
         for name, value in (extra or {}).items():
-            self._pending[f"extra:{name}"] = Q.Stat(torch.as_tensor(value).detach().float().reshape(()), "same")
+            step.add_stats({f"extra:{name}": Q.Stat(torch.as_tensor(value).detach().float().reshape(()), "same")})
         self.step_num += 1
-        self._notes()
-        self._buffer.append((self._meta(seqlen, tokens, lr, batch_size), self._pending))
-        self._reset_step()
+        self._notes(step)
+        self._buffer.append((self._meta(step, seqlen, tokens, lr, batch_size), step.stats))
+        self._side_rows += step.side_rows
+        loop.begin_step(self.step_num + 1)
         if self.step_num % self.flush_every == 0 or self.stop_requested:
             self.flush()
 
-    def _close_grads(self, loss, grad_norm) -> None:
-        """The step's gradient statistics and what the quantities' on_step needs besides them."""
-        if not self._grads_read and self.capture.micro_batches and all(p.grad is None for p in self.params):
-            # no optimizer step and `.grad` set to None since (zero_grad after a GradScaler's skip): only NaN
-            self._grads_read, self._extras["k_local"] = True, self.capture.micro_batches
-            self._note_once(*notes.grads_cleared(self.step_num + 1))
-        if not self._grads_read and (self.capture.micro_batches or any(p.grad is not None for p in self.params)):
-            self._read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
-        if self._stale_read:
-            self._grad_stats = {}
-            self._note_once(*notes.backward_after_read(self.step_num + 1))
-        self._pending.update(self._grad_stats)
-        self._extras.update(
-            losses=self._losses(loss),
-            loss_given=loss is not None,
-            forward_losses=torch.stack(self._inputs.losses) if self._inputs.losses else None,
-        )
-        if grad_norm is not None:
-            self._extras["grad_norm_user"] = torch.as_tensor(sharded.replicated(grad_norm)).detach().float()
-        self._extras.update(rank=self.rank, module=self.module, side_rows=self._side_rows)
-
-    def _notes(self) -> None:
+    def _notes(self, step) -> None:
         """Say why a column of the step just closed stays empty (once per monitor and reason)."""
-        k, n = self._extras.get("k_local", 0), self.step_num
-        if k and not self._took_step:
+        k, n = step.facts.k_local, self.step_num
+        if k and not step.took_step:
             self._note_once(*notes.no_optimizer_step(n))
         elif k * self.world_size == 1 and self._has[Q.GradVariance]:
             self._note_once(*notes.single_micro_batch(n))
         for reason, msg in sharded.notes(self.quantities, self._whole_only, n) if self.sharded else ():
             self._note_once(reason, msg)
-        if k and self._extras.get("losses") is None and self._has[Q.Loss]:
+        if k and step.facts.losses is None and self._has[Q.Loss]:
             self._note_once(*notes.no_loss(n))
 
     def _note_once(self, reason: str, msg: str) -> None:
@@ -211,51 +211,34 @@ class Monitor(LoopHooks):
     def _sink_note(self, msg: str) -> None:
         self.log_event("note", msg)
 
-    def _losses(self, loss):
-        if loss is None:
-            got = self._inputs.losses
-            return torch.stack(got) if got else None
-        if isinstance(loss, (list, tuple)):
-            return torch.stack([torch.as_tensor(x).detach().float().reshape(()) for x in loss])
-        return torch.as_tensor(loss).detach().float().reshape(1)
-
-    def _meta(self, seqlen, tokens, lr, batch_size) -> dict:
+    def _meta(self, step, seqlen, tokens, lr, batch_size) -> dict:
         now = time.perf_counter()
         if lr is None:  # no update this step (a GradScaler skipped it): the current LR
-            lr = self._extras.get("lr_applied", self.optimizer.param_groups[0].get("lr", math.nan))
-        k = self._extras.get("k_local", 0)
-        meta, why = self._inputs.meta(
-            self.step_num, k, self.world_size, self.rows.tokens, seqlen=seqlen, tokens=tokens,
+            lr = step.facts.lr_applied
+            lr = self.optimizer.param_groups[0].get("lr", math.nan) if lr is None else lr
+        k = step.facts.k_local
+        meta, why = step.inputs.meta(
+            self.step_num, k, self.world_size, self.run_state.tokens, seqlen=seqlen, tokens=tokens,
             batch_size=batch_size, lr=lr, time_s=now - self._last_time,
         )  # fmt: skip
         if why and self._has[Q.GradVariance]:
             self._note_once(*notes.batch_size_unknown(self.step_num, why))
-        self.rows.tokens, self._last_time = meta["tokens"], now
+        self.run_state.advance(meta["tokens"])
+        self._last_time = now
         return meta
-
-    def _reset_step(self):
-        self.capture.reset()
-        self._pending, self._extras, self._grad_stats = {}, {}, {}
-        self._grads_read = self._stale_read = False
-        self._clip_coef = None
-        self._inputs = StepInputs()
-        self._took_step = False  # set by the optimizer's step pre-hook
-        self._held: list[tuple] = []  # (loss, options) of the Monitor.step calls that took no step
 
     def log_event(self, kind: str, message: str, value: float = math.nan, step: int | None = None) -> None:
         """Record an event (checkpoint, resume, preemption, ...) in the events table (rank 0 only)."""
-        self.rows.events.append(self.rows.event(step or self.step_num, kind, message, value))
+        self.run_state.add_event(step or self.step_num, kind, message, value)
 
     def log_row(self, table: str, row: dict) -> None:
         """Append a row to another table (e.g. `evals`); it carries step, tokens and seqlen."""
-        self.rows.extra.append(
-            (table, {"step": self.step_num, "tokens": self.rows.tokens, "seqlen": self.rows.last_seqlen, **row})
-        )
+        self.run_state.add_row(table, self.step_num, row)
 
     def flush(self) -> None:
         """Combine buffered statistics across ranks (collective under DDP) and write them (rank 0)."""
         buffer, self._buffer = self._buffer, []
-        side, self._side_rows[:] = list(self._side_rows), []
+        side, self._side_rows = self._side_rows, []
         self._out.flush(buffer, side, self.quantities, self.layers_every, self._note_once)
 
     @property
@@ -263,12 +246,23 @@ class Monitor(LoopHooks):
         """True once SIGTERM arrived (the trainer checkpoints and exits at the next step boundary)."""
         return self._guard.stop_requested
 
+    @property
+    def tokens(self) -> int:
+        """Training tokens consumed so far, all ranks (the latest step's `tokens` column)."""
+        return self.run_state.tokens
+
+    def set_tokens(self, tokens: int) -> None:
+        """Continue the tokens column from `tokens` (a resume whose count comes from the records)."""
+        self.run_state.advance(tokens)
+
     def state_dict(self) -> dict:
-        return {"step": self.step_num, "rows": self.rows.state_dict()}
+        # "rows": the key of the run state in checkpoints written before it had its own object
+        return {"step": self.step_num, "rows": self.run_state.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_num = int(state["step"])
-        self.rows.load_state_dict(state["rows"])
+        self._loop.renumber(self.step_num + 1)
+        self.run_state.load_state_dict(state["rows"])
 
     def truncate_after(self, step: int) -> None:
         """Drop the recorded rows after `step` (a rewind to a checkpoint redoes them); flush first. Rank 0 only
@@ -284,12 +278,7 @@ class Monitor(LoopHooks):
         finally:
             self.sinks.close()
         self._closed = True
-        for h in self._handles:
-            h.remove()
-        for q in self.quantities:
-            if hasattr(q, "detach"):
-                q.detach()
-        self.capture.remove()
+        self._loop.remove()
         self._guard.restore()
 
     def __enter__(self):
@@ -297,16 +286,6 @@ class Monitor(LoopHooks):
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _as_list(loss) -> list:
-    return list(loss) if isinstance(loss, (list, tuple)) else [loss]
-
-
-def _detached(loss):
-    if isinstance(loss, (list, tuple)):
-        return [_detached(x) for x in loss]
-    return loss.detach() if isinstance(loss, torch.Tensor) else loss
 
 
 def _warn(reason: str, msg: str) -> None:

@@ -14,8 +14,8 @@ from .sinks import build as build_sinks
 class Output:
     """The records writer and the dashboards of one monitor (both None/empty off rank 0)."""
 
-    def __init__(self, run_dir, rows, world_size: int, rank: int, resume_step, sinks, log_note):
-        self.rows, self.world_size, self.rank = rows, world_size, rank
+    def __init__(self, run_dir, rows, run, world_size: int, rank: int, resume_step, sinks, log_note):
+        self.rows, self.run, self.world_size, self.rank = rows, run, world_size, rank
         self.writer = RecordWriter(run_dir, resume_step=resume_step) if rank == 0 else None
         self.sinks = SinkSet(build_sinks(sinks, run_dir) if rank == 0 else (), log_note)
 
@@ -28,7 +28,7 @@ class Output:
                 sent.setdefault(table, []).extend(rows)
         if self.rank != 0:
             return
-        for table, row in self.rows.take_extra():
+        for table, row in self.run.take_waiting():
             self.writer.append(table, row)
             sent.setdefault(table, []).append(row)
         try:

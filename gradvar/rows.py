@@ -1,7 +1,8 @@
 """Host-side assembly of the tidy tables from combined raw statistics (runs at flush time, on rank 0).
 
 The spike detectors run here, on the host, over the flushed losses in step order: the same pure rules as
-the offline analysis, with state that is saved in checkpoints so a resumed run continues them.
+the offline analysis. Their state, the tokens and the sequence lengths that label the rows are the run's
+(gradvar.run_state), saved in checkpoints so a resumed run continues them; a builder keeps none of it.
 """
 
 from __future__ import annotations
@@ -12,46 +13,18 @@ import numpy as np
 
 from .quantities.base import FlushMeta
 from .quantities.probe import finalize_probe_rows
+from .run_state import RunState, nan_if_none
 from .schema import PROBES, STEPS, STEPS_EXTRA
-from .spikes import OnlineSpikeDetector, SpikeRule
-
-SEQLEN_MEMORY = 4096
-"""Steps whose (tokens, seqlen) are remembered to label late events and probe rows (older ones fall back to
-the latest values)."""
 
 
 class RowBuilder:
-    def __init__(self, groups: list[str], rule: SpikeRule, world_size: int):
-        self.groups, self.world_size = groups, world_size
-        self.detector = OnlineSpikeDetector(rule)
-        self.probe_best = math.inf
-        self.tokens = 0
-        self.last_seqlen = None
-        self.events: list[dict] = []
-        self.extra: list[tuple[str, dict]] = []
-        self._seqlen_by_step: dict[int, tuple] = {}
-        self._new_events: list = []  # spike events found in the current flush, written as events rows
+    def __init__(self, groups: list[str], world_size: int, run: RunState):
+        self.groups, self.world_size, self.run = groups, world_size, run
         self.notes: list[tuple[str, str]] = []  # (reason, message) the quantities raised in the latest build
-
-    def event(self, step: int, kind: str, message: str, value: float = math.nan) -> dict:
-        tokens, seqlen = self._seqlen_by_step.get(step, (self.tokens, self.last_seqlen))
-        return {
-            "step": int(step),
-            "tokens": int(tokens),
-            "seqlen": _num(seqlen),
-            "kind": kind,
-            "value": float(value),
-            "message": message,
-        }
-
-    def take_extra(self):
-        out = [("events", e) for e in self.events] + self.extra
-        self.events, self.extra = [], []
-        return out
 
     def build(self, metas: list[dict], raw: dict, quantities, side_rows, layers_every: int) -> dict:
         n = len(metas)
-        col = lambda key: np.array([_num(m[key]) for m in metas], dtype=np.float64)  # noqa: E731
+        col = lambda key: np.array([nan_if_none(m[key]) for m in metas], dtype=np.float64)  # noqa: E731
         raw["_k_local"] = col("k_local")[:, None]
         meta = FlushMeta(self.world_size, col("batch_size"))
         steps = {k: col(k) for k in ("step", "tokens", "seqlen", "batch_size", "lr", "time_s")}
@@ -68,41 +41,39 @@ class RowBuilder:
         with np.errstate(invalid="ignore", divide="ignore"):
             steps["tokens_per_s"] = col("step_tokens") / steps["time_s"]
         steps["world_size"] = np.full(n, float(self.world_size))
-        self._spikes(steps, metas)
+        spikes = self._spikes(steps, metas)
         self._probe_ratio(steps)
         for m in metas:
-            self._seqlen_by_step[m["step"]] = (m["tokens"], m["seqlen"])
-            self.last_seqlen = m["seqlen"]
-        if len(self._seqlen_by_step) > 2 * SEQLEN_MEMORY:  # bounded: one entry per step grew without end
-            recent = sorted(self._seqlen_by_step)[-SEQLEN_MEMORY:]
-            self._seqlen_by_step = {s: self._seqlen_by_step[s] for s in recent}
+            self.run.remember(m["step"], m["tokens"], m["seqlen"])
         out = {"steps": _records(steps, n), "layers": self._layers(steps, layer_cols, layers_every)}
         out["ranks"] = self._ranks(steps, raw)
         probes = [r for t, r in side_rows if t == "probes"]
         if probes:
             for r in probes:
-                tokens, seqlen = self._seqlen_by_step.get(r["step"], (self.tokens, self.last_seqlen))
-                r["tokens"], r["seqlen"] = int(tokens), _num(seqlen)
+                tokens, seqlen = self.run.labels(r["step"])
+                r["tokens"], r["seqlen"] = int(tokens), nan_if_none(seqlen)
             out["probes"] = [{c: r[c] for c in PROBES} for r in finalize_probe_rows(probes)]
-        out["events"] = self._step_events(steps)
+        out["events"] = self._step_events(steps, spikes)
         return {k: v for k, v in out.items() if v}
 
-    def _spikes(self, steps: dict, metas) -> None:
+    def _spikes(self, steps: dict, metas) -> list[tuple]:
+        """The spike columns; (row, loss, verdict) of each spike event that starts in this flush."""
         loss = steps.get("loss")
         n = len(metas)
         for key in ("loss_ratio", "spike_ratio", "spike_z", "loss_z"):
             steps[key] = np.full(n, np.nan)
+        new_events: list[tuple] = []
         if loss is None:
-            return
-        self._new_events = []
+            return new_events
         for i, value in enumerate(loss):
             if np.isnan(value) and steps.get("nonfinite_loss", np.ones(n))[i] == 0:
                 continue  # no loss was given at this step
-            r = self.detector.update(float(value))
+            r = self.run.spike(float(value))
             steps["loss_ratio"][i], steps["loss_z"][i] = r["loss_ratio"], r["z"]
             steps["spike_ratio"][i], steps["spike_z"][i] = float(r["spike_ratio"]), float(r["spike_z"])
             if r["new_event"]:
-                self._new_events.append((i, float(value), r))
+                new_events.append((i, float(value), r))
+        return new_events
 
     def _probe_ratio(self, steps: dict) -> None:
         probe = steps.get("probe_loss")
@@ -110,22 +81,15 @@ class RowBuilder:
         if probe is None:
             return
         for i, v in enumerate(probe):
-            if np.isnan(v):
-                continue
-            steps["probe_loss_ratio"][i] = (
-                1.0 if math.isinf(self.probe_best) else (v / self.probe_best if np.isfinite(v) else math.inf)
-            )
-            if np.isfinite(v):
-                self.probe_best = min(self.probe_best, float(v))
+            steps["probe_loss_ratio"][i] = self.run.probe_ratio(v)
 
-    def _step_events(self, steps) -> list[dict]:
+    def _step_events(self, steps, spikes: list[tuple]) -> list[dict]:
         out = []
-        for i, value, r in self._new_events:
+        for i, value, r in spikes:
             kind = "nonfinite_loss" if not np.isfinite(value) else "spike"
             rules = "+".join(k for k in ("ratio", "z") if r[f"spike_{k}"])
             msg = f"loss {value:.4g} (ratio {r['loss_ratio']:.3g}, z {r['z']:.3g}; rule {rules})"
             out.append(self._event_at(steps, i, kind, msg, value))
-        self._new_events = []
         bad = steps.get("nonfinite_grad")
         if bad is not None:
             for i in np.flatnonzero(bad > 0):
@@ -182,18 +146,6 @@ class RowBuilder:
                     }
                 )
         return rows
-
-    def state_dict(self) -> dict:
-        return {"detector": self.detector.state_dict(), "probe_best": self.probe_best, "tokens": self.tokens}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.detector.load_state_dict(state["detector"])
-        self.probe_best = float(state["probe_best"])
-        self.tokens = int(state["tokens"])
-
-
-def _num(v):
-    return np.nan if v is None else float(v)
 
 
 def _records(cols: dict, n: int) -> list[dict]:

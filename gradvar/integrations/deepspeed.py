@@ -19,12 +19,14 @@ says why). DeepSpeed clips by itself: `Monitor.clip_grad_norm_` does not apply.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
 import torch
 
 from .. import quantities as Q
+from ..loop_hooks import LoopHooks
 from ..monitor import PROBE_OPTIONS, Monitor
 from ..pre_clip import PreClip
 from ..quantities.base import MAX, MIN, SUM, Stat
@@ -101,7 +103,9 @@ def for_zero(quantities: list, stage: int) -> tuple[list, list[str]]:
             z.stage3 = stage == 3
             q = z
         elif type(q) is Q.GradVariance:
-            q.needs_elementwise = False
+            z = copy.copy(q)  # the caller's quantity stays as it was
+            z.needs_elementwise = False
+            q = z
         elif q.reads_state:
             raise ValueError(
                 f"gradvar.DeepSpeedMonitor: the {q.name} quantity reads parameters, gradients or optimizer state, "
@@ -137,8 +141,16 @@ def _check(engine) -> int:
     return stage
 
 
+class ZeroLoopHooks(LoopHooks):
+    def pre_clip(self):
+        # per-parameter norms of the whole gradient exist on no rank: NaN for anything that would ask
+        return PreClip(torch.full((len(self.params),), math.nan, device=self.capture.sq.device))
+
+
 class DeepSpeedMonitor(Monitor):
     """gradvar.Monitor on a DeepSpeed ZeRO engine; takes Monitor's keyword options."""
+
+    loop_class = ZeroLoopHooks
 
     def __init__(self, engine, run_dir, quantities="paper", **kwargs):
         stage = _check(engine)
@@ -168,12 +180,8 @@ class DeepSpeedMonitor(Monitor):
             "before it, grad_norm_clipped after it"
         )
 
-    def _pre_clip(self):
-        # per-parameter norms of the whole gradient exist on no rank: NaN for anything that would ask
-        return PreClip(torch.full((len(self.params),), math.nan, device=self.capture.sq.device))
-
-    def _notes(self) -> None:
-        super()._notes()
+    def _notes(self, step) -> None:
+        super()._notes(step)
         n = self.step_num
         if any(isinstance(q, Q.GradVariance) for q in self.quantities):
             self._note_once(

@@ -79,7 +79,7 @@ class GradvarCallback(TrainerCallback):
             steps = None
         row = None if steps is None else steps[steps.step == step]
         if row is not None and len(row):
-            mon.rows.tokens = int(row.tokens.iloc[-1])
+            mon.set_tokens(int(row.tokens.iloc[-1]))
             mon.log_event("resume", f"resumed from step {step}: tokens continue from the records")
         else:
             mon.log_event(

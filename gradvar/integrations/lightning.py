@@ -89,7 +89,7 @@ class GradvarCallback(Callback):
             return  # the step is still accumulating
         self._last_step = trainer.global_step
         world = trainer.world_size
-        tokens = self.monitor.rows.tokens + self._tokens * world if self._seqlen is not None else None
+        tokens = self.monitor.tokens + self._tokens * world if self._seqlen is not None else None
         self.monitor.step(
             loss=self._losses or None, seqlen=self._seqlen, tokens=tokens, batch_size=self._sequences * world or None
         )

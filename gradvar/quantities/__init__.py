@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .adam_state import AdamState
-from .base import FlushMeta, Quantity, Stat, StepContext, any_of, at_steps, dense_then_every, every
+from .base import FlushMeta, Quantity, Stat, StepContext, StepFacts, any_of, at_steps, dense_then_every, every
 from .grad_norm import GradNorm
 from .grad_variance import GradVariance, noise_estimates
 from .logits import OutputLogit
@@ -141,6 +141,7 @@ __all__ = [
     "SeqlenProbe",
     "Stat",
     "StepContext",
+    "StepFacts",
     "UpdateSize",
     "any_of",
     "at_steps",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
 
 import numpy as np
 import torch
@@ -51,35 +50,54 @@ def any_of(*schedules: Schedule) -> Schedule:
     return lambda step: any(s(step) for s in schedules)
 
 
-class StepExtras(TypedDict, total=False):
-    """The per-step inputs the monitor collects for the quantities (`StepContext.extras`), each key typed once
-    here; a key is absent until the monitor has it (the gradient read, the optimizer step, `Monitor.step`)."""
+@dataclass
+class StepFacts:
+    """What the monitor learns about the step under way, for the quantities (`StepContext.facts`): each field
+    typed once here, None (0, False) until the moment of the step that sets it. Set only by its own methods,
+    one per moment, which the step's owner (gradvar.step.MonitorStep) calls."""
 
-    k_local: int
-    """Backward passes this rank ran this step (micro-batches)."""
-    pre_clip: PreClip
+    k_local: int = 0
+    """Backward passes this rank ran this step (micro-batches); set at the gradient read."""
+    pre_clip: PreClip | None = None
     """The step's gradient before clipping and unscaling (gradvar.pre_clip): read once, shared."""
-    grad_scale: torch.Tensor
+    grad_scale: torch.Tensor | None = None
     """A GradScaler's scale of this step's backward passes (the captured moments are S times the true ones)."""
-    lr_applied: float
+    lr_applied: float | None = None
     """The LR of the update, read in the optimizer's pre-step hook."""
-    snapshot: list[torch.Tensor]
-    """The parameters (this rank's shards) before the update, on steps where a quantity needs them."""
-    clip_coef: torch.Tensor
+    snapshot: list[torch.Tensor] | None = None
+    """The parameters (this rank's shards) before the update, on steps where a quantity needs them; released
+    once the update's quantities ran."""
+    clip_coef: torch.Tensor | None = None
     """What Monitor.clip_grad_norm_ multiplied the gradient by, when nothing else changed it after the read."""
-    grad_norm_user: torch.Tensor
+    grad_norm_user: torch.Tensor | None = None
     """The pre-clip norm the loop passed to Monitor.step (the statistics are rescaled to it)."""
-    losses: torch.Tensor | None
+    losses: torch.Tensor | None = None
     """The step's micro-batch losses as given, or as the forwards returned them; None when neither."""
-    loss_given: bool
+    loss_given: bool = False
     """Whether Monitor.step was passed a loss."""
-    forward_losses: torch.Tensor | None
+    forward_losses: torch.Tensor | None = None
     """The losses the model's forwards returned this step."""
-    rank: int
-    module: torch.nn.Module
-    """The model the probes run (DDP's inner module)."""
-    side_rows: list
-    """(table, row) rows for other tables (the sequence-length probe's), flushed with the steps."""
+
+    def read(self, k_local: int, pre_clip: PreClip | None = None, grad_scale: torch.Tensor | None = None) -> None:
+        """The gradient read (pre_clip None: the gradient was gone, only the passes are known)."""
+        self.k_local, self.pre_clip, self.grad_scale = k_local, pre_clip, grad_scale
+
+    def stepping(self, lr: float, snapshot: list[torch.Tensor] | None) -> None:
+        """The optimizer is about to update the parameters."""
+        self.lr_applied, self.snapshot = lr, snapshot
+
+    def updated(self) -> None:
+        """The update's quantities ran: the snapshot is not needed any more."""
+        self.snapshot = None
+
+    def clipped(self, coef: torch.Tensor) -> None:
+        """Monitor.clip_grad_norm_ multiplied the gradient read by `coef` in all since the read."""
+        self.clip_coef = coef
+
+    def closed(self, losses, loss_given: bool, forward_losses, grad_norm_user) -> None:
+        """Monitor.step closes the step."""
+        self.losses, self.loss_given, self.forward_losses = losses, loss_given, forward_losses
+        self.grad_norm_user = grad_norm_user
 
 
 @dataclass(frozen=True)
@@ -98,11 +116,20 @@ class StepContext:
     subsets: Callable
     """gradvar.groups.Subsets: device index, groups and sizes of a subset of `params`, made once per subset."""
     world_size: int = 1
-    extras: StepExtras = field(default_factory=dict)
-    """Per-step inputs the monitor collected (losses, snapshots, clip coefficient): the keys of StepExtras."""
+    facts: StepFacts = field(default_factory=StepFacts)
+    """What the monitor learnt about the step so far (the read, the clip, the update, the losses): live, the
+    same object at every event of the step."""
     sharded: bool = False
     """FSDP2: params, gradients and optimizer state are DTensor shards; read them through `local`, and
     combine what is computed from them with `shard_op`."""
+    rank: int = 0
+    side_rows: list = field(default_factory=list)
+    """(table, row) rows for other tables, flushed with the steps: add them with `add_rows`."""
+
+    def add_rows(self, table: str, rows) -> None:
+        """Rows of another table (the sequence-length probe's `probes`), written with the step's flush (rank 0's
+        rows; their device scalars come to the host in the flush's one copy)."""
+        self.side_rows.extend((table, r) for r in rows)
 
     def local(self, t):
         """This rank's shard of a DTensor, else the tensor itself."""
@@ -121,19 +148,27 @@ class StepContext:
     def grad_sq(self) -> torch.Tensor:
         """(n_params,) float32 |G|^2 per parameter: the step's gradient as its last backward pass left it,
         before clipping, loss scale divided out (gradvar.pre_clip). Read once per step and shared."""
-        return self.extras["pre_clip"].grad_sq
+        return self._pre_clip().grad_sq
 
     def applied_sq(self) -> torch.Tensor | None:
         """(n_params,) |grad|^2 as the optimizer is handed it (after clipping); None when equal to grad_sq."""
-        return self.extras["pre_clip"].applied_sq
+        return self._pre_clip().applied_sq
 
     def pre_clip_grads(self, have: list[int]) -> list[torch.Tensor]:
         """float32 G of the parameters `have` (which all have a `.grad`), before clipping and unscaled."""
         gs = [local(self.params[i].grad).float() for i in have]
-        f = self.extras["pre_clip"].factor
+        f = self._pre_clip().factor
         if f is None:
             return gs
         return tc.foreach_mul(gs, f if f.dim() == 0 else list(f[have].unbind()))
+
+    def _pre_clip(self) -> PreClip:
+        if self.facts.pre_clip is None:
+            raise RuntimeError(
+                "gradvar: the step's gradient is read from on_grads on; a quantity asked for it before the read "
+                "(or after a step whose gradient was gone)"
+            )
+        return self.facts.pre_clip
 
 
 @dataclass(frozen=True)
@@ -199,7 +234,7 @@ class Quantity:
         return {}
 
     def on_step(self, ctx: StepContext) -> dict:
-        """`Monitor.step` was called: the micro-batch losses are in ctx.extras."""
+        """`Monitor.step` was called: the micro-batch losses are in ctx.facts."""
         return {}
 
     def finalize(self, raw: dict, meta: FlushMeta, groups: list[str]) -> tuple[dict, dict]:

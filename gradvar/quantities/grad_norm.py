@@ -55,12 +55,10 @@ class GradNorm(Quantity):
 
     def on_step(self, ctx):
         out = {}
-        if "clip_coef" in ctx.extras and "pre_clip" in ctx.extras:  # Monitor.clip_grad_norm_ after the read
-            out["grad_sq_applied"] = Stat(
-                ctx.grad_sq().sum() * ctx.extras["clip_coef"].float().square(), ctx.shard_op(SUM)
-            )
-        if "grad_norm_user" in ctx.extras:
-            out["grad_norm_user"] = Stat(ctx.extras["grad_norm_user"], SAME)
+        if ctx.facts.clip_coef is not None and ctx.facts.pre_clip is not None:  # clip_grad_norm_ after the read
+            out["grad_sq_applied"] = Stat(ctx.grad_sq().sum() * ctx.facts.clip_coef.float().square(), ctx.shard_op(SUM))
+        if ctx.facts.grad_norm_user is not None:
+            out["grad_norm_user"] = Stat(ctx.facts.grad_norm_user, SAME)
         return out
 
     def finalize(self, raw, meta, groups):

@@ -38,7 +38,7 @@ def _unscaled(ctx, cap) -> tuple[torch.Tensor, list | None]:
     if cap.first_in_grad is not None:  # one pass in a single process: |h_1|^2 is |grad|^2, left to compute here
         return ctx.grad_sq(), None
     sq, m2 = cap.sq, cap.second_moment()
-    scale = ctx.extras.get("grad_scale")
+    scale = ctx.facts.grad_scale
     if scale is not None:  # passes captured from a GradScaler's scaled loss; .grad is unscaled by now
         inv_sq = scale.float().reciprocal().square()
         sq = sq * inv_sq

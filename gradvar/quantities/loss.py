@@ -21,12 +21,12 @@ class Loss(Quantity):
     reads_state = False
 
     def on_step(self, ctx):
-        losses = ctx.extras.get("losses")
+        losses = ctx.facts.losses
         if losses is None:
             return {}
         out = {}
-        forward = ctx.extras.get("forward_losses")
-        if ctx.extras.get("loss_given") and forward is not None and len(forward) > 1 and len(losses) == 1:
+        forward = ctx.facts.forward_losses
+        if ctx.facts.loss_given and forward is not None and len(forward) > 1 and len(losses) == 1:
             given, last = losses[0], forward[-1]
             divided = torch.isclose(given * len(forward), last, rtol=1e-5) & ~torch.isclose(given, last, rtol=1e-5)
             losses = torch.where(divided, forward, given.expand_as(forward))

@@ -70,9 +70,9 @@ class ProbeLoss(Quantity):
         self.batch, self.loss_fn, self.attention_logits = batch, loss_fn, attention_logits
 
     def on_step(self, ctx):
-        if ctx.extras.get("rank", 0) != 0 and not ctx.sharded:  # an FSDP2 forward is collective: every rank
+        if ctx.rank != 0 and not ctx.sharded:  # an FSDP2 forward is collective: every rank
             return {}
-        model = ctx.extras["module"]
+        model = ctx.model
         with preserved(model, ctx.capture), torch.no_grad():
             # kept on the device: a copy from (pageable) host memory at every probe would synchronise on CUDA
             x = self.batch = self.batch.to(ctx.params[0].device)
@@ -132,9 +132,9 @@ class SeqlenProbe(Quantity):
         by it, and it is subtracted from the length in the records."""
 
     def on_step(self, ctx):
-        if ctx.extras.get("rank", 0) != 0:
+        if ctx.rank != 0:
             return {}
-        model = ctx.extras["module"]
+        model = ctx.model
         self.batch = self.batch.to(ctx.params[0].device)  # once: a host-to-device copy synchronises on CUDA
         rows = []
         with preserved(model, ctx.capture):
@@ -142,7 +142,7 @@ class SeqlenProbe(Quantity):
                 rows.append(self._measure(model, ctx, length))
         for r in rows:
             r["step"] = ctx.step
-        ctx.extras["side_rows"].extend(("probes", r) for r in rows)
+        ctx.add_rows("probes", rows)
         return {}
 
     def _measure(self, model, ctx, length: int) -> dict:

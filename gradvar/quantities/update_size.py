@@ -20,7 +20,7 @@ class UpdateSize(Quantity):
     needs_snapshot = True
 
     def on_after_step(self, ctx):
-        before = ctx.extras.get("snapshot")
+        before = ctx.facts.snapshot
         if before is None:
             return {}
         params = [ctx.local(p.detach()) for p in ctx.params]  # shards under FSDP2, as is the snapshot

@@ -141,42 +141,32 @@ def test_zero_keeps_out_what_it_cannot_compute():
         for_zero([Q.Loss(), ParamNorm()], stage=3)
 
 
-def extras_keys(source: str) -> set[str]:
-    """The keys a module reads from or writes into a step's extras (`ctx.extras`, the monitor's `_extras`):
-    subscripts, .get/.pop/.setdefault, `in` tests and .update(key=...)."""
+def fact_reads(source: str) -> set[str]:
+    """The step facts a module reads or sets: `<x>.facts.<name>` attributes, loads and stores alike, whatever
+    <x> is (a quantity's `ctx`, the monitor's step)."""
     import ast
 
-    def is_extras(node) -> bool:
-        name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", "")
-        return name in ("extras", "_extras")
-
-    def text(node) -> list[str]:
-        return [node.value] if isinstance(node, ast.Constant) and isinstance(node.value, str) else []
-
-    keys = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Subscript) and is_extras(node.value):
-            keys.update(text(node.slice))
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and is_extras(node.func.value):
-            if node.func.attr in ("get", "pop", "setdefault") and node.args:
-                keys.update(text(node.args[0]))
-            elif node.func.attr == "update":
-                keys.update(k.arg for k in node.keywords if k.arg)
-        elif isinstance(node, ast.Compare) and any(is_extras(c) for c in node.comparators):
-            keys.update(text(node.left))
-    return keys
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "facts"
+    }
 
 
-def test_every_step_input_is_a_typed_key():
-    """What the monitor hands the quantities per step is declared, with its type, in StepExtras: a key used
-    anywhere in gradvar and not declared there fails here."""
+def test_every_step_fact_is_a_declared_field():
+    """What the monitor hands the quantities per step is a field of StepFacts, declared there with its type: a
+    name used anywhere in gradvar and not declared there fails here (an attribute typo would otherwise read
+    as an AttributeError only at the step that reaches it)."""
+    import dataclasses
     from pathlib import Path
 
-    from gradvar.quantities.base import StepExtras
+    from gradvar.quantities.base import StepFacts
 
     root = Path(gradvar.__file__).parent
-    used = {k: p.name for p in root.rglob("*.py") for k in extras_keys(p.read_text())}
-    assert {"pre_clip", "losses", "side_rows", "snapshot", "k_local"} <= used.keys()  # the reader sees them
-    assert extras_keys('ctx.extras.update(a=1); x = "b" in ctx.extras; ctx.extras.get("c")') == {"a", "b", "c"}
-    undeclared = {k: f for k, f in used.items() if k not in StepExtras.__annotations__}
+    used = {k: p.name for p in root.rglob("*.py") for k in fact_reads(p.read_text())}
+    assert {"pre_clip", "losses", "snapshot", "k_local", "clip_coef"} <= used.keys()  # the reader sees them
+    assert fact_reads("ctx.facts.a; self.facts.b = 1; ctx.facts.c.d(); facts.e") == {"a", "b", "c"}
+    fields = {f.name for f in dataclasses.fields(StepFacts)}
+    methods = {n for n, v in vars(StepFacts).items() if callable(v) and not n.startswith("_")}
+    undeclared = {k: f for k, f in used.items() if k not in fields | methods}
     assert not undeclared, undeclared

@@ -9,6 +9,7 @@ The hooks hold the owner weakly (gradvar.hooks): copies of the model stay possib
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import torch
@@ -217,6 +218,8 @@ class LoopHooks:
             return
         cap = self.capture
         before = self.pre_clip()
+        if not step.took_step and cap.modified_since_end():  # read at Monitor.step, after the loop changed .grad
+            before = dataclasses.replace(before, applied_unknown=True)
         step.read(cap.micro_batches, before, None if self.grad_scaler is None else tc.scaler_scale(self.grad_scaler))
         ctx = self.ctx()
         for q in self.scheduled():

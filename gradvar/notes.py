@@ -24,7 +24,8 @@ def read_lost(step: int) -> Note:
         f"step {step}: the loop changed .grad (clipping, unscaling, zero_grad) before the monitor read it, "
         "at a step after steps where it left .grad alone, so the monitor had not read the last backward "
         "pass as it ended: the pre-clip gradient columns (grad_norm, grad_true_sq, grad_trace_sigma, "
-        "grad_noise_scale, grad_var_*, nonfinite_grad) are NaN for that step; every later step is read as each pass ends",
+        "grad_noise_scale, grad_var_*, nonfinite_grad) are NaN for that step; every later step is read as each "
+        "pass ends",
     )
 
 

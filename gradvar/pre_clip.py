@@ -26,6 +26,9 @@ class PreClip:
     grad_sq: torch.Tensor
     applied_sq: torch.Tensor | None = None
     factor: torch.Tensor | None = None
+    applied_unknown: bool = False
+    """No optimizer step ran and the loop changed `.grad` since the last pass (zero_grad after a GradScaler's
+    skip): `.grad` is not what the optimizer was handed, and applied_sq is not its norm."""
 
 
 def _norms_sq(params) -> torch.Tensor:

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from .. import _torch_compat as tc
-from .base import SAME, SUM, Quantity, Stat, group_sum
+from .base import MAX, SAME, SUM, Quantity, Stat, group_sum
 
 
 class GradNorm(Quantity):
     name = "grad_norm"
-    writes = frozenset({"grad_sq_group", "grad_sq_applied", "nonfinite_grad", "grad_norm_user"})
+    writes = frozenset({"grad_sq_group", "grad_sq_applied", "grad_applied_unknown", "nonfinite_grad", "grad_norm_user"})
     columns = frozenset({"grad_norm", "grad_norm_clipped", "nonfinite_grad"})
 
     def on_grads(self, ctx):
@@ -35,7 +35,9 @@ class GradNorm(Quantity):
             "nonfinite_grad": Stat(bad, ctx.shard_op(SUM)),
         }
         applied = ctx.applied_sq()
-        if applied is not None:
+        if ctx.facts.pre_clip.applied_unknown:
+            out["grad_applied_unknown"] = Stat(torch.ones((), device=ctx.group_index.device), MAX)
+        elif applied is not None:
             out["grad_sq_applied"] = Stat(applied.sum(), ctx.shard_op(SUM))
         return out
 
@@ -71,6 +73,8 @@ class GradNorm(Quantity):
             norm = np.where(np.isnan(user), norm, user)
         applied = raw["grad_sq_applied"][:, 0] if "grad_sq_applied" in raw else np.full(len(norm), np.nan)
         clipped = np.where(np.isnan(applied), norm, np.sqrt(applied))
+        if "grad_applied_unknown" in raw:  # no update, and .grad changed before the read: NaN, never its zeros
+            clipped = np.where(raw["grad_applied_unknown"][:, 0] == 1, np.nan, clipped)
         per_group = {(g, "grad_norm"): np.sqrt(gsq[:, i]) for i, g in enumerate(groups)}
         return {
             "grad_norm": norm,

@@ -65,9 +65,11 @@ def test_count_is_the_passes_or_nan_with_a_note(tmp_path, clip):
         assert got == want and not said
 
 
-def test_zero_grad_before_monitor_step_after_a_scaler_skip(tmp_path):
+@pytest.mark.parametrize("clip", [False, True], ids=["no-clip", "torch-clip"])
+def test_zero_grad_before_monitor_step_after_a_scaler_skip(tmp_path, clip):
     """A step the GradScaler skips, then zero_grad(set_to_none=False) before Monitor.step: .grad holds zeros, not
-    the gradient that made the scaler skip, so the count is NaN with a note, never 0."""
+    the gradient that made the scaler skip, so the count and the norm after clipping are NaN (the count with a
+    note), never 0; with or without torch's clipping (which makes the monitor read each pass as it ends)."""
     model = tiny_gpt2()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
@@ -77,11 +79,15 @@ def test_zero_grad_before_monitor_step_after_a_scaler_skip(tmp_path):
         for c in x.split(2):
             loss = model(input_ids=c, labels=c).loss
             scaler.scale(loss * (math.inf if i == 1 else 1.0) / 2).backward()
+        if clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(opt)
         scaler.update()
         opt.zero_grad(set_to_none=False)
         mon.step()
     mon.close()
     steps = gradvar.read_records(tmp_path)["steps"]
-    assert steps.nonfinite_grad[1] != 0 and math.isnan(steps.nonfinite_grad[1])
+    assert math.isnan(steps.nonfinite_grad[1]) and math.isnan(steps.grad_norm_clipped[1])
+    assert steps.loc[[0, 2], ["nonfinite_grad", "grad_norm_clipped"]].notna().all(axis=None)
     assert any(m.startswith("nonfinite_grad is NaN") for m in notes(tmp_path))

@@ -109,9 +109,12 @@ class LoopHooks:
             handles.append(self.module.register_forward_pre_hook(WeakHook(self, "_on_forward_pre"), with_kwargs=True))
             handles.append(self.module.register_forward_hook(WeakHook(self, "_on_forward")))
         for q in self.quantities:
-            if hasattr(q, "attach"):
-                q.attach(self.module)
+            if hasattr(q, "attach"):  # a quantity that reads the training forwards: it asks the step under way
+                q.attach(self.module, WeakHook(self, "_step_number"))
         return handles
+
+    def _step_number(self) -> int:
+        return self.step.number
 
     def remove(self) -> None:
         """Take every hook off the model, the optimizer and the parameters."""

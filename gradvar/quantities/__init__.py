@@ -16,6 +16,10 @@ ELEMENTWISE_EVERY = 20
 """`paper` measures grad_var_max at steps 1, 21, 41, ...: the element-wise moment costs about 4K + 3 passes over
 the gradients at K micro-batches, more than everything else the preset reads (K + 5); every 20 steps it adds
 at most 0.2K + 0.15 per step, and `full` keeps it every step."""
+LOGIT_EVERY = 10
+"""`full` reads the output logits (max_output_logit) at every step up to step 30, then every 10 steps, as the
+probe loss's default: a read of the B x T x V logits per micro-batch costs more than all of `paper` on a small
+model (on CPU, `tiny` at K = 4: 1.6% of the step every step)."""
 
 
 def build(
@@ -31,7 +35,7 @@ def build(
     """paper: loss, Adam variance state, gradient variance (grad_var_max every ELEMENTWISE_EVERY steps), grad norm
     (+ probe loss with a probe batch).
     full: everything, the sequence-length probe (every `probe_every` steps and at the steps `probe_at`), update
-    size and logit maxima included.
+    size and logit maxima (max_output_logit every step up to 30, then every LOGIT_EVERY) included.
     minimal: loss only."""
     if preset not in PRESETS:
         raise ValueError(f"unknown quantities preset {preset!r}; choose one of {PRESETS}")
@@ -41,7 +45,7 @@ def build(
     variance = GradVariance() if full else GradVariance(elementwise_at=every(ELEMENTWISE_EVERY))
     qs: list[Quantity] = [Loss(), GradNorm(), variance, AdamState()]
     if full:
-        qs += [UpdateSize(), OutputLogit()]
+        qs += [UpdateSize(), OutputLogit(dense_then_every(LOGIT_EVERY, 30))]
     if probe_batch is not None:
         qs.append(ProbeLoss(probe_batch, dense_then_every(probe_loss_every, 30), loss_fn, attention_logits=full))
         if full:
@@ -130,6 +134,7 @@ def shard_local(quantities) -> tuple[list[Quantity], list[str]]:
 
 __all__ = [
     "ELEMENTWISE_EVERY",
+    "LOGIT_EVERY",
     "AdamState",
     "FlushMeta",
     "GradNorm",

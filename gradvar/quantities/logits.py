@@ -1,6 +1,8 @@
 """Max output logit and max attention logit (small-scale instability signals, Wortsman et al. 2023).
 
-The output logit is read by a forward hook on the model's output embedding during training forwards.
+The output logit is read by a forward hook on the model's output embedding during the training forwards of the
+steps its schedule names (one read of the B x T x V logits per micro-batch, more than the rest of a step's
+statistics together on a small model: `full` reads them every LOGIT_EVERY steps after the first 30).
 The attention logit max(q.k / sqrt(d)) is not materialised by SDPA, so it is recomputed from the q/k
 projections of GPT-2 style blocks (`attn.c_attn`), on the probe batch only: O(T^2) work every P steps.
 """
@@ -24,16 +26,22 @@ class OutputLogit(Quantity):
         super().__init__(schedule)
         self._max = None
         self._handle = None
+        self._step_now = None
 
-    def attach(self, module) -> bool:
+    def attach(self, module, step_now=None) -> bool:
+        """step_now(): the number of the step under way (the monitor's); the forwards of the steps the schedule
+        skips are not read. None: every forward is."""
         head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
         if head is None:
             return False
+        self._step_now = step_now
         self._handle = head.register_forward_hook(WeakHook(self, "_hook"))
         return True
 
     def _hook(self, mod, inputs, out):
         if not (mod.training and torch.is_grad_enabled()):
+            return
+        if self._step_now is not None and not self.schedule(self._step_now()):
             return
         m = abs_max(out.detach())
         self._max = m if self._max is None else torch.maximum(self._max, m)

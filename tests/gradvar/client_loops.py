@@ -46,6 +46,11 @@ def batches(n_steps: int, b: int = 8, t: int = 16, seed: int = 0) -> list[torch.
     return [torch.randint(0, 64, (b, t + 1), generator=g) for _ in range(n_steps)]
 
 
+def hf_reference(model, chunks, clip: float = math.inf) -> dict:
+    """`reference` for a Hugging Face causal LM trained on `chunks` (its micro-batches, labels = inputs)."""
+    return reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], clip)
+
+
 def reference(model, micro_losses, clip: float = math.inf) -> dict:
     """The steps columns of one step from its micro-batch losses (callables of no argument, each returning
     one micro-batch's mean loss as the loop's forward computes it)."""

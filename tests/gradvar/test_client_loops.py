@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from client_loops import DictInput, NanoGPTStyle, batches, check, notes, reference
+from client_loops import DictInput, NanoGPTStyle, batches, check, hf_reference, notes, reference
 from gv_helpers import tiny_gpt2
 
 import gradvar
@@ -58,7 +58,7 @@ def test_closure_step(tmp_path):
     for x in batches(3):
         chunks = x.split(len(x) // 2)
         with mon.paused():
-            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+            refs.append(hf_reference(model, chunks, CLIP))
 
         def closure(chunks=chunks):
             opt.zero_grad()
@@ -119,7 +119,7 @@ def test_grad_scaler(tmp_path, passed):
     for x in batches(3):
         chunks = x.split(4)
         with mon.paused():
-            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+            refs.append(hf_reference(model, chunks, CLIP))
         for c in chunks:
             scaler.scale(model(input_ids=c, labels=c).loss / len(chunks)).backward()
         scaler.unscale_(opt)
@@ -214,7 +214,7 @@ def test_optimizer_wrapper_with_the_optimizer_inside(tmp_path):
     for x in batches(2):
         chunks = x.split(4)
         with mon.paused():
-            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+            refs.append(hf_reference(model, chunks, CLIP))
         for c in chunks:
             (model(input_ids=c, labels=c).loss / len(chunks)).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
@@ -275,7 +275,7 @@ def test_loop_that_starts_clipping_with_torch_loses_one_step_then_reads_every_pa
     for step, x in enumerate(batches(5), start=1):
         chunks = x.split(len(x) // K)
         with mon.paused():
-            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks], CLIP))
+            refs.append(hf_reference(model, chunks, CLIP))
         eager.append(mon.capture.eager)
         for c in chunks:
             (model(input_ids=c, labels=c).loss / K).backward()

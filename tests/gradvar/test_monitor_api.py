@@ -8,7 +8,7 @@ import io
 
 import pytest
 import torch
-from client_loops import batches, check, reference
+from client_loops import batches, check, hf_reference
 from gv_helpers import tiny_gpt2
 
 import gradvar
@@ -27,7 +27,7 @@ def test_copies_of_a_monitored_model(tmp_path):
     for x in batches(2):
         chunks = x.split(4)
         with mon.paused():
-            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks]))
+            refs.append(hf_reference(model, chunks))
         for c in chunks:
             (model(input_ids=c, labels=c).loss / 2).backward()
         opt.step()

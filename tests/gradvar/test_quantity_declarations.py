@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from client_loops import batches, check, reference
+from client_loops import batches, check, hf_reference
 from gv_helpers import tiny_gpt2
 
 import gradvar
@@ -42,7 +42,7 @@ def run(tmp_path, quantities, n_steps: int = 3, k: int = 2) -> tuple[gradvar.Mon
     for x in batches(n_steps, b=4 * k):
         chunks = x.split(4)
         with mon.paused():
-            refs.append(reference(model, [lambda c=c: model(input_ids=c, labels=c).loss for c in chunks]))
+            refs.append(hf_reference(model, chunks))
         for c in chunks:
             (model(input_ids=c, labels=c).loss / k).backward()
         mon.clip_grad_norm_(1.0)

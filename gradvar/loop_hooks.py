@@ -260,9 +260,11 @@ class LoopHooks:
         """Monitor.clip_grad_norm_."""
         # the step's passes are over when the loop clips: read now, while .grad is the pre-clip gradient (a
         # backward after this still shows, see _after_pass)
+        fresh = not self.step.grads_read
         self.read_grads()
         changed = self.capture.modified_since_end()
-        before = self.pre_clip()
+        # a read taken just now is .grad as it is: reuse it; after an earlier read, .grad may have changed since
+        before = self.step.facts.pre_clip if fresh else self.pre_clip()
         sq = (before.grad_sq if before.applied_sq is None else before.applied_sq).sum()
         norm = (sharded.global_sq_sum(sq) if self.sharded else sq).sqrt()  # FSDP2: over all shards
         if math.isinf(max_norm):

@@ -6,9 +6,13 @@ adds (separate processes).
     python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25] [--micro K] [--json FILE]
     python benchmarks/monitor_overhead.py --fsdp        # FSDP2 on 2 CPU ranks: time and collectives added
 
-Each loop times rounds x steps steps. "full" is timed from step 100 of its run (a monitor resumed there), past the
-probe loss's dense first 30 steps: steps 100 and 101 run the probe loss and the sequence-length probe, and its
-figure per step is (98 ordinary steps + those two) / 100, what a run with both probes every 100 steps pays.
+Each loop times rounds x steps steps, split over --processes processes run one after the other (2 by default):
+each builds every loop afresh, the second in the reverse order, since the loop built first in a process runs
+up to 2-3% faster than the same loop built later on CPU (where the allocator put it), which a single process
+would hand to whichever arm came first. "full" is timed from step 100 of its run (a monitor resumed there),
+past the probe loss's dense first 30 steps: steps 100 and 101 run the probe loss and the sequence-length probe
+(once per process), and its figure per step is (98 ordinary steps + those two) / 100, what a run with both
+probes every 100 steps pays.
 
 Goals: on the CPU tiny preset at K = 4, "paper" at most +2% and "full" at most +5% step time; FSDP2 "paper" at
 most +2%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%), "full" at most 10%.
@@ -49,15 +53,21 @@ PROBE_EVERY = 100
 MODES = ("none", "paper", "paper_tb", "full", "none_b")
 
 
-def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0, micro: int = 0, warmup: int = 2):
-    """`micro`: micro-batches per step (K); 0 keeps the preset's micro-batch size. `warmup`: the untimed steps
-    before the timed ones ("full" starts its run so that the first timed step is step PROBE_EVERY)."""
+def bench_config(preset_name: str, batch: int = 0, micro: int = 0):
+    """The preset's run config with the benchmark's global batch and number of micro-batches per step."""
     cfg = preset(preset_name)
     if batch:
         cfg.optim.batch_size = batch
         cfg.optim.micro_batch_size = min(cfg.optim.micro_batch_size, batch)
     if micro:
         cfg.optim.micro_batch_size = cfg.optim.batch_size // micro
+    return cfg
+
+
+def setup(preset_name: str, mode: str, out: str, device: str, batch: int = 0, micro: int = 0, warmup: int = 2):
+    """`micro`: micro-batches per step (K); 0 keeps the preset's micro-batch size. `warmup`: the untimed steps
+    before the timed ones ("full" starts its run so that the first timed step is step PROBE_EVERY)."""
+    cfg = bench_config(preset_name, batch, micro)
     data = prepare(cfg.data)
     torch.manual_seed(0)
     model = build_model(cfg.model, data.vocab_size).to(device)
@@ -150,8 +160,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fsdp", action="store_true", help="FSDP2 on 2 CPU gloo ranks instead (benchmarks/fsdp_overhead.py)"
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="split the timed steps over this many processes, built in turn "
+        "in the forward and the reverse order (1: all in this process)",
+    )
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    p.add_argument("--times-child", help=argparse.SUPPRESS)
     return p
+
+
+def time_loops(args, order: tuple[str, ...], n: int) -> dict[str, list[float]]:
+    """Seconds per step of each loop, n steps each, one step of each in turn, the loops built in `order`."""
+    torch.set_num_threads(1)
+    out = tempfile.mkdtemp(prefix="gradvar-overhead-")
+    parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro, args.warmup) for m in order}
+    return interleaved({m: stepper(*parts[m]) for m in MODES}, n, args.warmup, args.device)
+
+
+def _child_args(args) -> list[str]:
+    return [
+        sys.executable,
+        __file__,
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+        "--batch",
+        str(args.batch),
+        "--micro",
+        str(args.micro),
+        "--warmup",
+        str(args.warmup),
+    ]
 
 
 def main(argv=None) -> int:
@@ -163,24 +206,51 @@ def main(argv=None) -> int:
     if args.memory_child:
         memory_child(args, args.memory_child)
         return 0
-    torch.set_num_threads(1)
-    out = tempfile.mkdtemp(prefix="gradvar-overhead-")
-    parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro, args.warmup) for m in MODES}
-    n = args.rounds * args.steps
-    if n < 3:
-        raise SystemExit("monitor_overhead: time at least 3 steps per loop (--rounds x --steps)")
-    times = interleaved({m: stepper(*parts[m]) for m in MODES}, n, args.warmup, args.device)
-    o = parts["none"][0].optim
+    total = args.rounds * args.steps
+    per = total // max(args.processes, 1)
+    if per < 3:
+        raise SystemExit("monitor_overhead: time at least 3 steps per loop and process (--rounds x --steps)")
+    if args.times_child:
+        print(json.dumps(time_loops(args, tuple(args.times_child.split(",")), per)))
+        return 0
+    orders = [MODES if j % 2 == 0 else MODES[::-1] for j in range(max(args.processes, 1))]
+    if args.processes <= 1:
+        runs = [time_loops(args, orders[0], per)]
+    else:
+        runs = []
+        for order in orders:  # one after the other: never two timed processes at once
+            res = subprocess.run(
+                [
+                    *_child_args(args),
+                    "--processes",
+                    "1",
+                    "--times-child",
+                    ",".join(order),
+                    "--rounds",
+                    "1",
+                    "--steps",
+                    str(per),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                check=True,
+            )
+            runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    times = {m: [t for run in runs for t in run[m]] for m in MODES}
+    n = len(times["none"])
+    o = bench_config(args.preset, args.batch, args.micro).optim
     k = o.batch_size // o.micro_batch_size
     mean = {m: sum(t) / n for m, t in times.items()}
     ref = (mean["none"] + mean["none_b"]) / 2
-    full = times["full"]
-    ordinary = sum(full[2:]) / (n - 2)
-    full_step = ((PROBE_EVERY - 2) * ordinary + full[0] + full[1]) / PROBE_EVERY
+    # each process's first two timed "full" steps are its steps 100 and 101: the probes
+    probe_loss = sum(run["full"][0] for run in runs) / len(runs)
+    probe_seqlen = sum(run["full"][1] for run in runs) / len(runs)
+    ordinary = sum(sum(run["full"][2:]) for run in runs) / (n - 2 * len(runs))
+    full_step = ((PROBE_EVERY - 2) * ordinary + probe_loss + probe_seqlen) / PROBE_EVERY
     overhead = {"paper": mean["paper"] / ref - 1, "paper_tb": mean["paper_tb"] / ref - 1, "full": full_step / ref - 1}
     print(
         f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
-        f"{n} steps per loop, one step of each loop in turn, torch {torch.__version__}"
+        f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn, torch {torch.__version__}"
     )
     for m in MODES:
         print(f"  {m:<9} {1000 * mean[m]:8.1f} ms/step")
@@ -190,8 +260,8 @@ def main(argv=None) -> int:
     print(f"overhead paper + TensorBoard sink: {overhead['paper_tb']:+.1%} (goal +2%)")
     print(
         f"overhead full, both probes every {PROBE_EVERY} steps: {overhead['full']:+.1%} (goal +5%): ordinary steps "
-        f"{ordinary / ref - 1:+.1%}, the probe-loss step +{1000 * (full[0] - ordinary):.0f} ms, the "
-        f"sequence-length probe step +{1000 * (full[1] - ordinary):.0f} ms"
+        f"{ordinary / ref - 1:+.1%}, the probe-loss step +{1000 * (probe_loss - ordinary):.0f} ms, the "
+        f"sequence-length probe step +{1000 * (probe_seqlen - ordinary):.0f} ms"
     )
     mem = {}
     for m in MODES[:-1]:

@@ -3,7 +3,7 @@ through gradvar.hooks.WeakHook), Monitor.clip_grad_norm_ and Monitor.step, besid
 loop and the time of torch's clipping in the plain loop it replaces. Wall-clock overheads on a shared CPU carry
 the machine's noise (benchmarks/monitor_overhead.py prints its floor); this is the monitor's own share.
 
-    python benchmarks/monitor_own_time.py [--preset tiny] [--micro 4] [--steps 16]
+    python benchmarks/monitor_own_time.py [--preset tiny] [--micro 4] [--steps 16] [--mode paper|full]
 """
 
 from __future__ import annotations
@@ -63,11 +63,15 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--micro", type=int, default=4, help="micro-batches per step, K")
     p.add_argument("--steps", type=int, default=16)
+    p.add_argument(
+        "--mode", default="paper", choices=("paper", "full"), help="full: its ordinary steps (probes every 100)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     _instrument()
     out = tempfile.mkdtemp(prefix="gradvar-own-time-")
-    arms = {m: mo.stepper(*mo.setup(args.preset, m, out, "cpu", 0, args.micro)) for m in ("none", "paper")}
+    # warmup=0: "full" runs its steps 100 and 101 (the probes) in the two untimed steps below
+    arms = {m: mo.stepper(*mo.setup(args.preset, m, out, "cpu", 0, args.micro, warmup=0)) for m in ("none", args.mode)}
     for fn in arms.values():
         for _ in range(2):
             fn()
@@ -84,9 +88,9 @@ def main(argv=None) -> int:
         print(f"  {key:<28} {1000 * v / n:7.2f} ms/step")
     own = sum(v for k, v in SPENT.items() if not k.startswith("torch"))
     clip = SPENT.get("torch clip (plain loop)", 0.0)
-    paper = step["paper"] / n
+    paper = step[args.mode] / n
     print(
-        f"paper step {1000 * paper:.1f} ms, plain step {1000 * step['none'] / n:.1f} ms; inside gradvar "
+        f"{args.mode} step {1000 * paper:.1f} ms, plain step {1000 * step['none'] / n:.1f} ms; inside gradvar "
         f"{1000 * own / n:.1f} ms/step ({own / n / paper:.1%} of the step), less the plain loop's clipping "
         f"{1000 * clip / n:.1f} ms: {(own - clip) / n / paper:.1%}"
     )

@@ -39,6 +39,7 @@ from common import adamw, timed  # noqa: E402
 from monitor_overhead import stepper  # noqa: E402
 
 import gradvar  # noqa: E402
+from gradvar import _torch_compat as tc  # noqa: E402
 from gradvar import quantities as Q  # noqa: E402
 from trainer.model import build_model  # noqa: E402
 from trainer.recipes import preset  # noqa: E402
@@ -71,6 +72,15 @@ class Traffic(TorchDispatchMode):
         self.bytes, self.ops, self.attribute = 0, 0, attribute
         self.by_source: Counter = Counter()
         self.ops_by_source: Counter = Counter()
+
+    def __enter__(self):
+        # count what an accelerator runs, not gradvar's CPU-only shortcuts (the same numbers, other kernels)
+        self._host_reads, tc.HOST_READS_FREE = tc.HOST_READS_FREE, False
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        tc.HOST_READS_FREE = self._host_reads
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

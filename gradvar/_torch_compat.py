@@ -140,3 +140,24 @@ def calling_scaler(depth: int = 8):
             return scaler if isinstance(scaler, torch.amp.GradScaler) and scaler.is_enabled() else None
         frame = frame.f_back
     return None
+
+
+HOST_READS_FREE = True
+"""On a CPU device a value read on the host waits for nothing (there is no queue of kernels to drain), so a few
+statistics take a cheaper path there (`host_reads_free`): the non-finite count reads only the parameters whose
+norm says they have a non-finite element, and the L1 norm of Adam's state is a sum per tensor (torch's CPU
+`_foreach_norm` of order 1 or 0 is five times slower than a sum or an order-2 norm). Both paths give the same
+numbers; benchmarks/param_traffic.py sets this False to count what an accelerator runs."""
+
+
+def host_reads_free(t: torch.Tensor) -> bool:
+    """True where reading `t` on the host syncs nothing: a CPU tensor (see HOST_READS_FREE)."""
+    return HOST_READS_FREE and t.device.type == "cpu"
+
+
+def sum_nonneg(ts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The sum of each tensor of non-negative values (its L1 norm), accumulated in at least float32: one
+    multi-tensor kernel on an accelerator, a sum per tensor on the CPU (see HOST_READS_FREE)."""
+    if not ts or not host_reads_free(ts[0]):
+        return foreach_norm(ts, 1)
+    return [t.sum(dtype=torch.promote_types(t.dtype, torch.float32)) for t in ts]

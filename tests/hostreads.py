@@ -5,7 +5,8 @@ make one: reading a tensor's value on the host (`.item()`, `float()`, `bool()`, 
 `.cpu()`), building a tensor from host data on a device (`torch.tensor(..., device=)`: a blocking
 host-to-device copy on CUDA), and ops whose output
 size depends on the data (`nonzero`, `masked_select`). Only calls made directly from `gradvar/` or `trainer/` count:
-what torch or transformers do inside is theirs.
+what torch or transformers do inside is theirs. gradvar's CPU-only shortcuts (`_torch_compat.HOST_READS_FREE`:
+host reads where they wait for nothing) are off inside the watcher: it checks the path an accelerator runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from gradvar import _torch_compat as tc
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = tuple(str(ROOT / pkg) + "/" for pkg in ("gradvar", "trainer"))
@@ -62,6 +65,7 @@ class HostReads(TorchDispatchMode):
             self.hits.append(f"{what} at {where}")
 
     def __enter__(self):
+        self._host_reads, tc.HOST_READS_FREE = tc.HOST_READS_FREE, False
         for name in FACTORIES:  # a tensor built from host data on a given device: a blocking copy on CUDA
             real = getattr(torch, name)
             self._saved[("torch", name)] = real
@@ -84,6 +88,7 @@ class HostReads(TorchDispatchMode):
         return super().__enter__()
 
     def __exit__(self, *exc):
+        tc.HOST_READS_FREE = self._host_reads
         for (owner, name), real in self._saved.items():
             setattr(torch if owner == "torch" else torch.Tensor, name, real)
         return super().__exit__(*exc)

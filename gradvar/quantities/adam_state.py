@@ -36,7 +36,7 @@ class AdamState(Quantity):
         vs = [ctx.local(state[ctx.params[i]]["exp_avg_sq"]) for i in have]  # this rank's shard under FSDP2
         ms = [ctx.local(state[ctx.params[i]]["exp_avg"]) for i in have]
         sub = ctx.subsets(have)
-        vl1 = torch.stack(tc.foreach_norm(vs, 1)).float()  # v >= 0: the L1 norm is the sum
+        vl1 = torch.stack(tc.sum_nonneg(vs)).float()  # v >= 0: the L1 norm is the sum
         # Min and max in one read of v (aminmax), one kernel per tensor: no multi-tensor min exists, and
         # _foreach_norm's -inf order is one kernel per tensor too on CUDA (it has multi-tensor kernels for
         # orders 1, 2, inf only) but 9x slower than amin on CPU. A multi-tensor max beside it would read v again.

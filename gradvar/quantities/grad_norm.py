@@ -27,8 +27,7 @@ class GradNorm(Quantity):
     columns = frozenset({"grad_norm", "grad_norm_clipped", "nonfinite_grad"})
 
     def on_grads(self, ctx):
-        # g * 0 is NaN exactly where g is non-finite, and the L0 "norm" counts those: two multi-tensor kernels
-        now = torch.stack(tc.foreach_norm(tc.foreach_mul(ctx.grads(), 0.0), 0)).float()
+        now = nonfinite_now(ctx.grads(), ctx.grad_sq())
         bad = nonfinite_count(now, ctx.grad_sq()) if ctx.capture.modified_since_end() else now.sum()
         out = {
             "grad_sq_group": Stat(group_sum(ctx.grad_sq(), ctx.group_index, ctx.n_groups), ctx.shard_op(SUM)),
@@ -81,6 +80,23 @@ class GradNorm(Quantity):
             "grad_norm_clipped": clipped,
             "nonfinite_grad": raw["nonfinite_grad"][:, 0],
         }, per_group
+
+
+def nonfinite_now(grads: list[torch.Tensor], pre_sq: torch.Tensor) -> torch.Tensor:
+    """(n_params,) float32: the non-finite elements `.grad` shows now, for every parameter whose pre-clip |G|^2
+    is not finite. Where it is finite the gradient had no non-finite element (a norm of finite elements is
+    finite or, overflowing, +inf: never NaN, and never finite with an inf or NaN element), so its count is 0
+    unchanged and unused by `nonfinite_count` after a change. g * 0 is NaN exactly where g is non-finite, and
+    the L0 "norm" counts those: two multi-tensor kernels over every gradient on an accelerator (no sync); on
+    the CPU, where the host reads the norms for free, only the parameters whose norm is not finite."""
+    if not tc.host_reads_free(pre_sq):
+        return torch.stack(tc.foreach_norm(tc.foreach_mul(grads, 0.0), 0)).float()
+    now = torch.zeros(len(grads), dtype=torch.float32, device=pre_sq.device)
+    suspect = (~torch.isfinite(pre_sq)).nonzero().flatten().tolist()
+    if suspect:
+        counts = tc.foreach_norm(tc.foreach_mul([grads[i] for i in suspect], 0.0), 0)
+        now[suspect] = torch.stack(counts).float()
+    return now
 
 
 def nonfinite_count(now: torch.Tensor, pre_sq: torch.Tensor) -> torch.Tensor:

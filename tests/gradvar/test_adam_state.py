@@ -6,13 +6,16 @@ import torch
 from gv_helpers import accumulate, tiny_gpt2
 
 import gradvar
+from gradvar import _torch_compat as tc
 
 VARIANTS = [{"foreach": False}, {"foreach": True}, {"fused": True}]
 
 
+@pytest.mark.parametrize("host_reads", [True, False], ids=["cpu-path", "accelerator-path"])
 @pytest.mark.parametrize("opt_cls", [torch.optim.Adam, torch.optim.AdamW])
 @pytest.mark.parametrize("kw", VARIANTS, ids=["loop", "foreach", "fused"])
-def test_adam_state_matches_optimizer_state(tmp_path, opt_cls, kw):
+def test_adam_state_matches_optimizer_state(tmp_path, opt_cls, kw, host_reads, monkeypatch):
+    monkeypatch.setattr(tc, "HOST_READS_FREE", host_reads)  # v's L1 as a sum per tensor, or one foreach norm
     model = tiny_gpt2()
     opt = opt_cls(model.parameters(), lr=1e-2, **kw)
     mon = gradvar.Monitor(model, opt, tmp_path, "full")

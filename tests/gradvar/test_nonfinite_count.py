@@ -11,9 +11,19 @@ from client_loops import notes
 from gv_helpers import tiny_gpt2
 
 import gradvar
+from gradvar import _torch_compat as tc
 
-BAD = {2: math.inf, 3: math.nan}
-"""Steps whose gradient of the `w` parameter is all inf (a finite forward whose backward overflows float32) or NaN."""
+BIG = 1e25
+BAD = {2: math.inf, 3: math.nan, 4: BIG}
+"""Steps whose gradient of the `w` parameter is all inf (a finite forward whose backward overflows float32), NaN,
+or finite but so large that its squared norm overflows to inf (no non-finite element: it counts 0)."""
+
+
+@pytest.fixture(params=[True, False], ids=["host-reads", "device-only"], autouse=True)
+def count_path(request, monkeypatch):
+    """Both ways of counting: on the CPU only the parameters whose norm is not finite are read; on an
+    accelerator every gradient is, with no sync. Each must give the same count."""
+    monkeypatch.setattr(tc, "HOST_READS_FREE", request.param)
 
 
 class Blowup(torch.nn.Module):
@@ -31,6 +41,8 @@ class Blowup(torch.nn.Module):
             return loss + (self.w * 1e30).sum() * 1e30
         if math.isnan(self.bad):
             return loss + (self.w * math.nan).sum()
+        if self.bad == BIG:  # d/dw = 1e20 * 1e5, finite; |g|^2 = 3e50 is inf in float32
+            return loss + (self.w * 1e20).sum() * 1e5
         return loss + self.w.sum() * 0.0  # a finite gradient (zeros): every parameter has one at every step
 
 
@@ -42,7 +54,7 @@ def test_count_is_the_passes_or_nan_with_a_note(tmp_path, clip):
     start = {k: v.clone() for k, v in model.state_dict().items()}
     mon = gradvar.Monitor(model, opt, tmp_path, "paper", notify=lambda *a: None)
     want = []
-    for step in range(1, 5):
+    for step in range(1, 6):
         model.bad = BAD.get(step, 0.0)
         for x in torch.randn(2, 5, 4).unbind():
             (model(x) / 2).backward()
@@ -57,10 +69,12 @@ def test_count_is_the_passes_or_nan_with_a_note(tmp_path, clip):
         mon.step(loss=1.0, batch_size=2, seqlen=5)
     mon.close()
     got = gradvar.read_records(tmp_path)["steps"].nonfinite_grad.tolist()
-    assert want == [0, 3, 3, 0]
+    assert want == [0, 3, 3, 0, 0]
     said = [m for m in notes(tmp_path) if m.startswith("nonfinite_grad is NaN")]
-    if clip == "torch":  # a NaN norm: torch multiplies every element by NaN before the monitor's read
-        assert got[:2] == want[:2] and math.isnan(got[2]) and got[3] == 0 and len(said) == 1
+    if clip == "torch":
+        # a NaN norm: torch multiplies every element by NaN before the monitor's read; an overflowing norm: torch
+        # zeroes the gradient, which a zero_grad before the read would do too (the count cannot be told)
+        assert got[:2] == want[:2] and math.isnan(got[2]) and math.isnan(got[3]) and got[4] == 0 and len(said) == 1
     else:
         assert got == want and not said
 

@@ -168,7 +168,7 @@ class LoopHooks:
             step.gradient_gone(cap.micro_batches)
             self._note_once(*notes.grads_cleared(step.number))
         if not step.grads_read and (cap.micro_batches or any(p.grad is not None for p in self.params)):
-            self.read_grads()  # no optimizer step (a GradScaler skipped it, or none was taken)
+            self.read_grads(no_update=True)  # no optimizer step (a GradScaler skipped it, or none was taken)
         if step.stale_read:
             self._note_once(*notes.backward_after_read(step.number))
         step.close(loss, grad_norm)
@@ -214,14 +214,15 @@ class LoopHooks:
     def _after_pass(self):
         self.step.pass_ended()
 
-    def read_grads(self):
-        """Run the quantities that need the step's gradient before clipping (once per step)."""
+    def read_grads(self, no_update: bool = False):
+        """Run the quantities that need the step's gradient before clipping (once per step). no_update: read at
+        Monitor.step, with no optimizer step taken (not at a clip before one)."""
         step = self.step
         if step.grads_read:
             return
         cap = self.capture
         before = self.pre_clip()
-        if not step.took_step and cap.modified_since_end():  # read at Monitor.step, after the loop changed .grad
+        if no_update and cap.modified_since_end():  # read at Monitor.step, after the loop changed .grad
             before = dataclasses.replace(before, applied_unknown=True)
         step.read(cap.micro_batches, before, None if self.grad_scaler is None else tc.scaler_scale(self.grad_scaler))
         ctx = self.ctx()
@@ -278,6 +279,8 @@ class LoopHooks:
         if not changed:  # the monitor knows this change exactly: no norm of the clipped gradient needed
             self.step.clipped(coef)
             self.capture.mark_unchanged()
+        else:  # the loop changed .grad after the read: the coefficient applies to .grad as the loop left it
+            self.step.clipped(coef, before.grad_sq if before.applied_sq is None else before.applied_sq)
         return norm
 
     def pre_clip(self) -> PreClip:

@@ -31,6 +31,7 @@ class MonitorStep:
         """The gradient was read (or found gone) this step: later backward passes make the read stale."""
         self.stale_read = False
         self.clip_coef: torch.Tensor | None = None
+        self.clip_base_sq: torch.Tensor | None = None
         self.took_step = False
         """The optimizer's step pre-hook ran."""
         self.held: list[tuple] = []
@@ -74,10 +75,15 @@ class MonitorStep:
     def updated(self) -> None:
         self.facts.updated()
 
-    def clipped(self, coef: torch.Tensor) -> None:
-        """Monitor.clip_grad_norm_ multiplied the gradient by `coef`, and nothing else changed it since the read."""
-        self.clip_coef = coef if self.clip_coef is None else self.clip_coef * coef
-        self.facts.clipped(self.clip_coef)
+    def clipped(self, coef: torch.Tensor, base_sq: torch.Tensor | None = None) -> None:
+        """Monitor.clip_grad_norm_ multiplied the gradient by `coef`: the gradient read, when nothing else changed
+        it since (a second clip multiplies the coefficients), else the one whose |grad|^2 per parameter is
+        `base_sq`, as the loop left it."""
+        if base_sq is not None:
+            self.clip_coef, self.clip_base_sq = coef, base_sq
+        else:
+            self.clip_coef = coef if self.clip_coef is None or self.clip_base_sq is not None else self.clip_coef * coef
+        self.facts.clipped(self.clip_coef, self.clip_base_sq)
 
     def add_stats(self, stats: dict) -> None:
         self.stats.update(stats)

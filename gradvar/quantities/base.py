@@ -68,7 +68,10 @@ class StepFacts:
     """The parameters (this rank's shards) before the update, on steps where a quantity needs them; released
     once the update's quantities ran."""
     clip_coef: torch.Tensor | None = None
-    """What Monitor.clip_grad_norm_ multiplied the gradient by, when nothing else changed it after the read."""
+    """What Monitor.clip_grad_norm_ multiplied the gradient by."""
+    clip_base_sq: torch.Tensor | None = None
+    """(n_params,) |grad|^2 per parameter of the gradient `clip_coef` multiplied, where the loop changed `.grad`
+    between the read and Monitor.clip_grad_norm_; None: the read's `pre_clip.grad_sq`, nothing else changed it."""
     grad_norm_user: torch.Tensor | None = None
     """The pre-clip norm the loop passed to Monitor.step (the statistics are rescaled to it)."""
     losses: torch.Tensor | None = None
@@ -90,9 +93,10 @@ class StepFacts:
         """The update's quantities ran: the snapshot is not needed any more."""
         self.snapshot = None
 
-    def clipped(self, coef: torch.Tensor) -> None:
-        """Monitor.clip_grad_norm_ multiplied the gradient read by `coef` in all since the read."""
-        self.clip_coef = coef
+    def clipped(self, coef: torch.Tensor, base_sq: torch.Tensor | None = None) -> None:
+        """Monitor.clip_grad_norm_ multiplied by `coef` the gradient read, or the one whose |grad|^2 per parameter
+        is `base_sq` (the loop changed it after the read)."""
+        self.clip_coef, self.clip_base_sq = coef, base_sq
 
     def closed(self, losses, loss_given: bool, forward_losses, grad_norm_user) -> None:
         """Monitor.step closes the step."""

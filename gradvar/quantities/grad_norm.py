@@ -56,8 +56,10 @@ class GradNorm(Quantity):
 
     def on_step(self, ctx):
         out = {}
-        if ctx.facts.clip_coef is not None and ctx.facts.pre_clip is not None:  # clip_grad_norm_ after the read
-            out["grad_sq_applied"] = Stat(ctx.grad_sq().sum() * ctx.facts.clip_coef.float().square(), ctx.shard_op(SUM))
+        coef, base = ctx.facts.clip_coef, ctx.facts.clip_base_sq
+        if coef is not None and ctx.facts.pre_clip is not None:  # Monitor.clip_grad_norm_ after the read
+            base = ctx.grad_sq() if base is None else base  # .grad as the read saw it, or as the loop left it
+            out["grad_sq_applied"] = Stat(base.sum() * coef.float().square(), ctx.shard_op(SUM))
         if ctx.facts.grad_norm_user is not None:
             out["grad_norm_user"] = Stat(ctx.facts.grad_norm_user, SAME)
         return out

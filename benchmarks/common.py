@@ -8,6 +8,7 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from trainer.train import next_token_loss
@@ -77,11 +78,25 @@ def interleaved(arms: dict, n: int, warmup: int, device="cpu", before=None) -> d
     return times
 
 
-def noise_floor(times: dict, a: str, b: str) -> float:
-    """The relative difference of the mean step times of two identical loops (an A/A control): how far apart
-    two arms with no difference in their work come out in this run, the scale below which an overhead is
-    not shown."""
-    return sum(times[b]) / sum(times[a]) - 1
+def overhead(arm: list[float], ref: list[float], extra: float = 0.0, goal: float | None = None, seed: int = 0):
+    """The relative overhead of `arm` over `ref` (sum(arm) + extra) / sum(ref) - 1, with a 95% bootstrap interval
+    over the turns (turn i's step of each loop resampled together, so that a slow moment of the machine stays
+    paired), and what it says of `goal`: "met" when the interval lies below it, "not met" above, else "not
+    shown" (the noise is larger than the distance to the goal). `extra`: seconds added outside the resampled
+    steps (the probe steps of "full", measured once per process). Returns (estimate, low, high, verdict)."""
+    a, r = np.asarray(arm), np.asarray(ref)
+    est = (a.sum() + extra) / r.sum() - 1
+    idx = np.random.default_rng(seed).integers(0, len(a), (2000, len(a)))
+    boot = (a[idx].sum(axis=1) + extra) / r[idx].sum(axis=1) - 1
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    verdict = None if goal is None else ("met" if hi <= goal else "not met" if lo > goal else "not shown")
+    return est, lo, hi, verdict
+
+
+def describe_overhead(est: float, lo: float, hi: float, verdict: str | None = None, goal: float | None = None) -> str:
+    """'+1.2% (95%: -0.3% to +2.6%)', with the goal and the verdict when given."""
+    text = f"{est:+.1%} (95%: {lo:+.1%} to {hi:+.1%})"
+    return text if goal is None else f"{text}, goal +{goal:.0%}: {verdict}"
 
 
 def peak_memory_mb(device="cpu") -> float:

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import adamw, interleaved, noise_floor  # noqa: E402
+from common import adamw, describe_overhead, interleaved, overhead  # noqa: E402
 
 NAMES = (
     "all_reduce",
@@ -141,9 +141,10 @@ def _report(args, times, counts, flush) -> None:
     mean = {m: sum(t) / n for m, t in times.items()}
     for m, v in mean.items():
         print(f"  {m:<7} {1000 * v:8.1f} ms/step")
-    print(f"noise floor (two identical plain loops): {noise_floor(times, 'none', 'none_b'):+.1%}")
-    ref = (mean["none"] + mean["none_b"]) / 2
-    print(f"overhead paper: {mean['paper'] / ref - 1:+.1%} against their mean (goal +2%)")
+    floor = overhead(times["none_b"], times["none"])
+    print(f"noise floor (two identical plain loops): {describe_overhead(*floor)}, intervals from resampling the turns")
+    ref = [(a + b) / 2 for a, b in zip(times["none"], times["none_b"])]
+    print(f"overhead paper against their mean: {describe_overhead(*overhead(times['paper'], ref, goal=0.02), 0.02)}")
     per = {m: {k: v / args.warmup for k, v in c.items()} for m, c in counts.items()}
     extra = {k: per["paper"].get(k, 0) - per["none"].get(k, 0) for k in set(per["paper"]) | set(per["none"])}
     print(

@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 from common import (  # noqa: E402
     adamw,
     autocast,
     bare_step,
     interleaved,
-    noise_floor,
     peak_memory_mb,
     timed,
     write_json,
@@ -241,28 +241,44 @@ def main(argv=None) -> int:
     o = bench_config(args.preset, args.batch, args.micro).optim
     k = o.batch_size // o.micro_batch_size
     mean = {m: sum(t) / n for m, t in times.items()}
-    ref = (mean["none"] + mean["none_b"]) / 2
+    ref_steps = [(a + b) / 2 for a, b in zip(times["none"], times["none_b"])]  # turn by turn
     # each process's first two timed "full" steps are its steps 100 and 101: the probes
+    probes = {i for j in range(len(runs)) for i in (j * per, j * per + 1)}
     probe_loss = sum(run["full"][0] for run in runs) / len(runs)
     probe_seqlen = sum(run["full"][1] for run in runs) / len(runs)
-    ordinary = sum(sum(run["full"][2:]) for run in runs) / (n - 2 * len(runs))
-    full_step = ((PROBE_EVERY - 2) * ordinary + probe_loss + probe_seqlen) / PROBE_EVERY
-    overhead = {"paper": mean["paper"] / ref - 1, "paper_tb": mean["paper_tb"] / ref - 1, "full": full_step / ref - 1}
+    ordinary_steps = [t for i, t in enumerate(times["full"]) if i not in probes]
+    ordinary_ref = [t for i, t in enumerate(ref_steps) if i not in probes]
+    ordinary = sum(ordinary_steps) / len(ordinary_steps)
+    # the probe steps' extra cost spread over PROBE_EVERY steps, added to the ordinary steps resampled
+    probe_extra = len(ordinary_steps) * (probe_loss + probe_seqlen - 2 * ordinary) / PROBE_EVERY
+    goals = {"paper": 0.02, "paper_tb": 0.02, "full": 0.05}
+    found = {m: common.overhead(times[m], ref_steps, goal=goals[m]) for m in ("paper", "paper_tb")}
+    found["full"] = common.overhead(ordinary_steps, ordinary_ref, probe_extra, goal=goals["full"])
+    found["full_ordinary"] = common.overhead(ordinary_steps, ordinary_ref)
+    floor = common.overhead(times["none_b"], times["none"])
     print(
         f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
         f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn, torch {torch.__version__}"
     )
     for m in MODES:
         print(f"  {m:<9} {1000 * mean[m]:8.1f} ms/step")
-    floor = noise_floor(times, "none", "none_b")
-    print(f"noise floor (two identical plain loops): {floor:+.1%}; overheads are against their mean")
-    print(f"overhead paper: {overhead['paper']:+.1%} (goal +2%)")
-    print(f"overhead paper + TensorBoard sink: {overhead['paper_tb']:+.1%} (goal +2%)")
     print(
-        f"overhead full, both probes every {PROBE_EVERY} steps: {overhead['full']:+.1%} (goal +5%): ordinary steps "
-        f"{ordinary / ref - 1:+.1%}, the probe-loss step +{1000 * (probe_loss - ordinary):.0f} ms, the "
-        f"sequence-length probe step +{1000 * (probe_seqlen - ordinary):.0f} ms"
+        f"noise floor (two identical plain loops): {common.describe_overhead(*floor)}; overheads are against their "
+        "mean, intervals from resampling the turns"
     )
+    print(f"overhead paper: {common.describe_overhead(*found['paper'], goals['paper'])}")
+    print(f"overhead paper + TensorBoard sink: {common.describe_overhead(*found['paper_tb'], goals['paper_tb'])}")
+    full = common.describe_overhead(*found["full"], goals["full"])
+    print(
+        f"overhead full, both probes every {PROBE_EVERY} steps: {full}; ordinary steps "
+        f"{common.describe_overhead(*found['full_ordinary'])}, the probe-loss step "
+        f"+{1000 * (probe_loss - ordinary):.0f} ms, the sequence-length probe step "
+        f"+{1000 * (probe_seqlen - ordinary):.0f} ms"
+    )
+    overhead = {m: found[m][0] for m in ("paper", "paper_tb", "full")}
+    interval = {m: found[m][1:3] for m in ("paper", "paper_tb", "full")}
+    verdict = {m: found[m][3] for m in ("paper", "paper_tb", "full")}
+    floor = floor[0]
     mem = {}
     for m in MODES[:-1]:
         res = subprocess.run(
@@ -308,6 +324,8 @@ def main(argv=None) -> int:
             "ms_per_step": {m: 1000 * mean[m] for m in MODES},
             "noise_floor": floor,
             "overhead": overhead,
+            "interval95": interval,
+            "verdict": verdict,
             "peak_mb": mem,
             "peak_mb_added": {m: mem[m] - mem["none"] for m in ("paper", "full")},
         },

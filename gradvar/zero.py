@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from . import _torch_compat as tc
 from .quantities.base import group_max, group_min, group_sum
+from .quantities.grad_norm import nonfinite_now
 
 
 class Segments:
@@ -169,8 +170,9 @@ class ZeroSteps:
         for part in self._current():
             if part.flat.grad is not None:
                 gs = part.views(part.flat.grad)
-                s["grad_sq"].index_add_(0, part.groups, torch.stack(tc.foreach_norm(gs)).float().square())
-                s["bad"] += torch.stack(tc.foreach_norm(tc.foreach_mul(gs, 0.0), 0)).sum().float()
+                sq = torch.stack(tc.foreach_norm(gs)).float().square()
+                s["grad_sq"].index_add_(0, part.groups, sq)
+                s["bad"] += nonfinite_now(gs, sq).sum()  # the CPU reads only the views whose norm is not finite
             if self.want_update:
                 self._snap[id(part.flat)] = part.flat.detach().clone()
 
@@ -191,7 +193,7 @@ class ZeroSteps:
             self.has_state = True
             vs, ms = part.views(state["exp_avg_sq"]), part.views(state["exp_avg"])
             s["v_max"] = torch.maximum(s["v_max"], group_max(torch.stack(tc.foreach_max(vs)).float(), part.groups, g))
-            s["v_l1"] += group_sum(torch.stack(tc.foreach_norm(vs, 1)).float(), part.groups, g)
+            s["v_l1"] += group_sum(torch.stack(tc.sum_nonneg(vs)).float(), part.groups, g)
             s["v_min"] = torch.minimum(
                 s["v_min"], group_min(torch.stack([v.amin() for v in vs]).float(), part.groups, g)
             )

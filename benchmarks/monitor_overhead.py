@@ -8,7 +8,7 @@ adds (separate processes).
 
 Each loop times rounds x steps steps, split over --processes processes run one after the other (2 by default):
 each builds every loop afresh, the second in the reverse order, since the loop built first in a process runs
-up to 2-3% faster than the same loop built later on CPU (where the allocator put it), which a single process
+up to 2-3% faster than the same loop built later on our CPU machine (cause not pinned down), which one process
 would hand to whichever arm came first. "full" is timed from step 100 of its run (a monitor resumed there),
 past the probe loss's dense first 30 steps: steps 100 and 101 run the probe loss and the sequence-length probe
 (once per process), and its figure per step is (98 ordinary steps + those two) / 100, what a run with both

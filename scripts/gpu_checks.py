@@ -56,7 +56,7 @@ def plan(dry: bool, numbers: Path, study_overrides=(), study_s: float = 420) -> 
         short, mfu_extra, study = ["--rounds", "3", "--steps", "8", "--warmup", "3"], [], "gpu-117m"
         sync = ["--steps", "4"]
     # one process: building the models twice would not fit the caps, and the build-order effect the default two
-    # processes cancel is the CPU allocator's (the dry run's three steps per loop are too few to split anyway)
+    # processes cancel was seen on CPU (the dry run's three steps per loop are too few to split anyway)
     split = ["--processes", "1"]
     study_step = Step(
         f"study {study}",

@@ -282,20 +282,7 @@ def main(argv=None) -> int:
     mem = {}
     for m in MODES[:-1]:
         res = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--preset",
-                args.preset,
-                "--device",
-                args.device,
-                "--batch",
-                str(args.batch),
-                "--micro",
-                str(args.micro),
-                "--memory-child",
-                m,
-            ],
+            [*_child_args(args), "--memory-child", m],
             capture_output=True,
             text=True,
             check=True,

@@ -75,11 +75,12 @@ class Traffic(TorchDispatchMode):
 
     def __enter__(self):
         # count what an accelerator runs, not gradvar's CPU-only shortcuts (the same numbers, other kernels)
-        self._host_reads, tc.HOST_READS_FREE = tc.HOST_READS_FREE, False
+        self._path = tc.accelerator_path()
+        self._path.__enter__()
         return super().__enter__()
 
     def __exit__(self, *exc):
-        tc.HOST_READS_FREE = self._host_reads
+        self._path.__exit__(*exc)
         return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):

@@ -17,6 +17,7 @@ If a torch release drops one of them, importing gradvar says which, instead of f
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -147,7 +148,19 @@ HOST_READS_FREE = True
 statistics take a cheaper path there (`host_reads_free`): the non-finite count reads only the parameters whose
 norm says they have a non-finite element, and the L1 norm of Adam's state is a sum per tensor (torch's CPU
 `_foreach_norm` of order 1 or 0 is five times slower than a sum or an order-2 norm). Both paths give the same
-numbers; benchmarks/param_traffic.py sets this False to count what an accelerator runs."""
+numbers; benchmarks/param_traffic.py counts what an accelerator runs (`accelerator_path`)."""
+
+
+@contextlib.contextmanager
+def accelerator_path():
+    """Within: the CPU takes the accelerator's path too (HOST_READS_FREE off), for tools that count or watch what
+    an accelerator runs."""
+    global HOST_READS_FREE
+    was, HOST_READS_FREE = HOST_READS_FREE, False
+    try:
+        yield
+    finally:
+        HOST_READS_FREE = was
 
 
 def host_reads_free(t: torch.Tensor) -> bool:

@@ -266,7 +266,8 @@ class LoopHooks:
         changed = self.capture.modified_since_end()
         # a read taken just now is .grad as it is: reuse it; after an earlier read, .grad may have changed since
         before = self.step.facts.pre_clip if fresh else self.pre_clip()
-        sq = (before.grad_sq if before.applied_sq is None else before.applied_sq).sum()
+        now_sq = before.grad_sq if before.applied_sq is None else before.applied_sq  # .grad as it is now
+        sq = now_sq.sum()
         norm = (sharded.global_sq_sum(sq) if self.sharded else sq).sqrt()  # FSDP2: over all shards
         if math.isinf(max_norm):
             return norm
@@ -280,7 +281,7 @@ class LoopHooks:
             self.step.clipped(coef)
             self.capture.mark_unchanged()
         else:  # the loop changed .grad after the read: the coefficient applies to .grad as the loop left it
-            self.step.clipped(coef, before.grad_sq if before.applied_sq is None else before.applied_sq)
+            self.step.clipped(coef, now_sq)
         return norm
 
     def pre_clip(self) -> PreClip:

@@ -82,7 +82,7 @@ class MonitorStep:
         if base_sq is not None:
             self.clip_coef, self.clip_base_sq = coef, base_sq
         else:
-            self.clip_coef = coef if self.clip_coef is None or self.clip_base_sq is not None else self.clip_coef * coef
+            self.clip_coef = coef if self.clip_coef is None else self.clip_coef * coef
         self.facts.clipped(self.clip_coef, self.clip_base_sq)
 
     def add_stats(self, stats: dict) -> None:

@@ -65,7 +65,8 @@ class HostReads(TorchDispatchMode):
             self.hits.append(f"{what} at {where}")
 
     def __enter__(self):
-        self._host_reads, tc.HOST_READS_FREE = tc.HOST_READS_FREE, False
+        self._path = tc.accelerator_path()
+        self._path.__enter__()
         for name in FACTORIES:  # a tensor built from host data on a given device: a blocking copy on CUDA
             real = getattr(torch, name)
             self._saved[("torch", name)] = real
@@ -88,7 +89,7 @@ class HostReads(TorchDispatchMode):
         return super().__enter__()
 
     def __exit__(self, *exc):
-        tc.HOST_READS_FREE = self._host_reads
+        self._path.__exit__(*exc)
         for (owner, name), real in self._saved.items():
             setattr(torch if owner == "torch" else torch.Tensor, name, real)
         return super().__exit__(*exc)

@@ -24,6 +24,19 @@ def tensorboard_scalars(log_dir) -> dict[str, dict[int, float]]:
     return out
 
 
+def tensorboard_scalar_events(log_dir) -> list[tuple[int, int]]:
+    """(step, number of scalar values) of each event in the event files that holds scalars, in file order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out = []
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            n = sum(v.metadata.plugin_data.plugin_name == "scalars" for v in event.summary.value)
+            if n:
+                out.append((event.step, n))
+    return out
+
+
 def tensorboard_texts(log_dir) -> dict[str, dict[int, str]]:
     from tensorboard.backend.event_processing import event_accumulator as ea
     from tensorboard.util import tensor_util

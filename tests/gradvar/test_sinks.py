@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from dashboard_files import tensorboard_scalars, tensorboard_texts
+from dashboard_files import tensorboard_scalar_events, tensorboard_scalars, tensorboard_texts
 from gv_helpers import tiny_gpt2
 from sink_helpers import LOSS_SPIKE_STEP, STEPS, train
 
@@ -49,6 +49,17 @@ def test_tensorboard_holds_every_record_exactly(tmp_path):
     n_tb = sum(len(v) for k, v in tb.items())
     n_rec = steps.shape[0] * (steps.shape[1] - 1) + len(layers) + len(probes) * (probes.shape[1] - 4)
     assert n_tb == n_rec  # nothing more, nothing twice
+
+
+def test_tensorboard_one_event_per_step(tmp_path):
+    """A step's scalars travel in one event (the writer's thread checksums and writes each event; an event per
+    value made the training thread wait on it for every value)."""
+    train(tmp_path / "run", sinks=[TensorBoardSink(tmp_path / "tb")])
+    events = tensorboard_scalar_events(tmp_path / "tb")
+    steps = [s for s, _ in events]
+    assert steps == sorted(set(steps)) == list(range(1, STEPS + 1))
+    tb = tensorboard_scalars(tmp_path / "tb")
+    assert sum(n for _, n in events) == sum(len(v) for v in tb.values())
 
 
 def test_tensorboard_events_as_text(tmp_path):

@@ -3,7 +3,7 @@ through gradvar.hooks.WeakHook), Monitor.clip_grad_norm_ and Monitor.step, besid
 loop and the time of torch's clipping in the plain loop it replaces. Wall-clock overheads on a shared CPU carry
 the machine's noise (benchmarks/monitor_overhead.py prints its floor); this is the monitor's own share.
 
-    python benchmarks/monitor_own_time.py [--preset tiny] [--micro 4] [--steps 16] [--mode paper|full]
+    python benchmarks/monitor_own_time.py [--preset tiny] [--micro 4] [--steps 50] [--mode paper|full]
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny")
     p.add_argument("--micro", type=int, default=4, help="micro-batches per step, K")
-    p.add_argument("--steps", type=int, default=16)
+    p.add_argument(
+        "--steps", type=int, default=50, help="timed steps per loop; 50 include one flush of the records (every 50 steps)"
+    )
     p.add_argument(
         "--mode", default="paper", choices=("paper", "full"), help="full: its ordinary steps (probes every 100)"
     )

@@ -63,7 +63,10 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--micro", type=int, default=4, help="micro-batches per step, K")
     p.add_argument(
-        "--steps", type=int, default=50, help="timed steps per loop; 50 include one flush of the records (every 50 steps)"
+        "--steps",
+        type=int,
+        default=50,
+        help="timed steps per loop; 50 include one flush of the records (every 50 steps)",
     )
     p.add_argument(
         "--mode", default="paper", choices=("paper", "full"), help="full: its ordinary steps (probes every 100)"

@@ -3,7 +3,7 @@ through gradvar.hooks.WeakHook), Monitor.clip_grad_norm_ and Monitor.step, besid
 loop and the time of torch's clipping in the plain loop it replaces. Wall-clock overheads on a shared CPU carry
 the machine's noise (benchmarks/monitor_overhead.py prints its floor); this is the monitor's own share.
 
-    python benchmarks/monitor_own_time.py [--preset tiny] [--micro 4] [--steps 50] [--mode paper|full]
+    python benchmarks/monitor_own_time.py [--preset tiny] [--micro 4] [--steps 50] [--mode paper|paper_tb|full]
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ import monitor_overhead as mo  # noqa: E402
 
 import gradvar  # noqa: E402
 from gradvar import hooks  # noqa: E402
+from gradvar.sinks.base import Sink  # noqa: E402
 
 SPENT: dict[str, float] = {}
+PART = "  of which the sinks"
+"""Time inside Monitor.step spent writing to the sinks (`paper_tb`): printed, not added to the total twice."""
 
 
 def _timed(fn, key: str):
@@ -56,6 +59,7 @@ def _instrument() -> None:
     gradvar.Monitor.step = _timed(gradvar.Monitor.step, "Monitor.step")
     gradvar.Monitor.clip_grad_norm_ = _timed(gradvar.Monitor.clip_grad_norm_, "Monitor.clip_grad_norm_")
     torch.nn.utils.clip_grad_norm_ = _timed(torch.nn.utils.clip_grad_norm_, "torch clip (plain loop)")
+    Sink.write = _timed(Sink.write, PART)
 
 
 def main(argv=None) -> int:
@@ -69,7 +73,10 @@ def main(argv=None) -> int:
         help="timed steps per loop; 50 include one flush of the records (every 50 steps)",
     )
     p.add_argument(
-        "--mode", default="paper", choices=("paper", "full"), help="full: its ordinary steps (probes every 100)"
+        "--mode",
+        default="paper",
+        choices=("paper", "paper_tb", "full"),
+        help="paper_tb: with a TensorBoard sink (its share printed apart); full: its ordinary steps (probes every 100)",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -90,8 +97,11 @@ def main(argv=None) -> int:
     n = args.steps
     print(f"preset {args.preset}, K = {args.micro}, {n} steps per loop, torch {torch.__version__}")
     for key, v in sorted(SPENT.items(), key=lambda kv: -kv[1]):
-        print(f"  {key:<28} {1000 * v / n:7.2f} ms/step")
-    own = sum(v for k, v in SPENT.items() if not k.startswith("torch"))
+        if key != PART:
+            print(f"  {key:<28} {1000 * v / n:7.2f} ms/step")
+        if key == "Monitor.step" and PART in SPENT:
+            print(f"  {PART:<28} {1000 * SPENT[PART] / n:7.2f} ms/step")
+    own = sum(v for k, v in SPENT.items() if not k.startswith("torch") and k != PART)
     clip = SPENT.get("torch clip (plain loop)", 0.0)
     paper = step[args.mode] / n
     print(

@@ -5,10 +5,9 @@
 
 SummaryWriter queues events and writes them from its own thread; the sink flushes it once per monitor flush,
 so a live TensorBoard shows each flushed step. A step's scalars go into one event (a summary holds any number of
-values), not one each as `add_scalar` makes them: the writer's queue holds 10 events, so an event per value made
-the training thread wait on the writer's thread for every value (~130 us each, 12 ms per step of the `paper`
-preset's ~140 values on the CPU tiny benchmark; 3.5 ms with one event per step, most of it tensorboard's
-pure-Python checksum of the bytes written).
+values), not one each as `add_scalar` makes them: the writer's queue holds 10 events, so an event per value would make
+the training thread wait on the writer's thread for every value (~130 us each; the sink's time per step:
+`python benchmarks/monitor_own_time.py --mode paper_tb`).
 """
 
 from __future__ import annotations

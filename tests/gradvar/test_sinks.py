@@ -53,7 +53,7 @@ def test_tensorboard_holds_every_record_exactly(tmp_path):
 
 def test_tensorboard_one_event_per_step(tmp_path):
     """A step's scalars travel in one event (the writer's thread checksums and writes each event; an event per
-    value made the training thread wait on it for every value)."""
+    value would make the training thread wait on it for every value)."""
     train(tmp_path / "run", sinks=[TensorBoardSink(tmp_path / "tb")])
     events = tensorboard_scalar_events(tmp_path / "tb")
     steps = [s for s, _ in events]

@@ -40,17 +40,12 @@ class TensorBoardSink(Sink):
             for step, tag, value in values:
                 writer.add_scalar(tag, value, step, new_style=True, double_precision=True)
             return
-        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
-        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from torch.utils.tensorboard.summary import Summary, scalar
 
-        # what torch's add_scalar(new_style=True, double_precision=True) writes: a float64 tensor, so the dashboard
-        # holds the records' values exactly (simple_value is float32), under the scalars plugin
-        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))
         for step, rows in groupby(values, key=lambda v: v[0]):
-            parts = [
-                Summary.Value(tag=tag, tensor=TensorProto(double_val=[value], dtype="DT_DOUBLE"), metadata=meta)
-                for _, tag, value in rows
-            ]
+            # torch's own scalar value, as add_scalar writes it: float64 tensors, so the dashboard holds the
+            # records' values exactly (simple_value is float32)
+            parts = [scalar(tag, value, new_style=True, double_precision=True).value[0] for _, tag, value in rows]
             file_writer.add_summary(Summary(value=parts), step)
 
     def events(self, events) -> None:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import monitor_overhead as mo  # noqa: E402
 
 import gradvar  # noqa: E402
-from gradvar import hooks  # noqa: E402
+from gradvar import capture, hooks  # noqa: E402,F401  (capture: its GradHook is instrumented too)
 from gradvar.sinks.base import Sink  # noqa: E402
 
 SPENT: dict[str, float] = {}
@@ -42,20 +42,25 @@ def _timed(fn, key: str):
 def _instrument() -> None:
     """Count the outermost gradvar call only: a hook that calls the monitor's methods is one entry."""
     depth = [0]
-    call = hooks.WeakHook.__call__
 
-    def weak_call(self, *args, **kwargs):
-        depth[0] += 1
-        start = time.perf_counter()
-        try:
-            return call(self, *args, **kwargs)
-        finally:
-            depth[0] -= 1
-            if depth[0] == 0:
-                key = f"hook {self._name}"
-                SPENT[key] = SPENT.get(key, 0.0) + time.perf_counter() - start
+    def timed_call(call):
+        def weak_call(self, *args, **kwargs):
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return call(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    key = f"hook {self._name}"
+                    SPENT[key] = SPENT.get(key, 0.0) + time.perf_counter() - start
 
-    hooks.WeakHook.__call__ = weak_call
+        return weak_call
+
+    # WeakHook and its specialised forms (GradCapture's per-parameter GradHook has its own __call__)
+    for cls in (hooks.WeakHook, *hooks.WeakHook.__subclasses__()):
+        if "__call__" in vars(cls):
+            cls.__call__ = timed_call(vars(cls)["__call__"])
     gradvar.Monitor.step = _timed(gradvar.Monitor.step, "Monitor.step")
     gradvar.Monitor.clip_grad_norm_ = _timed(gradvar.Monitor.clip_grad_norm_, "Monitor.clip_grad_norm_")
     torch.nn.utils.clip_grad_norm_ = _timed(torch.nn.utils.clip_grad_norm_, "torch clip (plain loop)")

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import monitor_overhead as mo  # noqa: E402
 
 import gradvar  # noqa: E402
-from gradvar import capture, hooks  # noqa: E402,F401  (capture: its GradHook is instrumented too)
+from gradvar import capture, hooks  # noqa: E402
 from gradvar.sinks.base import Sink  # noqa: E402
 
 SPENT: dict[str, float] = {}
@@ -57,10 +57,8 @@ def _instrument() -> None:
 
         return weak_call
 
-    # WeakHook and its specialised forms (GradCapture's per-parameter GradHook has its own __call__)
-    for cls in (hooks.WeakHook, *hooks.WeakHook.__subclasses__()):
-        if "__call__" in vars(cls):
-            cls.__call__ = timed_call(vars(cls)["__call__"])
+    for cls in (hooks.WeakHook, capture.GradHook):  # GradCapture's per-parameter hook has its own __call__
+        cls.__call__ = timed_call(cls.__call__)
     gradvar.Monitor.step = _timed(gradvar.Monitor.step, "Monitor.step")
     gradvar.Monitor.clip_grad_norm_ = _timed(gradvar.Monitor.clip_grad_norm_, "Monitor.clip_grad_norm_")
     torch.nn.utils.clip_grad_norm_ = _timed(torch.nn.utils.clip_grad_norm_, "torch clip (plain loop)")

@@ -125,13 +125,15 @@ class GradCapture:
         # Runs once per parameter per backward, between the backward's kernels (its code and data cold in the
         # caches): a gradient of the pass under way, the common case, takes no lock and few Python steps. Dict
         # and set operations are atomic under the GIL, and one parameter's hooks run on one device's thread.
-        ps = self._pass
-        if ps is None or tc.graph_task_id() not in ps["tasks"]:
+        task, ps = tc.graph_task_id(), self._pass
+        if ps is None or task not in ps["tasks"]:
             with self._lock:
-                node = self._node if self._node is not None else tc.current_node()
-                if not tc.accumulates(node):  # torch.autograd.grad: not a micro-batch
-                    return
-                ps = self._join(tc.graph_task_id())
+                ps = self._pass  # checked again: another device's thread of this task may have joined it since
+                if ps is None or task not in ps["tasks"]:
+                    node = self._node if self._node is not None else tc.current_node()
+                    if not tc.accumulates(node):  # torch.autograd.grad: not a micro-batch
+                        return
+                    ps = self._join(task)
         grads = ps["grads"]
         if ps["first"]:  # not held: a reference would make autograd copy the gradient into .grad
             grads[i] = None

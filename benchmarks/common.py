@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import resource
 import time
 from pathlib import Path
@@ -61,20 +62,35 @@ def print_times(totals: dict, n: int) -> None:
         print(f"  {m:<6} {1000 * total / n:8.1f} ms/step")
 
 
-def interleaved(arms: dict, n: int, warmup: int, device="cpu", before=None) -> dict[str, list[float]]:
-    """Seconds of each of n steps of every arm, one step of each arm in turn, the order reversed every other
-    turn (A B C, C B A, ...): a drift of the machine (its clock, other processes, the allocator's state) falls
-    on every arm alike, where blocks of steps per arm would hand it to whichever arm ran then. `warmup`
-    untimed steps per arm first; `before()` runs before each timed step (a barrier across ranks)."""
+def interleaved(
+    arms: dict, n: int, warmup: int, device="cpu", before=None, order: str = "alternate", cpu: dict | None = None
+) -> dict[str, list[float]]:
+    """Seconds of each of n steps of every arm, one step of each arm in turn: a drift of the machine (its clock,
+    other processes, the allocator's state) falls on every arm alike, where blocks of steps per arm would hand
+    it to whichever arm ran then. `order`: "alternate" reverses the order every other turn (A B C, C B A, ...);
+    "shuffled" draws it afresh every turn (seeded: the same on every rank), so that no arm always follows the
+    same ones (with "alternate" the first and last arms follow themselves at every other turn's boundary, and
+    what a step leaves in the caches and the allocator falls on its successor). `warmup` untimed steps per arm
+    first; `before()` runs before each timed step (a barrier across ranks). `cpu`: filled with each step's CPU
+    seconds of this process, {arm: [(user, system), ...]} (all its threads: a sink's writer thread counts)."""
+    if order not in ("alternate", "shuffled"):
+        raise ValueError(f"interleaved: order {order!r} is neither 'alternate' nor 'shuffled'")
     for fn in arms.values():
         for _ in range(warmup):
             fn()
     names, times = list(arms), {a: [] for a in arms}
+    rng = random.Random(0)
     for i in range(n):
-        for a in names if i % 2 == 0 else names[::-1]:
+        if order == "shuffled":
+            rng.shuffle(names)
+        for a in names if order == "shuffled" or i % 2 == 0 else names[::-1]:
             if before is not None:
                 before()
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             times[a].append(timed(arms[a], 1, device))
+            if cpu is not None:
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu.setdefault(a, []).append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
     return times
 
 

@@ -9,10 +9,15 @@ adds (separate processes).
 Each loop times rounds x steps steps, split over --processes processes run one after the other (2 by default):
 each builds every loop afresh, the second in the reverse order, since the loop built first in a process runs
 up to 2-3% faster than the same loop built later on our CPU machine (cause not pinned down), which one process
-would hand to whichever arm came first. "full" is timed from step 100 of its run (a monitor resumed there),
-past the probe loss's dense first 30 steps: steps 100 and 101 run the probe loss and the sequence-length probe
-(once per process), and its figure per step is (98 ordinary steps + those two) / 100, what a run with both
-probes every 100 steps pays.
+would hand to whichever arm came first. Within a turn the loops run in an order drawn afresh every turn
+(`--order shuffled`, seeded), so that no loop always follows the same ones: with the order reversed every other
+turn (`--order alternate`) the first and last loops, the two plain ones, would follow themselves at every other
+turn's boundary. Beside the wall-clock time, the process's CPU time per step (user and system) of each loop:
+with one torch thread, what the loop's own work costs, apart from the host's stalls.
+
+"full" is timed from step 100 of its run (a monitor resumed there), past the probe loss's dense first 30 steps:
+steps 100 and 101 run the probe loss and the sequence-length probe (once per process), and its figure per step
+is (98 ordinary steps + those two) / 100, what a run with both probes every 100 steps pays.
 
 Goals: on the CPU tiny preset at K = 4, "paper" at most +2% and "full" at most +5% step time; FSDP2 "paper" at
 most +2%. On a GPU (gpt2-117m, bf16): "paper" at most 2% (aim 1%), "full" at most 10%.
@@ -167,17 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="split the timed steps over this many processes, built in turn "
         "in the forward and the reverse order (1: all in this process)",
     )
+    p.add_argument(
+        "--order",
+        choices=("shuffled", "alternate"),
+        default="shuffled",
+        help="the loops' order within a turn: drawn afresh every turn (seeded), or reversed every other turn",
+    )
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--times-child", help=argparse.SUPPRESS)
     return p
 
 
-def time_loops(args, order: tuple[str, ...], n: int) -> dict[str, list[float]]:
-    """Seconds per step of each loop, n steps each, one step of each in turn, the loops built in `order`."""
+def time_loops(args, order: tuple[str, ...], n: int) -> dict[str, dict[str, list]]:
+    """{"wall": seconds per step, "cpu": (user, system) CPU seconds per step} of each loop, n steps each, one
+    step of each in turn (`args.order`), the loops built in `order`."""
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-overhead-")
     parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro, args.warmup) for m in order}
-    return interleaved({m: stepper(*parts[m]) for m in MODES}, n, args.warmup, args.device)
+    cpu: dict[str, list] = {}
+    wall = interleaved({m: stepper(*parts[m]) for m in MODES}, n, args.warmup, args.device, order=args.order, cpu=cpu)
+    return {"wall": wall, "cpu": cpu}
 
 
 def _child_args(args) -> list[str]:
@@ -194,6 +208,8 @@ def _child_args(args) -> list[str]:
         str(args.micro),
         "--warmup",
         str(args.warmup),
+        "--order",
+        args.order,
     ]
 
 
@@ -236,16 +252,20 @@ def main(argv=None) -> int:
                 check=True,
             )
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    times = {m: [t for run in runs for t in run[m]] for m in MODES}
+    times = {m: [t for run in runs for t in run["wall"][m]] for m in MODES}
     n = len(times["none"])
+    # the process's CPU seconds per step, (user, system): with one torch thread, the loop's own work ("full": its
+    # ordinary steps, past its first two timed steps in each process, the probes)
+    cpu_steps = {m: [s for run in runs for s in run["cpu"][m][2 if m == "full" else 0 :]] for m in MODES}
+    cpu = {m: [sum(s[j] for s in steps) / len(steps) for j in (0, 1)] for m, steps in cpu_steps.items()}
     o = bench_config(args.preset, args.batch, args.micro).optim
     k = o.batch_size // o.micro_batch_size
     mean = {m: sum(t) / n for m, t in times.items()}
     ref_steps = [(a + b) / 2 for a, b in zip(times["none"], times["none_b"])]  # turn by turn
     # each process's first two timed "full" steps are its steps 100 and 101: the probes
     probes = {i for j in range(len(runs)) for i in (j * per, j * per + 1)}
-    probe_loss = sum(run["full"][0] for run in runs) / len(runs)
-    probe_seqlen = sum(run["full"][1] for run in runs) / len(runs)
+    probe_loss = sum(run["wall"]["full"][0] for run in runs) / len(runs)
+    probe_seqlen = sum(run["wall"]["full"][1] for run in runs) / len(runs)
     ordinary_steps = [t for i, t in enumerate(times["full"]) if i not in probes]
     ordinary_ref = [t for i, t in enumerate(ref_steps) if i not in probes]
     ordinary = sum(ordinary_steps) / len(ordinary_steps)
@@ -258,13 +278,22 @@ def main(argv=None) -> int:
     floor = common.overhead(times["none_b"], times["none"])
     print(
         f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
-        f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn, torch {torch.__version__}"
+        f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn ({args.order} order), "
+        f"torch {torch.__version__}"
     )
     for m in MODES:
         print(f"  {m:<9} {1000 * mean[m]:8.1f} ms/step")
     print(
         f"noise floor (two identical plain loops): {common.describe_overhead(*floor)}; overheads are against their "
         "mean, intervals from resampling the turns"
+    )
+    ref_cpu = [(cpu["none"][j] + cpu["none_b"][j]) / 2 for j in (0, 1)]
+    added = ", ".join(
+        f"{m} {1000 * (cpu[m][0] - ref_cpu[0]):+.1f} / {1000 * (cpu[m][1] - ref_cpu[1]):+.1f}" for m in MODES[1:]
+    )
+    print(
+        f"CPU time of the process per step (user / system): plain loops {1000 * ref_cpu[0]:.1f} / "
+        f"{1000 * ref_cpu[1]:.1f} ms; added: {added} ms (full: its ordinary steps)"
     )
     print(f"overhead paper: {common.describe_overhead(*found['paper'], goals['paper'])}")
     print(f"overhead paper + TensorBoard sink: {common.describe_overhead(*found['paper_tb'], goals['paper_tb'])}")
@@ -309,6 +338,8 @@ def main(argv=None) -> int:
             "seq_len": o.seq_len,
             "steps_per_mode": n,
             "ms_per_step": {m: 1000 * mean[m] for m in MODES},
+            "order": args.order,
+            "cpu_ms_per_step": {m: {"user": 1000 * cpu[m][0], "system": 1000 * cpu[m][1]} for m in MODES},
             "noise_floor": floor,
             "overhead": overhead,
             "interval95": interval,

@@ -2,7 +2,7 @@
 step of each loop in turn beside a second unmonitored loop (the A/A control: the run's noise floor), and the
 collectives the monitor adds per step and per flush.
 
-    python benchmarks/monitor_overhead.py --fsdp [--preset tiny] [--rounds 4] [--steps 25]
+    python benchmarks/monitor_overhead.py --fsdp [--preset tiny] [--rounds 4] [--steps 25] [--order alternate]
 
 Both loops shard each block and the root with fully_shard and accumulate K = 2 micro-batches per rank
 (set_requires_gradient_sync on the last); the plain loop clips with torch.nn.utils.clip_grad_norm_, the
@@ -122,7 +122,7 @@ def _worker(rank, port, args):
     built = {m: _build(cfg, data.vocab_size, m == "paper", out) for m in ("none", "paper", "none_b")}
     steps = {m: _stepper(cfg, *parts, batches, rank) for m, parts in built.items()}
     counts = {m: _counted(fn, args.warmup) for m, fn in steps.items()}  # steps 1..warmup: no flush yet
-    times = interleaved(steps, args.rounds * args.steps, 0, before=dist.barrier)
+    times = interleaved(steps, args.rounds * args.steps, 0, before=dist.barrier, order=args.order)  # seeded: one order
     mon = built["paper"][2]
     steps["paper"]()  # at least one buffered step
     flush = _counted(mon.flush, 1)
@@ -136,7 +136,7 @@ def _report(args, times, counts, flush) -> None:
     n = args.rounds * args.steps
     print(
         f"FSDP2, 2 gloo ranks (CPU, 1 thread each), preset {args.preset}, K = 2 micro-batches per rank, {n} steps "
-        f"per loop, one step of each loop in turn (rank 0's times), torch {torch.__version__}"
+        f"per loop, one step of each loop in turn ({args.order} order; rank 0's times), torch {torch.__version__}"
     )
     mean = {m: sum(t) / n for m, t in times.items()}
     for m, v in mean.items():

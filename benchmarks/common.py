@@ -86,11 +86,13 @@ def interleaved(
         for a in names if order == "shuffled" or i % 2 == 0 else names[::-1]:
             if before is not None:
                 before()
+            if cpu is None:
+                times[a].append(timed(arms[a], 1, device))
+                continue
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             times[a].append(timed(arms[a], 1, device))
-            if cpu is not None:
-                r1 = resource.getrusage(resource.RUSAGE_SELF)
-                cpu.setdefault(a, []).append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu.setdefault(a, []).append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
     return times
 
 

@@ -183,12 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def time_loops(args, order: tuple[str, ...], n: int) -> dict[str, dict[str, list]]:
+def time_loops(args, build_order: tuple[str, ...], n: int) -> dict[str, dict[str, list]]:
     """{"wall": seconds per step, "cpu": (user, system) CPU seconds per step} of each loop, n steps each, one
-    step of each in turn (`args.order`), the loops built in `order`."""
+    step of each in turn (in `args.order`), the loops built in `build_order`."""
     torch.set_num_threads(1)
     out = tempfile.mkdtemp(prefix="gradvar-overhead-")
-    parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro, args.warmup) for m in order}
+    parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro, args.warmup) for m in build_order}
     cpu: dict[str, list] = {}
     wall = interleaved({m: stepper(*parts[m]) for m in MODES}, n, args.warmup, args.device, order=args.order, cpu=cpu)
     return {"wall": wall, "cpu": cpu}
@@ -254,10 +254,6 @@ def main(argv=None) -> int:
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
     times = {m: [t for run in runs for t in run["wall"][m]] for m in MODES}
     n = len(times["none"])
-    # the process's CPU seconds per step, (user, system): with one torch thread, the loop's own work ("full": its
-    # ordinary steps, past its first two timed steps in each process, the probes)
-    cpu_steps = {m: [s for run in runs for s in run["cpu"][m][2 if m == "full" else 0 :]] for m in MODES}
-    cpu = {m: [sum(s[j] for s in steps) / len(steps) for j in (0, 1)] for m, steps in cpu_steps.items()}
     o = bench_config(args.preset, args.batch, args.micro).optim
     k = o.batch_size // o.micro_batch_size
     mean = {m: sum(t) / n for m, t in times.items()}
@@ -269,6 +265,11 @@ def main(argv=None) -> int:
     ordinary_steps = [t for i, t in enumerate(times["full"]) if i not in probes]
     ordinary_ref = [t for i, t in enumerate(ref_steps) if i not in probes]
     ordinary = sum(ordinary_steps) / len(ordinary_steps)
+    # the process's CPU seconds per step, (user, system): with one torch thread, the loop's own work ("full": its
+    # ordinary steps)
+    cpu_steps = {m: [s for run in runs for s in run["cpu"][m]] for m in MODES}
+    cpu_steps["full"] = [s for i, s in enumerate(cpu_steps["full"]) if i not in probes]
+    cpu = {m: [sum(s[j] for s in steps) / len(steps) for j in (0, 1)] for m, steps in cpu_steps.items()}
     # the probe steps' extra cost spread over PROBE_EVERY steps, added to the ordinary steps resampled
     probe_extra = len(ordinary_steps) * (probe_loss + probe_seqlen - 2 * ordinary) / PROBE_EVERY
     goals = {"paper": 0.02, "paper_tb": 0.02, "full": 0.05}

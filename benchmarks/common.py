@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
 import random
 import resource
 import time
@@ -62,8 +64,24 @@ def print_times(totals: dict, n: int) -> None:
         print(f"  {m:<6} {1000 * total / n:8.1f} ms/step")
 
 
+def host() -> str:
+    """The machine the figures come from, for the line that heads them: the CPU's model name and count (overheads
+    measured on one host need not hold on another; our 2-core machines are not all the same CPU)."""
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def interleaved(
-    arms: dict, n: int, warmup: int, device="cpu", before=None, order: str = "alternate", cpu: dict | None = None
+    arms: dict,
+    n: int,
+    warmup: int,
+    device="cpu",
+    before=None,
+    order: str = "alternate",
+    cpu: dict | None = None,
+    seed: int = 0,
 ) -> dict[str, list[float]]:
     """Seconds of each of n steps of every arm, one step of each arm in turn: a drift of the machine (its clock,
     other processes, the allocator's state) falls on every arm alike, where blocks of steps per arm would hand
@@ -72,14 +90,15 @@ def interleaved(
     same ones (with "alternate" the first and last arms follow themselves at every other turn's boundary, and
     what a step leaves in the caches and the allocator falls on its successor). `warmup` untimed steps per arm
     first; `before()` runs before each timed step (a barrier across ranks). `cpu`: filled with each step's CPU
-    seconds of this process, {arm: [(user, system), ...]} (all its threads: a sink's writer thread counts)."""
+    seconds of this process, {arm: [(user, system), ...]} (all its threads: a sink's writer thread counts).
+    `seed`: the shuffled orders' (another seed, another draw: a replication)."""
     if order not in ("alternate", "shuffled"):
         raise ValueError(f"interleaved: order {order!r} is neither 'alternate' nor 'shuffled'")
     for fn in arms.values():
         for _ in range(warmup):
             fn()
     names, times = list(arms), {a: [] for a in arms}
-    rng = random.Random(0)
+    rng = random.Random(seed)
     for i in range(n):
         if order == "shuffled":
             rng.shuffle(names)

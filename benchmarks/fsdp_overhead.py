@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import adamw, describe_overhead, interleaved, overhead  # noqa: E402
+from common import adamw, describe_overhead, host, interleaved, overhead  # noqa: E402
 
 NAMES = (
     "all_reduce",
@@ -122,7 +122,8 @@ def _worker(rank, port, args):
     built = {m: _build(cfg, data.vocab_size, m == "paper", out) for m in ("none", "paper", "none_b")}
     steps = {m: _stepper(cfg, *parts, batches, rank) for m, parts in built.items()}
     counts = {m: _counted(fn, args.warmup) for m, fn in steps.items()}  # steps 1..warmup: no flush yet
-    times = interleaved(steps, args.rounds * args.steps, 0, before=dist.barrier, order=args.order)  # seeded: one order
+    # seeded: both ranks draw one order
+    times = interleaved(steps, args.rounds * args.steps, 0, before=dist.barrier, order=args.order, seed=args.seed)
     mon = built["paper"][2]
     steps["paper"]()  # at least one buffered step
     flush = _counted(mon.flush, 1)
@@ -136,7 +137,8 @@ def _report(args, times, counts, flush) -> None:
     n = args.rounds * args.steps
     print(
         f"FSDP2, 2 gloo ranks (CPU, 1 thread each), preset {args.preset}, K = 2 micro-batches per rank, {n} steps "
-        f"per loop, one step of each loop in turn ({args.order} order; rank 0's times), torch {torch.__version__}"
+        f"per loop, one step of each loop in turn ({args.order} order, seed {args.seed}; rank 0's times), torch "
+        f"{torch.__version__}, {host()}"
     )
     mean = {m: sum(t) / n for m, t in times.items()}
     for m, v in mean.items():

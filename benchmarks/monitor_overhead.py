@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="shuffled",
         help="the loops' order within a turn: drawn afresh every turn (seeded), or reversed every other turn",
     )
+    p.add_argument("--seed", type=int, default=0, help="the shuffled orders' seed (another seed: a replication)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--times-child", help=argparse.SUPPRESS)
     return p
@@ -190,7 +191,8 @@ def time_loops(args, build_order: tuple[str, ...], n: int) -> dict[str, dict[str
     out = tempfile.mkdtemp(prefix="gradvar-overhead-")
     parts = {m: setup(args.preset, m, out, args.device, args.batch, args.micro, args.warmup) for m in build_order}
     cpu: dict[str, list] = {}
-    wall = interleaved({m: stepper(*parts[m]) for m in MODES}, n, args.warmup, args.device, order=args.order, cpu=cpu)
+    arms = {m: stepper(*parts[m]) for m in MODES}
+    wall = interleaved(arms, n, args.warmup, args.device, order=args.order, cpu=cpu, seed=args.seed)
     return {"wall": wall, "cpu": cpu}
 
 
@@ -210,6 +212,8 @@ def _child_args(args) -> list[str]:
         str(args.warmup),
         "--order",
         args.order,
+        "--seed",
+        str(args.seed),
     ]
 
 
@@ -279,8 +283,8 @@ def main(argv=None) -> int:
     floor = common.overhead(times["none_b"], times["none"])
     print(
         f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
-        f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn ({args.order} order), "
-        f"torch {torch.__version__}"
+        f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn ({args.order} order, seed "
+        f"{args.seed}), torch {torch.__version__}, {common.host()}"
     )
     for m in MODES:
         print(f"  {m:<9} {1000 * mean[m]:8.1f} ms/step")
@@ -340,6 +344,8 @@ def main(argv=None) -> int:
             "steps_per_mode": n,
             "ms_per_step": {m: 1000 * mean[m] for m in MODES},
             "order": args.order,
+            "seed": args.seed,
+            "host": common.host(),
             "cpu_ms_per_step": {m: {"user": 1000 * cpu[m][0], "system": 1000 * cpu[m][1]} for m in MODES},
             "noise_floor": floor,
             "overhead": overhead,

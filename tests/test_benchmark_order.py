@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from common import interleaved  # noqa: E402
+from common import host, interleaved  # noqa: E402
 
 
 def _arms(log: list):
@@ -43,3 +43,18 @@ def test_shuffled_runs_each_loop_once_per_turn_in_varying_orders():
 def test_an_unknown_order_is_refused():
     with pytest.raises(ValueError, match="neither"):
         interleaved(_arms([]), 1, 0, order="random")
+
+
+def test_another_seed_draws_other_orders():
+    first: list = []
+    second: list = []
+    interleaved(_arms(first), 20, 0, order="shuffled", seed=0)
+    interleaved(_arms(second), 20, 0, order="shuffled", seed=1)
+    assert sorted(first) == sorted(second) and first != second
+
+
+def test_host_names_the_cpu_and_its_count():
+    import os
+
+    name, count = host().rsplit(", ", 1)
+    assert name and count == f"{os.cpu_count()} CPUs"

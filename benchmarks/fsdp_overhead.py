@@ -3,6 +3,7 @@ step of each loop in turn beside a second unmonitored loop (the A/A control: the
 collectives the monitor adds per step and per flush.
 
     python benchmarks/monitor_overhead.py --fsdp [--preset tiny] [--rounds 4] [--steps 25] [--order alternate]
+        [--seed N]
 
 Both loops shard each block and the root with fully_shard and accumulate K = 2 micro-batches per rank
 (set_requires_gradient_sync on the last); the plain loop clips with torch.nn.utils.clip_grad_norm_, the

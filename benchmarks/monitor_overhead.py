@@ -3,7 +3,7 @@ also written as TensorBoard scalars), and "full" with both probes every 100 step
 one process, beside a second plain loop (the A/A control: the noise floor of the run); plus the peak memory each
 adds (separate processes).
 
-    python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25] [--micro K] [--json FILE]
+    python benchmarks/monitor_overhead.py [--preset tiny] [--rounds 4] [--steps 25] [--micro K] [--seed N] [--json FILE]
     python benchmarks/monitor_overhead.py --fsdp        # FSDP2 on 2 CPU ranks: time and collectives added
 
 Each loop times rounds x steps steps, split over --processes processes run one after the other (2 by default):

@@ -105,13 +105,11 @@ def interleaved(
         for a in names if order == "shuffled" or i % 2 == 0 else names[::-1]:
             if before is not None:
                 before()
-            if cpu is None:
-                times[a].append(timed(arms[a], 1, device))
-                continue
-            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            r0 = resource.getrusage(resource.RUSAGE_SELF) if cpu is not None else None
             times[a].append(timed(arms[a], 1, device))
-            r1 = resource.getrusage(resource.RUSAGE_SELF)
-            cpu.setdefault(a, []).append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
+            if r0 is not None:
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu.setdefault(a, []).append((r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime))
     return times
 
 

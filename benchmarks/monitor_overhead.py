@@ -281,10 +281,11 @@ def main(argv=None) -> int:
     found["full"] = common.overhead(ordinary_steps, ordinary_ref, probe_extra, goal=goals["full"])
     found["full_ordinary"] = common.overhead(ordinary_steps, ordinary_ref)
     floor = common.overhead(times["none_b"], times["none"])
+    where = common.host()
     print(
         f"preset {args.preset} on {args.device}, batch {o.batch_size} x {o.seq_len}, K = {k} micro-batches per step, "
         f"{n} steps per loop in {len(runs)} process(es), one step of each loop in turn ({args.order} order, seed "
-        f"{args.seed}), torch {torch.__version__}, {common.host()}"
+        f"{args.seed}), torch {torch.__version__}, {where}"
     )
     for m in MODES:
         print(f"  {m:<9} {1000 * mean[m]:8.1f} ms/step")
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
             "ms_per_step": {m: 1000 * mean[m] for m in MODES},
             "order": args.order,
             "seed": args.seed,
-            "host": common.host(),
+            "host": where,
             "cpu_ms_per_step": {m: {"user": 1000 * cpu[m][0], "system": 1000 * cpu[m][1]} for m in MODES},
             "noise_floor": floor,
             "overhead": overhead,
